@@ -1,0 +1,56 @@
+# The two commands a newcomer needs are `make run` and `make test`; each does all of its own set-up.
+# Everything runs from the project's virtualenv (.venv); downloads are cached in $(CLICKSTREAM_HOME).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv kafka-jars up down status local run test test-fast bench schemas lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml chalice_app/requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]' -r chalice_app/requirements.txt
+	@touch $@
+
+venv: $(STAMP) ## create the virtualenv and install the project (idempotent)
+
+kafka-jars: $(STAMP) ## resolve Apache Kafka's jars from Maven Central into the cache (once)
+	$(PY) -m stack kafka-jars
+
+up: $(STAMP) ## start Kafka and the collector (chalice local on :60000) in the background
+	$(PY) -m stack up
+
+down: $(STAMP) ## stop everything `make up` started
+	$(PY) -m stack down
+
+status: $(STAMP) ## say what runs
+	$(PY) -m stack status
+
+local: $(STAMP) ## run the collector in the foreground with `chalice local` on :60000 (needs Kafka: make up)
+	cd chalice_app && ../$(VENV)/bin/chalice local --host 127.0.0.1 --port $${COLLECTOR_PORT:-60000} --stage dev
+
+run: up ## the pipeline: start it, send the sample batch, print what Kafka took
+	$(PY) -m generator --synthetic 200 --seed 7 --invalid-share 0.05 --url http://127.0.0.1:$${COLLECTOR_PORT:-60000}
+
+test: kafka-jars ## every test, against a real Kafka broker the suite starts itself
+	$(PY) -m ruff check .
+	$(PY) schemas/generate.py --check
+	$(PY) -m pytest
+
+bench: up ## measure ingest rates; prints one JSON object (also saved under bench-results/)
+	$(PY) -m bench
+
+schemas: $(STAMP) ## regenerate the .avsc, .proto and the collector's copy from the JSON Schema
+	$(PY) schemas/generate.py
+
+lint: $(STAMP) ## ruff
+	$(PY) -m ruff check .
+
+clean: down ## stop services and remove runtime state (the download cache stays)
+	rm -rf .runtime

@@ -1,0 +1,182 @@
+"""The collector's service: from a request body to records in Kafka and an answer for the client.
+
+Independent of Chalice, so the routes stay thin and the benchmark can call it in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from chalicelib.settings import Settings
+from chalicelib.sinks import Record, Sink, SinkUnavailable
+from chalicelib.validation import SCHEMA_ID, SCHEMA_VERSION, schema_violation
+
+log = logging.getLogger(__name__)
+
+# sendBeacon can only send text/plain cross-origin without a CORS preflight, so JSON comes as either.
+ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain")
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """What the collector records about where a batch came from."""
+
+    content_type: str | None = None
+    source_ip: str | None = None
+    user_agent: str | None = None
+
+
+@dataclass
+class Outcome:
+    status_code: int
+    body: dict[str, Any]
+
+
+@dataclass
+class _Rejected(Exception):
+    """The whole request is refused before anything reaches Kafka."""
+
+    status_code: int
+    reason: str
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Collector:
+    def __init__(self, settings: Settings, sink: Sink) -> None:
+        self.settings = settings
+        self.sink = sink
+
+    def collect(self, body: bytes, request: RequestInfo) -> Outcome:
+        started = time.perf_counter()
+        correlation_id = str(uuid.uuid4())
+        received_at = _now_iso()
+        meta = {
+            "correlation_id": correlation_id,
+            "received_at": received_at,
+            "source_ip": request.source_ip,
+            "user_agent": request.user_agent,
+            "schema_id": SCHEMA_ID,
+            "schema_version": SCHEMA_VERSION,
+        }
+        counts = {"processed_count": 0, "valid_count": 0, "invalid_count": 0}
+
+        def answer(status_code: int, status: str, errors: list[dict[str, Any]], **extra: Any) -> Outcome:
+            body = {
+                "status": status,
+                "correlation_id": correlation_id,
+                **counts,
+                "elapsed_time": round(time.perf_counter() - started, 6),
+                "errors": errors,
+                **extra,
+            }
+            return Outcome(status_code, body)
+
+        try:
+            events = self._parse(body, request)
+            records, errors = self._records(events, meta)
+        except _Rejected as rejected:
+            self._keep_rejected_request(body, rejected, meta)
+            return answer(rejected.status_code, "rejected", rejected.errors, message=rejected.reason)
+
+        counts.update(processed_count=len(events), valid_count=len(events) - len(errors), invalid_count=len(errors))
+        try:
+            self.sink.publish(records)
+        except SinkUnavailable as exc:
+            log.warning("batch %s not accepted: %s", correlation_id, exc)
+            counts.update(valid_count=0, invalid_count=0)
+            return answer(503, "unavailable", errors, message=f"{exc}. Nothing was accepted; retry the whole batch.")
+
+        log.info("batch %s: %s", correlation_id, counts)
+        if not errors:
+            return answer(200, "success", errors)
+        if counts["valid_count"]:
+            return answer(200, "partial", errors)
+        return answer(400, "rejected", errors, message="no event in the batch is valid")
+
+    def _parse(self, body: bytes, request: RequestInfo) -> list[Any]:
+        settings = self.settings
+        media_type = (request.content_type or "application/json").split(";")[0].strip().lower()
+        if media_type not in ACCEPTED_CONTENT_TYPES:
+            raise _Rejected(415, f"content type {media_type!r} is not accepted; send application/json or text/plain")
+        if len(body) > settings.max_body_bytes:
+            raise _Rejected(413, f"body of {len(body)} bytes exceeds the limit of {settings.max_body_bytes} bytes")
+        try:
+            parsed = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+        except UnicodeDecodeError as exc:
+            raise _Rejected(400, f"body is not UTF-8: {exc.reason} at byte {exc.start}")
+        except RecursionError:
+            raise _Rejected(400, "body is nested too deeply to parse")
+        except ValueError as exc:
+            raise _Rejected(400, f"body is not valid JSON: {exc}")
+        if isinstance(parsed, dict):
+            return [parsed]
+        if not isinstance(parsed, list):
+            raise _Rejected(400, f"body must be an event object or an array of events, not {type(parsed).__name__}")
+        if not parsed:
+            raise _Rejected(400, "body is an empty array: there are no events to collect")
+        if len(parsed) > settings.max_batch_events:
+            raise _Rejected(413, f"batch of {len(parsed)} events exceeds the limit of {settings.max_batch_events}")
+        return parsed
+
+    def _records(self, events: list[Any], meta: dict[str, Any]) -> tuple[list[Record], list[dict[str, Any]]]:
+        """Valid events become raw records, invalid ones invalid records; an oversized event refuses all."""
+        settings = self.settings
+        meta_field = b',"collector":' + _dumps(meta) + b"}"
+        records: list[Record] = []
+        errors: list[dict[str, Any]] = []
+        oversized: list[dict[str, Any]] = []
+        for index, event in enumerate(events):
+            event_id = event.get("id") if isinstance(event, dict) else None
+            encoded = _dumps(event)
+            size = len(encoded)
+            if size > settings.max_event_bytes:
+                reason = f"event of {size} bytes exceeds the limit of {settings.max_event_bytes} bytes"
+                oversized.append({"index": index, "id": event_id, "reason": reason})
+                continue
+            reason = schema_violation(event) if isinstance(event, dict) else "event must be a JSON object"
+            if reason is None:
+                # The event serialised once, with the metadata spliced in before its closing brace: a valid
+                # event is a non-empty object that has no "collector" key (the schema forbids other keys).
+                records.append(Record(settings.raw_topic, event_id.encode(), encoded[:-1] + meta_field))
+                continue
+            errors.append({"index": index, "id": event_id, "reason": reason})
+            invalid = {"index": index, "reason": reason, "payload": event, "collector": meta}
+            key = event_id.encode() if isinstance(event_id, str) else None
+            records.append(Record(settings.invalid_topic, key, _dumps(invalid)))
+        if oversized:
+            raise _Rejected(413, f"{len(oversized)} event(s) exceed the per-event size limit", oversized)
+        return records, errors
+
+    def _keep_rejected_request(self, body: bytes, rejected: _Rejected, meta: dict[str, Any]) -> None:
+        """Keep a refused request in the invalid topic with its reason (best effort: the client has its 4xx)."""
+        limit = self.settings.rejected_body_bytes
+        invalid = {
+            "index": None,
+            "reason": rejected.reason,
+            "status_code": rejected.status_code,
+            "body": body[:limit].decode("utf-8", errors="replace"),
+            "body_bytes": len(body),
+            "collector": meta,
+        }
+        try:
+            self.sink.publish([Record(self.settings.invalid_topic, None, _dumps(invalid))])
+        except SinkUnavailable as exc:
+            log.warning("rejected request %s not kept: %s", meta["correlation_id"], exc)

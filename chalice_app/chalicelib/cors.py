@@ -1,0 +1,39 @@
+"""CORS for a list of allowed origins.
+
+Chalice's CORSConfig allows one origin; the shop runs from several (local server, S3 website), so the
+routes answer preflights themselves and echo the request's origin when it is allowed.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from chalicelib.settings import Settings
+
+PREFLIGHT_MAX_AGE_S = 600
+
+
+def cors_headers(request_headers: Mapping[str, str], settings: Settings) -> dict[str, str]:
+    """Headers that let the requesting origin read the answer, or none if it is not allowed."""
+    origin = request_headers.get("origin")
+    allowed = settings.cors_allowed_origins
+    if not origin or not ("*" in allowed or origin in allowed):
+        return {}
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Expose-Headers": "X-Correlation-Id",
+        "Vary": "Origin",
+    }
+
+
+def preflight_headers(request_headers: Mapping[str, str], settings: Settings, methods: str) -> dict[str, str]:
+    headers = cors_headers(request_headers, settings)
+    if headers:
+        headers.update(
+            {
+                "Access-Control-Allow-Methods": methods,
+                "Access-Control-Allow-Headers": "Content-Type",
+                "Access-Control-Max-Age": str(PREFLIGHT_MAX_AGE_S),
+            }
+        )
+    return headers

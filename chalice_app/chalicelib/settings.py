@@ -1,0 +1,92 @@
+"""The collector's reference configuration: every setting, its environment variable and its default.
+
+This is the one place these defaults live. Other stages (the broker script, Spark, the generator, the
+tests) import them from here instead of repeating them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Mapping
+
+#: Environment variable -> default. README's configuration table lists the same names (a test checks).
+DEFAULTS: dict[str, str] = {
+    "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
+    "KAFKA_RAW_TOPIC": "acme.clickstream.raw.events",
+    "KAFKA_INVALID_TOPIC": "acme.clickstream.invalid.events",
+    "KAFKA_LATEST_TOPIC": "acme.clickstream.latest.events",
+    "KAFKA_TOPIC_PARTITIONS": "6",
+    # How long a batch may wait for Kafka (metadata, acks) before the collector answers 503.
+    "KAFKA_SEND_TIMEOUT_S": "10",
+    # A little lingering lets one batch travel in few produce requests.
+    "KAFKA_LINGER_MS": "5",
+    # API Gateway's payload limit; inside Lambda the 6 MB invoke limit applies first.
+    "COLLECTOR_MAX_BODY_BYTES": str(10 * 1024 * 1024),
+    # The seed's generator sends batches of 987.
+    "COLLECTOR_MAX_BATCH_EVENTS": "1000",
+    "COLLECTOR_MAX_EVENT_BYTES": str(32 * 1024),
+    # How much of a rejected request body is kept in the invalid topic.
+    "COLLECTOR_REJECTED_BODY_BYTES": str(8 * 1024),
+    # Comma-separated origins allowed by CORS, or "*": the shop served locally and from the S3 website.
+    "CORS_ALLOWED_ORIGINS": ",".join(
+        [
+            "http://localhost:8000",
+            "http://127.0.0.1:8000",
+            "http://acme-clickstream-shop.s3-website.localhost.localstack.cloud:4566",
+        ]
+    ),
+    "LOG_LEVEL": "INFO",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap_servers: str
+    raw_topic: str
+    invalid_topic: str
+    latest_topic: str
+    topic_partitions: int
+    kafka_send_timeout_s: float
+    kafka_linger_ms: int
+    max_body_bytes: int
+    max_batch_events: int
+    max_event_bytes: int
+    rejected_body_bytes: int
+    cors_allowed_origins: tuple[str, ...]
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str:
+            return env.get(name) or DEFAULTS[name]
+
+        return cls(
+            kafka_bootstrap_servers=get("KAFKA_BOOTSTRAP_SERVERS"),
+            raw_topic=get("KAFKA_RAW_TOPIC"),
+            invalid_topic=get("KAFKA_INVALID_TOPIC"),
+            latest_topic=get("KAFKA_LATEST_TOPIC"),
+            topic_partitions=int(get("KAFKA_TOPIC_PARTITIONS")),
+            kafka_send_timeout_s=float(get("KAFKA_SEND_TIMEOUT_S")),
+            kafka_linger_ms=int(get("KAFKA_LINGER_MS")),
+            max_body_bytes=int(get("COLLECTOR_MAX_BODY_BYTES")),
+            max_batch_events=int(get("COLLECTOR_MAX_BATCH_EVENTS")),
+            max_event_bytes=int(get("COLLECTOR_MAX_EVENT_BYTES")),
+            rejected_body_bytes=int(get("COLLECTOR_REJECTED_BODY_BYTES")),
+            cors_allowed_origins=tuple(o.strip() for o in get("CORS_ALLOWED_ORIGINS").split(",") if o.strip()),
+            log_level=get("LOG_LEVEL").upper(),
+        )
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """Every topic the pipeline uses, as the broker script creates them."""
+        return (self.raw_topic, self.invalid_topic, self.latest_topic)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once (a warm Lambda keeps them)."""
+    return Settings.from_env()

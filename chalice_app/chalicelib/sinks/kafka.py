@@ -1,0 +1,88 @@
+"""The Kafka sink: one producer per process, created on first use and kept while it works."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from typing import Any, Sequence
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from chalicelib.settings import Settings
+from chalicelib.sinks import Record, SinkUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """The producer's settings; the benchmark's raw producer uses the same ones."""
+    timeout_ms = int(settings.kafka_send_timeout_s * 1000)
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap_servers.split(","),
+        # Only what every in-sync replica has is acknowledged, and retries never duplicate a record.
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": settings.kafka_linger_ms,
+        "batch_size": 256 * 1024,
+        "max_request_size": 4 * 1024 * 1024,
+        # Bounded waits, so a dead broker turns into a 503 well within API Gateway's 29 s.
+        "bootstrap_timeout_ms": timeout_ms,
+        "max_block_ms": timeout_ms,
+        "delivery_timeout_ms": timeout_ms,
+        "request_timeout_ms": min(timeout_ms - settings.kafka_linger_ms, 5000),
+        "client_id": "clickstream-collector",
+    }
+
+
+class KafkaSink:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._producer: KafkaProducer | None = None
+        self._lock = threading.Lock()
+
+    def _get_producer(self) -> KafkaProducer:
+        with self._lock:
+            if self._producer is None:
+                self._producer = KafkaProducer(**producer_config(self._settings))
+            return self._producer
+
+    def _discard_producer(self) -> None:
+        # After a failed delivery the idempotent producer's sequence state is suspect: start afresh.
+        with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=0)
+            except Exception:  # closing a broken producer must not hide the original error
+                log.exception("closing the Kafka producer failed")
+
+    def publish(self, records: Sequence[Record]) -> None:
+        """Send every record, flush once, and raise SinkUnavailable unless Kafka acknowledged them all."""
+        if not records:
+            return
+        try:
+            producer = self._get_producer()
+            futures = [producer.send(r.topic, key=r.key, value=r.value) for r in records]
+            producer.flush(timeout=self._settings.kafka_send_timeout_s)
+        except (KafkaError, OSError) as exc:
+            self._discard_producer()
+            raise SinkUnavailable(f"Kafka at {self._settings.kafka_bootstrap_servers} did not take the batch: {exc!r}")
+        failed = [f for f in futures if not f.succeeded()]
+        if failed:
+            self._discard_producer()
+            raise SinkUnavailable(
+                f"Kafka did not acknowledge {len(failed)} of {len(records)} records: {failed[0].exception!r}"
+            )
+
+    def reachable(self) -> bool:
+        """Whether a bootstrap server accepts a TCP connection (cheap: no producer is created)."""
+        for server in self._settings.kafka_bootstrap_servers.split(","):
+            host, _, port = server.strip().rpartition(":")
+            try:
+                with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                    return True
+            except OSError:
+                continue
+        return False

@@ -1,0 +1,1 @@
+"""The embedded default stack: real services (Kafka, LocalStack, Spark, the collector) as local processes."""

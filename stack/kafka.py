@@ -1,0 +1,177 @@
+"""Apache Kafka, embedded: jars from Maven Central, one KRaft node started with `java`, the pipeline's topics.
+
+The version is pinned in kafka/pom.xml; `mvn` copies the broker's runtime classpath into the cache once.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from string import Template
+
+from chalicelib.settings import Settings
+from stack.paths import REPO, cache_dir, runtime_dir
+from stack.process import Service, port_open, wait_for_port
+
+KAFKA_DIR = REPO / "kafka"
+POM = KAFKA_DIR / "pom.xml"
+
+
+def version() -> str:
+    match = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text())
+    assert match, f"no <kafka.version> in {POM}"
+    return match.group(1)
+
+
+def libs_dir() -> Path:
+    return cache_dir() / f"kafka-{version()}" / "libs"
+
+
+def java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    return str(Path(java_home) / "bin" / "java") if java_home else "java"
+
+
+def fetch_jars() -> Path:
+    """Resolve the broker's classpath with mvn into the cache, once per pom.xml content."""
+    libs = libs_dir()
+    stamp = libs / ".pom-sha256"
+    digest = hashlib.sha256(POM.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return libs
+    print(f"kafka: resolving Apache Kafka {version()} from Maven Central into {libs}", flush=True)
+    staging = libs.with_name("libs.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    subprocess.run(
+        ["mvn", "-B", "-f", str(POM), "dependency:copy-dependencies", "-DincludeScope=runtime",
+         f"-DoutputDirectory={staging}"],
+        check=True,
+    )
+    shutil.rmtree(libs, ignore_errors=True)
+    staging.rename(libs)
+    stamp.write_text(digest)
+    return libs
+
+
+def _host_port(settings: Settings) -> tuple[str, int]:
+    first = settings.kafka_bootstrap_servers.split(",")[0].strip()
+    host, _, port = first.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def controller_port() -> int:
+    return int(os.environ.get("KAFKA_CONTROLLER_PORT") or "9093")
+
+
+def data_dir() -> Path:
+    return runtime_dir() / "kafka" / "data"
+
+
+def service() -> Service:
+    return Service("kafka", runtime_dir(), marker=f"kafka.Kafka {runtime_dir() / 'kafka'}")
+
+
+def _write_config(settings: Settings) -> Path:
+    host, port = _host_port(settings)
+    text = Template((KAFKA_DIR / "server.properties").read_text()).substitute(
+        host=host,
+        port=port,
+        controller_port=controller_port(),
+        log_dirs=data_dir(),
+        partitions=settings.topic_partitions,
+    )
+    config = runtime_dir() / "kafka" / "server.properties"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(text)
+    return config
+
+
+def _format_storage(config: Path, classpath: str) -> None:
+    """Format KRaft storage the first time only: the data folder then survives restarts."""
+    if (data_dir() / "meta.properties").exists():
+        return
+    cluster_id = _cluster_id()
+    subprocess.run(
+        [java(), "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone", "--ignore-formatted",
+         "-t", cluster_id, "-c", str(config)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def _cluster_id() -> str:
+    # Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding.
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def start(settings: Settings | None = None, timeout_s: float = 60.0) -> None:
+    settings = settings or Settings.from_env()
+    host, port = _host_port(settings)
+    svc = service()
+    if svc.pid() is None and port_open(host, port):
+        sys.exit(f"kafka: {host}:{port} is taken by a process this stack did not start; stop it or set "
+                 "KAFKA_BOOTSTRAP_SERVERS to another port")
+    classpath = str(fetch_jars() / "*")
+    config = _write_config(settings)
+    _format_storage(config, classpath)
+    started = time.monotonic()
+    heap = os.environ.get("KAFKA_HEAP_OPTS") or "-Xms256m -Xmx512m"
+    svc.start(
+        [java(), *heap.split(), "-XX:+UseG1GC", f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}",
+         "-cp", classpath, "kafka.Kafka", str(config)],
+    )
+    if not wait_for_port(host, port, timeout_s, alive=lambda: svc.pid() is not None):
+        raise SystemExit(f"kafka: broker did not open {host}:{port}; last log lines:\n{svc.log_tail()}")
+    create_topics(settings)
+    print(f"kafka: broker {version()} up on {host}:{port} in {time.monotonic() - started:.1f}s "
+          f"(pid {svc.pid()}, data {data_dir()})", flush=True)
+
+
+def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
+    """Create the pipeline's topics that do not exist yet, with the configured partition count."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
+                                     request_timeout_ms=10000, client_id="clickstream-stack")
+            break
+        except KafkaError:
+            # The port opens a moment before the broker answers metadata requests.
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    try:
+        missing = [t for t in settings.topics if t not in set(admin.list_topics())]
+        if missing:
+            try:
+                admin.create_topics([NewTopic(t, settings.topic_partitions, 1) for t in missing])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+def stop() -> None:
+    if service().stop(timeout_s=30):
+        print("kafka: stopped", flush=True)
+
+
+def status() -> str:
+    pid = service().pid()
+    if pid is None:
+        return "kafka: not running"
+    settings = Settings.from_env()
+    host, port = _host_port(settings)
+    answering = "answering" if port_open(host, port) else "NOT answering"
+    return f"kafka: running (pid {pid}) on {host}:{port}, {answering}; data {data_dir()}"

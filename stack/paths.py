@@ -1,0 +1,18 @@
+"""Where the stack keeps things: downloads in a cache outside git, state and logs in a runtime folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cache_dir() -> Path:
+    """Downloads (jars, virtualenvs) shared by every checkout: $CLICKSTREAM_HOME, default ~/.cache/clickstream."""
+    return Path(os.environ.get("CLICKSTREAM_HOME") or Path.home() / ".cache" / "clickstream")
+
+
+def runtime_dir() -> Path:
+    """PIDs, logs and service data of this checkout: $CLICKSTREAM_RUNTIME, default <repo>/.runtime."""
+    return Path(os.environ.get("CLICKSTREAM_RUNTIME") or REPO / ".runtime")
