@@ -38,10 +38,12 @@ local: $(STAMP) ## run the collector in the foreground with `chalice local` on :
 run: up ## the pipeline: start it, send the sample batch, print what Kafka took
 	$(PY) -m generator --synthetic 200 --seed 7 --invalid-share 0.05 --url http://127.0.0.1:$${COLLECTOR_PORT:-60000}
 
-test: kafka-jars ## every test, against a real Kafka broker the suite starts itself
-	$(PY) -m ruff check .
+test: kafka-jars lint ## lint, schema check and every test (the suite starts its own Kafka broker)
 	$(PY) schemas/generate.py --check
 	$(PY) -m pytest
+
+test-fast: $(STAMP) ## only the tests that need no service
+	$(PY) -m pytest -m "not slow"
 
 bench: up ## measure ingest rates; prints one JSON object (also saved under bench-results/)
 	$(PY) -m bench
@@ -49,8 +51,9 @@ bench: up ## measure ingest rates; prints one JSON object (also saved under benc
 schemas: $(STAMP) ## regenerate the .avsc, .proto and the collector's copy from the JSON Schema
 	$(PY) schemas/generate.py
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff check and ruff format --check
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 clean: down ## stop services and remove runtime state (the download cache stays)
 	rm -rf .runtime

@@ -30,8 +30,9 @@ def start(timeout_s: float = 30.0) -> None:
     svc = service()
     chalice = Path(sys.executable).parent / "chalice"
     started = time.monotonic()
-    svc.start([str(chalice), "local", "--host", HOST, "--port", str(port()), "--stage", "dev", "--no-autoreload"],
-              cwd=APP_DIR)
+    svc.start(
+        [str(chalice), "local", "--host", HOST, "--port", str(port()), "--stage", "dev", "--no-autoreload"], cwd=APP_DIR
+    )
     if not wait_for_port(HOST, port(), timeout_s, alive=lambda: svc.pid() is not None):
         raise SystemExit(f"collector: chalice local did not open port {port()}; last log lines:\n{svc.log_tail()}")
     print(f"collector: chalice local on {url()} in {time.monotonic() - started:.1f}s (pid {svc.pid()})", flush=True)

@@ -51,8 +51,15 @@ def fetch_jars() -> Path:
     staging = libs.with_name("libs.partial")
     shutil.rmtree(staging, ignore_errors=True)
     subprocess.run(
-        ["mvn", "-B", "-f", str(POM), "dependency:copy-dependencies", "-DincludeScope=runtime",
-         f"-DoutputDirectory={staging}"],
+        [
+            "mvn",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={staging}",
+        ],
         check=True,
     )
     shutil.rmtree(libs, ignore_errors=True)
@@ -100,8 +107,19 @@ def _format_storage(config: Path, classpath: str) -> None:
         return
     cluster_id = _cluster_id()
     subprocess.run(
-        [java(), "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone", "--ignore-formatted",
-         "-t", cluster_id, "-c", str(config)],
+        [
+            java(),
+            "-cp",
+            classpath,
+            "kafka.tools.StorageTool",
+            "format",
+            "--standalone",
+            "--ignore-formatted",
+            "-t",
+            cluster_id,
+            "-c",
+            str(config),
+        ],
         check=True,
         stdout=subprocess.DEVNULL,
     )
@@ -117,22 +135,35 @@ def start(settings: Settings | None = None, timeout_s: float = 60.0) -> None:
     host, port = _host_port(settings)
     svc = service()
     if svc.pid() is None and port_open(host, port):
-        sys.exit(f"kafka: {host}:{port} is taken by a process this stack did not start; stop it or set "
-                 "KAFKA_BOOTSTRAP_SERVERS to another port")
+        sys.exit(
+            f"kafka: {host}:{port} is taken by a process this stack did not start; stop it or set "
+            "KAFKA_BOOTSTRAP_SERVERS to another port"
+        )
     classpath = str(fetch_jars() / "*")
     config = _write_config(settings)
     _format_storage(config, classpath)
     started = time.monotonic()
     heap = os.environ.get("KAFKA_HEAP_OPTS") or "-Xms256m -Xmx512m"
     svc.start(
-        [java(), *heap.split(), "-XX:+UseG1GC", f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}",
-         "-cp", classpath, "kafka.Kafka", str(config)],
+        [
+            java(),
+            *heap.split(),
+            "-XX:+UseG1GC",
+            f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}",
+            "-cp",
+            classpath,
+            "kafka.Kafka",
+            str(config),
+        ],
     )
     if not wait_for_port(host, port, timeout_s, alive=lambda: svc.pid() is not None):
         raise SystemExit(f"kafka: broker did not open {host}:{port}; last log lines:\n{svc.log_tail()}")
     create_topics(settings)
-    print(f"kafka: broker {version()} up on {host}:{port} in {time.monotonic() - started:.1f}s "
-          f"(pid {svc.pid()}, data {data_dir()})", flush=True)
+    print(
+        f"kafka: broker {version()} up on {host}:{port} in {time.monotonic() - started:.1f}s "
+        f"(pid {svc.pid()}, data {data_dir()})",
+        flush=True,
+    )
 
 
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
@@ -143,8 +174,11 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
-                                     request_timeout_ms=10000, client_id="clickstream-stack")
+            admin = KafkaAdminClient(
+                bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
+                request_timeout_ms=10000,
+                client_id="clickstream-stack",
+            )
             break
         except KafkaError:
             # The port opens a moment before the broker answers metadata requests.

@@ -10,7 +10,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.settings import Settings
@@ -56,7 +56,7 @@ def _dumps(value: Any) -> bytes:
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Collector:
@@ -121,11 +121,11 @@ class Collector:
         try:
             parsed = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
         except UnicodeDecodeError as exc:
-            raise _Rejected(400, f"body is not UTF-8: {exc.reason} at byte {exc.start}")
+            raise _Rejected(400, f"body is not UTF-8: {exc.reason} at byte {exc.start}") from None
         except RecursionError:
-            raise _Rejected(400, "body is nested too deeply to parse")
+            raise _Rejected(400, "body is nested too deeply to parse") from None
         except ValueError as exc:
-            raise _Rejected(400, f"body is not valid JSON: {exc}")
+            raise _Rejected(400, f"body is not valid JSON: {exc}") from None
         if isinstance(parsed, dict):
             return [parsed]
         if not isinstance(parsed, list):

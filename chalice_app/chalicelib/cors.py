@@ -6,7 +6,7 @@ routes answer preflights themselves and echo the request's origin when it is all
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from chalicelib.settings import Settings
 

@@ -7,9 +7,9 @@ tests) import them from here instead of repeating them.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Mapping
 
 #: Environment variable -> default. README's configuration table lists the same names (a test checks).
 DEFAULTS: dict[str, str] = {

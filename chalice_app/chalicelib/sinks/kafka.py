@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from chalicelib.settings import Settings
 from chalicelib.sinks import Record, SinkUnavailable
+from kafka import KafkaProducer
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,9 @@ class KafkaSink:
             producer.flush(timeout=self._settings.kafka_send_timeout_s)
         except (KafkaError, OSError) as exc:
             self._discard_producer()
-            raise SinkUnavailable(f"Kafka at {self._settings.kafka_bootstrap_servers} did not take the batch: {exc!r}")
+            raise SinkUnavailable(
+                f"Kafka at {self._settings.kafka_bootstrap_servers} did not take the batch: {exc!r}"
+            ) from exc
         failed = [f for f in futures if not f.succeeded()]
         if failed:
             self._discard_producer()

@@ -37,14 +37,15 @@ import threading
 import time
 import traceback
 import urllib.request
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 # Keep in sync with executor.CONTROL_MARK.
 CONTROL_MARK = "\x1elocal-lambda\x1e"
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-_INVOCATIONS: queue.Queue[Dict[str, Any]] = queue.Queue()
-_HANDLER_CACHE: Dict[str, Callable[..., Any]] = {}
+_INVOCATIONS: queue.Queue[dict[str, Any]] = queue.Queue()
+_HANDLER_CACHE: dict[str, Callable[..., Any]] = {}
 _current_request_id = ""
 
 
@@ -76,7 +77,7 @@ class LambdaContext:
         return max(0, int((self._deadline - time.time()) * 1000))
 
     def __repr__(self) -> str:
-        return f"LambdaContext(aws_request_id={self.aws_request_id!r}, function_name={self.function_name!r})"
+        return f"LambdaContext({self.function_name!r}, aws_request_id={self.aws_request_id!r})"
 
 
 def _control(message: str) -> None:
@@ -88,9 +89,7 @@ def _control(message: str) -> None:
 
 def _post(path: str, body: bytes) -> None:
     url = os.environ["LOCALSTACK_RUNTIME_ENDPOINT"] + path
-    request = urllib.request.Request(
-        url, data=body, method="POST", headers={"Content-Type": "application/json"}
-    )
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
     try:
         with _OPENER.open(request, timeout=30) as response:
             response.read()
@@ -109,19 +108,16 @@ def _load_handler() -> Callable[..., Any]:
     try:
         module = importlib.import_module(module_name.replace("/", "."))
     except ImportError as exc:
-        raise InitError(
-            "Runtime.ImportModuleError", f"Unable to import module '{module_name}': {exc}"
-        ) from exc
+        raise InitError("Runtime.ImportModuleError", f"Unable to import module '{module_name}': {exc}") from exc
     except SyntaxError as exc:
-        raise InitError(
-            "Runtime.UserCodeSyntaxError", f"Syntax error in module '{module_name}': {exc}"
-        ) from exc
+        raise InitError("Runtime.UserCodeSyntaxError", f"Syntax error in module '{module_name}': {exc}") from exc
     except Exception as exc:
         raise InitError(type(exc).__name__, str(exc)) from exc
     handler = getattr(module, function_name, None)
     if handler is None:
         raise InitError(
-            "Runtime.HandlerNotFound", f"Handler '{function_name}' missing on module '{module_name}'"
+            "Runtime.HandlerNotFound",
+            f"Handler '{function_name}' missing on module '{module_name}'",
         )
     _HANDLER_CACHE["handler"] = handler
     return handler
@@ -139,25 +135,23 @@ def _error_payload(error_type: str, message: str, tb: Any, request_id: str) -> b
     ).encode("utf-8")
 
 
-def _print_error(error_type: str, message: str, exc: Optional[BaseException]) -> None:
+def _print_error(error_type: str, message: str, exc: BaseException | None) -> None:
     text = f"[ERROR] {error_type}: {message}\n"
     if exc is not None:
         text += "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     sys.stderr.write(text)
 
 
-def _invoke(invocation: Dict[str, Any]) -> None:
+def _invoke(invocation: dict[str, Any]) -> None:
     global _current_request_id
     request_id = str(invocation.get("invoke-id", ""))
     started = time.monotonic()
     timeout = float(os.environ.get("AWS_LAMBDA_FUNCTION_TIMEOUT") or 3)
-    context = LambdaContext(
-        request_id, str(invocation.get("invoked-function-arn", "")), time.time() + timeout
-    )
+    context = LambdaContext(request_id, str(invocation.get("invoked-function-arn", "")), time.time() + timeout)
     _current_request_id = request_id
     os.environ["_X_AMZN_TRACE_ID"] = str(invocation.get("trace-id") or "")
 
-    outcome: Tuple[str, bytes]
+    outcome: tuple[str, bytes]
     try:
         handler = _load_handler()
         raw = invocation.get("payload") or "{}"
@@ -190,7 +184,7 @@ def _invoke(invocation: Dict[str, Any]) -> None:
 
 
 class _InvokeHandler(http.server.BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - http.server naming
+    def do_POST(self) -> None:
         if self.path != "/invoke":
             self.send_error(404)
             return
@@ -206,7 +200,7 @@ class _InvokeHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # our stdout is the function's log; keep request lines out of it
 
 
@@ -239,10 +233,8 @@ def _configure_logging() -> None:
 
 
 def _setup_sys_path(task_root: str) -> None:
-    extra: List[str] = [p for p in os.environ.pop("_LOCAL_LAMBDA_SYS_PATH", "").split(os.pathsep) if p]
-    libs: List[str] = [
-        p for p in os.environ.pop("_LOCAL_LAMBDA_RUNTIME_LIBS", "").split(os.pathsep) if p
-    ]
+    extra: list[str] = [p for p in os.environ.pop("_LOCAL_LAMBDA_SYS_PATH", "").split(os.pathsep) if p]
+    libs: list[str] = [p for p in os.environ.pop("_LOCAL_LAMBDA_RUNTIME_LIBS", "").split(os.pathsep) if p]
     # Same precedence as AWS: function code, then layers, then the interpreter's stdlib, then
     # the runtime's own libraries (boto3); nothing from the host's or LocalStack's site-packages.
     sys.path[:0] = [task_root, *extra]

@@ -1,0 +1,165 @@
+"""`make bench`: collector ingest rates against the real broker, measured in one run, as one JSON object.
+
+Compares, for batches of 987 events with acks=all:
+  - the collector in-process (parse, validate, serialise, produce, flush once per batch),
+  - the collector behind `chalice local` (the same plus HTTP),
+  - the raw producer: the same client and settings sending pre-serialised events,
+  - the seed's way: one `send().get()` round trip per event.
+Bench traffic goes to its own topics, so it never reaches the lake.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from chalicelib.collector import Collector, RequestInfo
+from chalicelib.settings import Settings
+from chalicelib.sinks.kafka import KafkaSink, producer_config
+from generator.synthetic import synthetic_events
+from kafka import KafkaProducer
+from stack import kafka
+from stack.paths import REPO, runtime_dir
+from stack.process import Service, free_port, wait_for_port
+
+BATCH = 987
+BATCHES = int(os.environ.get("BENCH_BATCHES", "30"))
+SEED_EVENTS = int(os.environ.get("BENCH_SEED_EVENTS", "2000"))
+REPEATS = 3
+
+
+def _rate(events: int, run: Callable[[], None]) -> float:
+    """Best of a few runs, in events/s (the best run is the least disturbed by the rest of the machine)."""
+    rates = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        run()
+        rates.append(events / (time.perf_counter() - started))
+    return max(rates)
+
+
+def main() -> int:
+    settings = Settings.from_env(
+        {
+            **os.environ,
+            "KAFKA_RAW_TOPIC": "bench.clickstream.raw.events",
+            "KAFKA_INVALID_TOPIC": "bench.clickstream.invalid.events",
+            "KAFKA_LATEST_TOPIC": "bench.clickstream.latest.events",
+        }
+    )
+    kafka.create_topics(settings)
+    events = synthetic_events(BATCH * BATCHES, seed=1)
+    batches = [events[i : i + BATCH] for i in range(0, len(events), BATCH)]
+    bodies = [json.dumps(b).encode() for b in batches]
+    total = len(events)
+    result: dict[str, Any] = {"batch_size": BATCH, "events_per_run": total, "acks": "all"}
+
+    # Warm-up: connections and metadata, as in a warm Lambda.
+    collector = Collector(settings, KafkaSink(settings))
+    info = RequestInfo("application/json", "127.0.0.1", "bench")
+    assert collector.collect(bodies[0], info).status_code == 200
+
+    def in_process() -> None:
+        for body in bodies:
+            outcome = collector.collect(body, info)
+            assert outcome.status_code == 200, outcome.body
+
+    result["collector_in_process_eps"] = round(_rate(total, in_process))
+
+    producer = KafkaProducer(**producer_config(settings))
+    values = [[json.dumps(e).encode() for e in b] for b in batches]
+
+    def raw() -> None:
+        for batch, encoded in zip(batches, values, strict=True):
+            futures = [
+                producer.send(settings.raw_topic, key=e["id"].encode(), value=v)
+                for e, v in zip(batch, encoded, strict=True)
+            ]
+            producer.flush()
+            assert all(f.succeeded() for f in futures)
+
+    raw()
+    result["raw_producer_eps"] = round(_rate(total, raw))
+    producer.close()
+
+    # The seed: default producer settings, one synchronous round trip per event.
+    seed_producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers.split(","))
+    seed_values = [v for b in values for v in b][:SEED_EVENTS]
+
+    def seed_way() -> None:
+        for v in seed_values:
+            seed_producer.send(settings.raw_topic, value=v).get(timeout=10)
+
+    result["seed_per_event_eps"] = round(_rate(len(seed_values), seed_way))
+    seed_producer.close()
+
+    result["chalice_local_eps"], result["chalice_local_batch_ms_p50"] = _chalice_local(bodies, total)
+
+    result["ratios"] = {
+        "collector_vs_raw": round(result["collector_in_process_eps"] / result["raw_producer_eps"], 3),
+        "chalice_local_vs_raw": round(result["chalice_local_eps"] / result["raw_producer_eps"], 3),
+        "collector_vs_seed": round(result["collector_in_process_eps"] / result["seed_per_event_eps"], 1),
+        "chalice_local_vs_seed": round(result["chalice_local_eps"] / result["seed_per_event_eps"], 1),
+    }
+    result["targets"] = {
+        "collector >= 0.5 x raw": result["ratios"]["collector_vs_raw"] >= 0.5,
+        "collector >= 20 x seed": result["ratios"]["collector_vs_seed"] >= 20,
+    }
+    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "kafka": kafka.version()}
+
+    out = REPO / "bench-results" / "collector.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _chalice_local(bodies: list[bytes], total: int) -> tuple[int, float]:
+    """The collector behind its own `chalice local` on a free port, writing to the bench topics."""
+    port = free_port()
+    svc = Service("bench-collector", runtime_dir(), marker=f"chalice local --host 127.0.0.1 --port {port}")
+    env = {
+        **os.environ,
+        "KAFKA_RAW_TOPIC": "bench.clickstream.raw.events",
+        "KAFKA_INVALID_TOPIC": "bench.clickstream.invalid.events",
+    }
+    chalice = str(Path(sys.executable).parent / "chalice")
+    svc.start(
+        [chalice, "local", "--host", "127.0.0.1", "--port", str(port), "--no-autoreload"],
+        env=env,
+        cwd=REPO / "chalice_app",
+    )
+    try:
+        if not wait_for_port("127.0.0.1", port, 30, alive=lambda: svc.pid() is not None):
+            raise SystemExit(f"bench: chalice local did not start:\n{svc.log_tail()}")
+        url = f"http://127.0.0.1:{port}/collect"
+        headers = {"Content-Type": "application/json"}
+        latencies: list[float] = []
+        with requests.Session() as session:
+
+            def post_all() -> None:
+                for body in bodies:
+                    started = time.perf_counter()
+                    response = session.post(url, data=body, headers=headers, timeout=60)
+                    latencies.append(time.perf_counter() - started)
+                    assert response.status_code == 200, response.text
+
+            post_all()  # warm-up
+            latencies.clear()
+            eps = round(_rate(total, post_all))
+        return eps, round(statistics.median(latencies) * 1000, 1)
+    finally:
+        svc.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

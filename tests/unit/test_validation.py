@@ -1,0 +1,133 @@
+"""The collector's validator against the schema's rules, and against the reference JSON Schema implementation."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chalicelib.validation import SCHEMA, schema_violation
+from generator.synthetic import synthetic_events
+
+REFERENCE = jsonschema.Draft7Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
+
+texts = st.text(min_size=1, max_size=40)
+timestamps = st.datetimes(timezones=st.just(__import__("datetime").timezone.utc)).map(
+    lambda d: d.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+)
+prices = st.floats(min_value=0.01, max_value=1e6, allow_nan=False)
+product_ids = st.integers(min_value=0, max_value=2**31 - 1)
+
+
+@st.composite
+def valid_events(draw: st.DrawFn) -> dict[str, Any]:
+    kind = draw(st.sampled_from(["click", "view", "purchase"]))
+    details: dict[str, Any] = {
+        "user_agent": draw(st.text(max_size=60)),
+        "customer_id": draw(texts),
+        "timestamp": draw(timestamps),
+        "page": draw(texts),
+    }
+    for name, values in (("ip", st.none() | st.just("203.0.113.9")), ("referrer", st.none() | texts)):
+        if draw(st.booleans()):
+            details[name] = draw(values)
+    if kind == "purchase":
+        details.update(product_id=draw(product_ids), product_name=draw(texts), price=draw(prices))
+    elif kind == "view":
+        if draw(st.booleans()):
+            details.update(product_id=draw(product_ids), product_name=draw(texts), price=draw(prices))
+        else:
+            details["query"] = draw(texts)
+    return {"id": draw(texts), "type": kind, "package_id": draw(texts), "event": details}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(valid_events())
+def test_valid_events_pass(event: dict[str, Any]) -> None:
+    assert schema_violation(event) is None
+    assert REFERENCE.is_valid(event)
+
+
+@given(valid_events(), st.sampled_from(["id", "type", "package_id", "event"]))
+def test_missing_top_level_field_is_named(event: dict[str, Any], field: str) -> None:
+    del event[field]
+    reason = schema_violation(event)
+    assert reason is not None and field in reason
+
+
+@given(valid_events(), st.sampled_from(["user_agent", "customer_id", "timestamp", "page"]))
+def test_missing_event_field_is_named(event: dict[str, Any], field: str) -> None:
+    del event["event"][field]
+    reason = schema_violation(event)
+    assert reason is not None and field in reason
+
+
+@given(valid_events(), st.sampled_from(["product_id", "product_name", "price"]))
+def test_purchase_needs_product_and_price(event: dict[str, Any], field: str) -> None:
+    event["type"] = "purchase"
+    event["event"].update(product_id=101, product_name="Laptop Pro", price=1299.0)
+    assert schema_violation(event) is None
+    del event["event"][field]
+    assert schema_violation(event) is not None
+
+
+@given(valid_events(), st.text(max_size=30).filter(lambda t: t not in ("click", "view", "purchase")))
+def test_unknown_type_is_refused(event: dict[str, Any], kind: str) -> None:
+    event["type"] = kind
+    assert "$.type" in (schema_violation(event) or "")
+
+
+@given(valid_events(), st.text(max_size=30))
+def test_non_utc_or_malformed_timestamps_are_refused(event: dict[str, Any], text: str) -> None:
+    for bad in ("2026-11-28T10:00:00+01:00", "2026-13-01T00:00:00Z", "28/11/2026 10:00", text):
+        event["event"]["timestamp"] = bad
+        if bad == text and REFERENCE.is_valid(event):
+            continue  # hypothesis may draw a valid timestamp
+        assert schema_violation(event) is not None
+
+
+@settings(max_examples=300)
+@given(st.one_of(json_values, valid_events().flatmap(lambda e: st.just(e) | _mutations(e))))
+def test_verdict_matches_the_reference_implementation(value: Any) -> None:
+    """fastjsonschema (fast, used at runtime) and jsonschema (the reference) never disagree."""
+    assert (schema_violation(value) is None) == REFERENCE.is_valid(value)
+
+
+def _mutations(event: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    def mutate(path: tuple[str, ...], value: Any) -> dict[str, Any]:
+        copy = json.loads(json.dumps(event))
+        target = copy
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        return copy
+
+    paths = st.sampled_from(
+        [
+            ("id",),
+            ("type",),
+            ("package_id",),
+            ("extra",),
+            ("event", "price"),
+            ("event", "product_id"),
+            ("event", "query"),
+            ("event", "timestamp"),
+            ("event", "ip"),
+            ("event", "unknown"),
+        ]
+    )
+    return st.builds(mutate, paths, json_values)
+
+
+def test_generator_traffic_is_valid() -> None:
+    events = synthetic_events(500, seed=3)
+    assert [e for e in events if schema_violation(e) is not None] == []
