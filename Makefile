@@ -37,6 +37,7 @@ local: $(STAMP) ## run the collector in the foreground with `chalice local` on :
 
 run: up ## the pipeline: start it, send the sample batch, print what Kafka took
 	$(PY) -m generator --synthetic 200 --seed 7 --invalid-share 0.05 --url http://127.0.0.1:$${COLLECTOR_PORT:-60000}
+	@$(PY) -m stack status
 
 test: kafka-jars lint ## lint, schema check and every test (the suite starts its own Kafka broker)
 	$(PY) schemas/generate.py --check

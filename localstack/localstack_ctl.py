@@ -138,7 +138,7 @@ def install_digest() -> str:
 
 def runs(python: Path, code: str) -> bool:
     try:
-        return subprocess.run([str(python), "-c", code], capture_output=True).returncode == 0
+        return subprocess.run([str(python), "-I", "-c", code], capture_output=True).returncode == 0
     except OSError:
         return False
 
@@ -304,7 +304,9 @@ def cmd_start(settings: Settings) -> int:
     started = time.monotonic()
     with settings.logfile.open("wb") as logfile:
         proc = subprocess.Popen(
-            [str(settings.python), "-m", "localstack.runtime.main"],
+            # -I: neither the caller's cwd nor PYTHONPATH on sys.path. `localstack` is a namespace
+            # package, so a directory named localstack (like this one) would merge into it.
+            [str(settings.python), "-I", "-m", "localstack.runtime.main"],
             cwd=settings.runtime_dir,
             env=localstack_env(settings),
             stdin=subprocess.DEVNULL,

@@ -196,6 +196,21 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
         admin.close()
 
 
+def topic_counts(settings: Settings) -> dict[str, int]:
+    """How many records each pipeline topic holds (sum of its partitions' end offsets)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers.split(","), group_id=None)
+    try:
+        counts = {}
+        for topic in settings.topics:
+            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            counts[topic] = sum(consumer.end_offsets(partitions).values()) if partitions else 0
+        return counts
+    finally:
+        consumer.close()
+
+
 def stop() -> None:
     if service().stop(timeout_s=30):
         print("kafka: stopped", flush=True)
@@ -207,5 +222,7 @@ def status() -> str:
         return "kafka: not running"
     settings = Settings.from_env()
     host, port = _host_port(settings)
-    answering = "answering" if port_open(host, port) else "NOT answering"
-    return f"kafka: running (pid {pid}) on {host}:{port}, {answering}; data {data_dir()}"
+    if not port_open(host, port):
+        return f"kafka: running (pid {pid}) on {host}:{port} but NOT answering; log {service().logfile}"
+    counts = ", ".join(f"{topic} {n}" for topic, n in topic_counts(settings).items())
+    return f"kafka: running (pid {pid}) on {host}:{port}; records: {counts}"

@@ -142,6 +142,19 @@ def _print_error(error_type: str, message: str, exc: BaseException | None) -> No
     sys.stderr.write(text)
 
 
+def _peak_rss_mb() -> int:
+    # VmHWM, not getrusage(): ru_maxrss survives exec and would count LocalStack's own memory,
+    # as we were forked from it.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) // 1024
+    except (OSError, ValueError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
 def _invoke(invocation: dict[str, Any]) -> None:
     global _current_request_id
     request_id = str(invocation.get("invoke-id", ""))
@@ -176,7 +189,7 @@ def _invoke(invocation: dict[str, Any]) -> None:
     # Anything else (SystemExit, os._exit, signals) ends the process; the executor reports
     # Runtime.ExitError then, like AWS.
     duration_ms = (time.monotonic() - started) * 1000
-    max_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    max_rss_mb = _peak_rss_mb()
     _current_request_id = ""
     _control(f"end {request_id} {duration_ms:.3f} {max_rss_mb}")
     kind, body = outcome
