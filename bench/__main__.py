@@ -93,11 +93,15 @@ def main() -> int:
 
     # The seed: default producer settings, one synchronous round trip per event.
     seed_producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers.split(","))
-    seed_values = [v for b in values for v in b][:SEED_EVENTS]
+    # The seed keyed each record by event id too.
+    seed_values = [
+        (e["id"].encode(), v) for b, vs in zip(batches, values, strict=True) for e, v in zip(b, vs, strict=True)
+    ]
+    seed_values = seed_values[:SEED_EVENTS]
 
     def seed_way() -> None:
-        for v in seed_values:
-            seed_producer.send(settings.raw_topic, value=v).get(timeout=10)
+        for k, v in seed_values:
+            seed_producer.send(settings.raw_topic, key=k, value=v).get(timeout=10)
 
     result["seed_per_event_eps"] = round(_rate(len(seed_values), seed_way))
     seed_producer.close()

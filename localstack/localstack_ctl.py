@@ -17,6 +17,7 @@ Environment (default):
   GATEWAY_LISTEN            127.0.0.1:4566; where LocalStack listens
   LOCALSTACK_HOST           host:port of GATEWAY_LISTEN; what LocalStack puts in URLs it returns
                             (its own default, localhost.localstack.cloud, needs public DNS)
+  GATEWAY_SERVER            hypercorn (LocalStack's default, twisted, listens on all interfaces)
   SERVICES                  s3,apigateway,lambda,iam,sts,sqs,cloudwatch,logs
   LOCALSTACK_START_TIMEOUT  90 (seconds to wait for health)
   LOCALSTACK_STOP_TIMEOUT   10 (seconds between SIGTERM and SIGKILL)
@@ -262,6 +263,9 @@ def localstack_env(settings: Settings) -> dict[str, str]:
     defaults = {
         "GATEWAY_LISTEN": f"{settings.host}:{settings.port}",
         "LOCALSTACK_HOST": f"{settings.host}:{settings.port}",
+        # LocalStack's default server (twisted) ignores the host of GATEWAY_LISTEN and listens on
+        # all interfaces; hypercorn binds where told (loopback) at about the same throughput.
+        "GATEWAY_SERVER": "hypercorn",
         "SERVICES": ",".join(settings.services),
         # Load services at start: lazy loading makes the first request slow and SIGTERM can hang.
         "EAGER_SERVICE_LOADING": "1",

@@ -68,6 +68,8 @@ CONTROL_MARK = "\x1elocal-lambda\x1e"
 STOP_GRACE_SECONDS = 1.0
 # Lines of runtime output kept per environment for get_logs().
 LOG_RING_LINES = 2000
+# Output kept per invocation (Tail shows the last 4 KiB; CloudWatch Logs gets all of it).
+MAX_INVOCATION_OUTPUT_CHARS = 1 << 20
 # Optional: force one interpreter for every Python runtime.
 ENV_PYTHON_OVERRIDE = "LAMBDA_LOCAL_PYTHON"
 # Optional: os.pathsep-separated dirs appended to the function's sys.path (e.g. boto3, as on AWS).
@@ -161,6 +163,12 @@ def resolve_interpreter(runtime: str) -> Interpreter:
         return interpreter
 
 
+def _runtime_libs(version: str) -> str:
+    # The pinned boto3/urllib3 need Python >= 3.9; older runtimes get no runtime libraries.
+    major, minor = (int(part) for part in version.split(".")[:2])
+    return os.environ.get(ENV_RUNTIME_LIBS, "") if (major, minor) >= (3, 9) else ""
+
+
 # --- process helpers ------------------------------------------------------------------------
 
 
@@ -241,11 +249,19 @@ class _Invocation:
     request_id: str
     future: Future[tuple[bytes, bool]] = field(default_factory=Future)
     output: list[str] = field(default_factory=list)
+    output_chars: int = 0
     end_seen: threading.Event = field(default_factory=threading.Event)
     outcome: str = "pending"  # pending | done | timeout | exited
     exit_code: int | None = None
     duration_ms: float | None = None
     max_memory_mb: int | None = None
+
+    def capture(self, text: str) -> None:
+        if self.output_chars < MAX_INVOCATION_OUTPUT_CHARS:
+            self.output.append(text)
+            self.output_chars += len(text)
+            if self.output_chars >= MAX_INVOCATION_OUTPUT_CHARS:
+                self.output.append("[local-process executor: output truncated]\n")
 
 
 class _Endpoint(ExecutorEndpoint):
@@ -391,7 +407,7 @@ class LocalProcessRuntimeExecutor(RuntimeExecutor):
                 "PATH": _search_path(),
                 "LANG": "C.UTF-8",
                 "_LOCAL_LAMBDA_SYS_PATH": os.pathsep.join(layer_paths),
-                "_LOCAL_LAMBDA_RUNTIME_LIBS": os.environ.get(ENV_RUNTIME_LIBS, ""),
+                "_LOCAL_LAMBDA_RUNTIME_LIBS": _runtime_libs(version),
                 "_LOCAL_LAMBDA_PARENT_PID": str(os.getpid()),
             }
         )
@@ -520,7 +536,7 @@ class LocalProcessRuntimeExecutor(RuntimeExecutor):
             self._ring.append(text)
             with self._lock:
                 if self._invocation is not None:
-                    self._invocation.output.append(text)
+                    self._invocation.capture(text)
         if control:
             self._on_control(control.split())
 

@@ -123,14 +123,27 @@ def _load_handler() -> Callable[..., Any]:
     return handler
 
 
-def _error_payload(error_type: str, message: str, tb: Any, request_id: str) -> bytes:
-    stack = traceback.format_list(traceback.extract_tb(tb)) if tb is not None else []
+def _user_frames(exc: BaseException | None) -> traceback.StackSummary:
+    """The traceback without this runtime's and importlib's frames, as AWS reports it."""
+    if exc is None:
+        return traceback.StackSummary()
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if frame.filename != __file__
+        and not frame.filename.startswith("<frozen importlib")
+        and frame.filename != importlib.__file__
+    ]
+    return traceback.StackSummary.from_list(frames)
+
+
+def _error_payload(error_type: str, message: str, exc: BaseException | None, request_id: str) -> bytes:
     return json.dumps(
         {
             "errorMessage": message,
             "errorType": error_type,
             "requestId": request_id,
-            "stackTrace": stack,
+            "stackTrace": _user_frames(exc).format(),
         }
     ).encode("utf-8")
 
@@ -138,7 +151,9 @@ def _error_payload(error_type: str, message: str, tb: Any, request_id: str) -> b
 def _print_error(error_type: str, message: str, exc: BaseException | None) -> None:
     text = f"[ERROR] {error_type}: {message}\n"
     if exc is not None:
-        text += "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        text += "Traceback (most recent call last):\n"
+        text += "".join(_user_frames(exc).format())
+        text += "".join(traceback.format_exception_only(type(exc), exc))
     sys.stderr.write(text)
 
 
@@ -178,13 +193,12 @@ def _invoke(invocation: dict[str, Any]) -> None:
             outcome = ("error", _error_payload("Runtime.MarshalError", message, None, request_id))
     except InitError as exc:
         _print_error(exc.error_type, exc.message, exc.__cause__)
-        tb = exc.__cause__.__traceback__ if exc.__cause__ else None
-        outcome = ("error", _error_payload(exc.error_type, exc.message, tb, request_id))
+        outcome = ("error", _error_payload(exc.error_type, exc.message, exc.__cause__, request_id))
     except Exception as exc:
         _print_error(type(exc).__name__, str(exc), exc)
         outcome = (
             "error",
-            _error_payload(type(exc).__name__, str(exc), exc.__traceback__, request_id),
+            _error_payload(type(exc).__name__, str(exc), exc, request_id),
         )
     # Anything else (SystemExit, os._exit, signals) ends the process; the executor reports
     # Runtime.ExitError then, like AWS.

@@ -1,0 +1,255 @@
+"""The local-process Lambda executor against a real LocalStack: results, logs, env, isolation,
+timeouts, crashes, concurrency and process cleanup."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lambda_executor_support import (
+    LocalStack,
+    build_zip,
+    create_function,
+    pid_alive,
+    runtime_pids,
+    start_localstack,
+    wait_until,
+)
+
+# Real LocalStack processes: the project's marker for tests that need real services.
+pytestmark = pytest.mark.slow
+
+
+def invoke(lambda_client: Any, name: str, event: dict[str, Any] | None = None) -> dict[str, Any]:
+    response = lambda_client.invoke(FunctionName=name, Payload=json.dumps(event or {}), LogType="Tail")
+    return {
+        "error": response.get("FunctionError"),
+        "payload": json.loads(response["Payload"].read() or b"null"),
+        "log": base64.b64decode(response.get("LogResult", "")).decode(),
+    }
+
+
+ECHO = """
+import os
+
+print("module loaded")
+
+def handler(event, context):
+    print("handling", event["n"])
+    return {"n": event["n"], "pid": os.getpid(), "request_id": context.aws_request_id,
+            "remaining_ms": context.get_remaining_time_in_millis()}
+"""
+
+
+def test_invoke_returns_result_and_tail_logs(localstack: LocalStack, make_function: Any) -> None:
+    name = make_function("lpe-echo", {"app.py": ECHO}, Timeout=10)
+    lambda_client = localstack.client("lambda")
+
+    first = invoke(lambda_client, name, {"n": 1})
+    second = invoke(lambda_client, name, {"n": 2})
+
+    assert first["error"] is None, first
+    assert first["payload"]["n"] == 1
+    assert 0 < first["payload"]["remaining_ms"] <= 10_000
+    assert "handling 1" in first["log"]
+    request_id = first["payload"]["request_id"]
+    assert f"START RequestId: {request_id}" in first["log"]
+    assert f"END RequestId: {request_id}" in first["log"]
+    assert f"REPORT RequestId: {request_id}" in first["log"]
+    assert "Init Duration" in first["log"]  # cold start
+    # Warm: same process, only this invocation's output, no init.
+    assert second["payload"]["pid"] == first["payload"]["pid"]
+    assert "handling 2" in second["log"] and "handling 1" not in second["log"]
+    assert "Init Duration" not in second["log"]
+
+
+ENV_REPORT = """
+import importlib.util, os, sys
+import vendored_dep
+
+def handler(event, context):
+    return {
+        "env": {k: os.environ.get(k) for k in
+                ["FOO", "AWS_LAMBDA_FUNCTION_NAME", "AWS_REGION", "_HANDLER", "AWS_ENDPOINT_URL",
+                 "LAMBDA_TASK_ROOT", "AWS_LAMBDA_FUNCTION_TIMEOUT"]},
+        "cwd": os.getcwd(),
+        "sys_path_0": sys.path[0],
+        "vendored": vendored_dep.VALUE,
+        "localstack_importable": importlib.util.find_spec("localstack") is not None,
+        "boto3_path": getattr(importlib.util.find_spec("boto3"), "origin", None),
+    }
+"""
+
+
+def test_environment_and_import_isolation(localstack: LocalStack, make_function: Any) -> None:
+    name = make_function(
+        "lpe-env",
+        {"app.py": ENV_REPORT, "vendored_dep/__init__.py": "VALUE = 'from the zip'\n"},
+        Environment={"Variables": {"FOO": "bar"}},
+        Timeout=7,
+    )
+    result = invoke(localstack.client("lambda"), name)
+
+    assert result["error"] is None, result
+    body = result["payload"]
+    env = body["env"]
+    assert env["FOO"] == "bar"
+    assert env["AWS_LAMBDA_FUNCTION_NAME"] == name
+    assert env["AWS_REGION"] == "eu-west-1"
+    assert env["_HANDLER"] == "app.handler"
+    assert env["AWS_ENDPOINT_URL"] == localstack.endpoint
+    assert env["AWS_LAMBDA_FUNCTION_TIMEOUT"] == "7"
+    # The unpacked deployment package is the working directory and comes first on sys.path.
+    assert body["cwd"] == env["LAMBDA_TASK_ROOT"] == body["sys_path_0"]
+    assert body["vendored"] == "from the zip"
+    # LocalStack's own packages must not leak into the function...
+    assert body["localstack_importable"] is False
+    # ...but boto3 is there, as in the AWS runtime (from the runtime libraries, not LocalStack).
+    assert body["boto3_path"] and "lambda-runtime-libs" in body["boto3_path"]
+
+
+SLOW = """
+import os, subprocess, time
+
+def handler(event, context):
+    if event.get("sleep"):
+        child = subprocess.Popen(["sleep", "300"])
+        print(f"pid {os.getpid()} child {child.pid}", flush=True)
+        time.sleep(event["sleep"])
+    return os.getpid()
+"""
+
+
+def test_timeout_kills_process_tree_and_next_invoke_recovers(localstack: LocalStack, make_function: Any) -> None:
+    name = make_function("lpe-timeout", {"app.py": SLOW}, Timeout=2)
+    lambda_client = localstack.client("lambda")
+
+    started = time.monotonic()
+    result = invoke(lambda_client, name, {"sleep": 10})
+    elapsed = time.monotonic() - started
+
+    assert result["error"] == "Unhandled", result
+    assert "Task timed out after 2.00 seconds" in result["payload"]["errorMessage"]
+    assert elapsed < 8, elapsed
+    assert "Task timed out after 2.00 seconds" in result["log"]
+    match = re.search(r"pid (\d+) child (\d+)", result["log"])
+    assert match, result["log"]
+    runtime_pid, child_pid = int(match[1]), int(match[2])
+    assert wait_until(lambda: not pid_alive(runtime_pid) and not pid_alive(child_pid), 5)
+
+    again = invoke(lambda_client, name, {})
+    assert again["error"] is None, again
+    assert again["payload"] != runtime_pid  # a fresh process
+
+
+CRASHY = """
+import os
+
+def handler(event, context):
+    if event.get("exit"):
+        print("exiting now", flush=True)
+        os._exit(1)
+    raise ValueError("boom: " + event.get("what", ""))
+"""
+
+
+def test_exception_is_reported_as_unhandled_function_error(localstack: LocalStack, make_function: Any) -> None:
+    name = make_function("lpe-exception", {"app.py": CRASHY}, Timeout=5)
+
+    result = invoke(localstack.client("lambda"), name, {"what": "bad input"})
+
+    assert result["error"] == "Unhandled"
+    assert result["payload"]["errorType"] == "ValueError"
+    assert result["payload"]["errorMessage"] == "boom: bad input"
+    assert any("app.py" in frame for frame in result["payload"]["stackTrace"])
+    assert "[ERROR] ValueError: boom: bad input" in result["log"]
+    assert "Traceback" in result["log"]
+
+
+def test_process_exit_is_a_function_error_not_a_hang(localstack: LocalStack, make_function: Any) -> None:
+    name = make_function("lpe-exit", {"app.py": CRASHY}, Timeout=30)
+    lambda_client = localstack.client("lambda")
+
+    started = time.monotonic()
+    result = invoke(lambda_client, name, {"exit": True})
+    elapsed = time.monotonic() - started
+
+    assert result["error"] == "Unhandled", result
+    assert result["payload"]["errorType"] == "Runtime.ExitError"
+    assert "exit status 1" in result["payload"]["errorMessage"]
+    assert "exiting now" in result["log"]
+    assert elapsed < 10, elapsed  # far below the function timeout: the crash was detected
+    # The environment recovers with a fresh process.
+    assert invoke(lambda_client, name, {"what": "x"})["payload"]["errorType"] == "ValueError"
+
+
+def test_import_error_is_reported_per_invocation(localstack: LocalStack, make_function: Any) -> None:
+    name = make_function("lpe-import", {"app.py": "import not_packaged_module\n"}, Timeout=5)
+
+    result = invoke(localstack.client("lambda"), name)
+
+    assert result["error"] == "Unhandled"
+    assert result["payload"]["errorType"] == "Runtime.ImportModuleError"
+    assert "not_packaged_module" in result["payload"]["errorMessage"]
+
+
+SLEEP_ONE = """
+import os, time
+
+def handler(event, context):
+    time.sleep(1)
+    return os.getpid()
+"""
+
+
+def test_concurrent_invocations_run_in_separate_processes(localstack: LocalStack, make_function: Any) -> None:
+    name = make_function("lpe-concurrent", {"app.py": SLEEP_ONE}, Timeout=30)
+    lambda_client = localstack.client("lambda")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: invoke(lambda_client, name), range(4)))
+
+    assert all(r["error"] is None for r in results), results
+    assert len({r["payload"] for r in results}) == 4
+    assert len(runtime_pids(name)) >= 4
+
+
+VERSIONED = "import os\n\ndef handler(event, context):\n    return [{version!r}, os.getpid()]\n"
+
+
+def test_update_and_delete_stop_runtime_processes(localstack: LocalStack, make_function: Any) -> None:
+    name = make_function("lpe-lifecycle", {"app.py": VERSIONED.format(version="v1")})
+    lambda_client = localstack.client("lambda")
+    version, old_pid = invoke(lambda_client, name)["payload"]
+    assert version == "v1" and pid_alive(old_pid)
+
+    lambda_client.update_function_code(FunctionName=name, ZipFile=build_zip({"app.py": VERSIONED.format(version="v2")}))
+    lambda_client.get_waiter("function_updated_v2").wait(FunctionName=name)
+    assert wait_until(lambda: not pid_alive(old_pid), 10)
+    assert invoke(lambda_client, name)["payload"][0] == "v2"
+    assert runtime_pids(name)
+
+    lambda_client.delete_function(FunctionName=name)
+    assert wait_until(lambda: not runtime_pids(name), 10), runtime_pids(name)
+
+
+def test_stopping_localstack_leaves_no_runtime_process(tmp_path: Path) -> None:
+    # A LocalStack of its own: this test stops it.
+    instance = start_localstack(tmp_path / "runtime")
+    try:
+        lambda_client = instance.client("lambda")
+        create_function(lambda_client, "lpe-shutdown", {"app.py": SLEEP_ONE}, Timeout=30)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(lambda _: invoke(lambda_client, "lpe-shutdown"), range(2)))
+        assert len(runtime_pids("lpe-shutdown")) == 2
+    finally:
+        result = instance.ctl("stop")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "leftover" not in result.stdout  # LocalStack itself stopped them
+    assert runtime_pids("lpe-shutdown") == []
