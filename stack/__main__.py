@@ -5,36 +5,41 @@ from __future__ import annotations
 import argparse
 import sys
 
-from stack import collector, kafka
+from chalicelib.settings import setting
+from stack import collector, kafka, localstack
+
+
+def up() -> None:
+    kafka.start()
+    localstack.start()
+    localstack.ensure_bucket(setting("LAKE_BUCKET"))
+    collector.start()
+
+
+def down() -> None:
+    collector.stop()
+    localstack.stop()
+    kafka.stop()
+
+
+def status() -> None:
+    for line in (kafka.status(), localstack.status(), collector.status()):
+        print(line)
+
+
+COMMANDS = {
+    "up": up,
+    "down": down,
+    "status": status,
+    "kafka-jars": lambda: print(kafka.fetch_jars()),
+    "localstack-install": localstack.install,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
-    parser.add_argument(
-        "command",
-        choices=["up", "down", "status", "kafka-jars", "kafka-up", "kafka-down", "collector-up", "collector-down"],
-    )
-    args = parser.parse_args(argv)
-    match args.command:
-        case "up":
-            kafka.start()
-            collector.start()
-        case "down":
-            collector.stop()
-            kafka.stop()
-        case "status":
-            print(kafka.status())
-            print(collector.status())
-        case "kafka-jars":
-            print(kafka.fetch_jars())
-        case "kafka-up":
-            kafka.start()
-        case "kafka-down":
-            kafka.stop()
-        case "collector-up":
-            collector.start()
-        case "collector-down":
-            collector.stop()
+    parser.add_argument("command", choices=sorted(COMMANDS))
+    COMMANDS[parser.parse_args(argv).command]()
     return 0
 
 

@@ -1,7 +1,7 @@
-"""The collector's reference configuration: every setting, its environment variable and its default.
+"""The pipeline's reference configuration: every shared setting, its environment variable and its default.
 
-This is the one place these defaults live. Other stages (the broker script, Spark, the generator, the
-tests) import them from here instead of repeating them.
+This is the one place these defaults live. The collector reads them through `Settings`; the other stages
+(the stack scripts, Spark, the generator, the tests) import them from here instead of repeating them.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+
+WEBSITE_BUCKET = "acme-clickstream-shop"
 
 #: Environment variable -> default. README's configuration table lists the same names (a test checks).
 DEFAULTS: dict[str, str] = {
@@ -34,11 +36,20 @@ DEFAULTS: dict[str, str] = {
         [
             "http://localhost:8000",
             "http://127.0.0.1:8000",
-            "http://acme-clickstream-shop.s3-website.localhost.localstack.cloud:4566",
+            f"http://{WEBSITE_BUCKET}.s3-website.localhost.localstack.cloud:4566",
         ]
     ),
     "LOG_LEVEL": "INFO",
+    # The Parquet lake (Spark writes it) and the shop's S3 website.
+    "LAKE_BUCKET": "acme.eu-west-1.stg.data.lake",
+    "WEBSITE_BUCKET": WEBSITE_BUCKET,
 }
+
+
+def setting(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """One setting: its environment variable if set and not empty, else its default."""
+    env = os.environ if environ is None else environ
+    return env.get(name) or DEFAULTS[name]
 
 
 @dataclass(frozen=True)
@@ -59,10 +70,8 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-
         def get(name: str) -> str:
-            return env.get(name) or DEFAULTS[name]
+            return setting(name, environ)
 
         return cls(
             kafka_bootstrap_servers=get("KAFKA_BOOTSTRAP_SERVERS"),

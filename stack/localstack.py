@@ -1,0 +1,281 @@
+"""LocalStack in host mode (no Docker), in its own virtualenv, with Lambda functions as local processes.
+
+localstack/requirements.txt pins LocalStack (its pins clash with ours, hence the separate venv);
+localstack/lambda-local-executor/ is the Lambda executor plugin installed beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from stack.paths import REPO, cache_dir, runtime_dir
+from stack.process import Service, port_open
+
+LOCALSTACK_DIR = REPO / "localstack"
+REQUIREMENTS = LOCALSTACK_DIR / "requirements.txt"
+RUNTIME_REQUIREMENTS = LOCALSTACK_DIR / "lambda-runtime-requirements.txt"
+PLUGIN_DIR = LOCALSTACK_DIR / "lambda-local-executor"
+# Our Lambda runtime processes are recognised by this path in their command line.
+RUNTIME_SCRIPT_SUFFIX = "lambda_local_executor/runtime.py"
+DEFAULT_SERVICES = "s3,apigateway,lambda,iam,sts,sqs,cloudwatch,logs"
+HEALTHY = ("running", "available")
+REGION = "eu-west-1"
+
+
+def venv() -> Path:
+    return cache_dir() / "venvs" / "localstack"
+
+
+def _python() -> Path:
+    return venv() / "bin" / "python"
+
+
+def _runtime_libs() -> Path:
+    return venv() / "lambda-runtime-libs"
+
+
+def listen() -> tuple[str, int]:
+    """Where LocalStack listens: the first address of GATEWAY_LISTEN (default 127.0.0.1:4566)."""
+    host, _, port = (os.environ.get("GATEWAY_LISTEN") or "127.0.0.1:4566").split(",")[0].rpartition(":")
+    return (host if host not in ("", "0.0.0.0", "[::]") else "127.0.0.1"), int(port or 4566)
+
+
+def endpoint_url() -> str:
+    host, port = listen()
+    return f"http://{host}:{port}"
+
+
+def services() -> list[str]:
+    return [s.strip() for s in (os.environ.get("SERVICES") or DEFAULT_SERVICES).split(",") if s.strip()]
+
+
+def state_dir() -> Path:
+    return runtime_dir() / "localstack"
+
+
+def service() -> Service:
+    return Service("localstack", runtime_dir(), marker="localstack.runtime.main")
+
+
+# --- install ----------------------------------------------------------------------------------------------
+
+
+def _install_digest() -> str:
+    """Hash of everything the venv is built from: it is rebuilt when one of them changes."""
+    digest = hashlib.sha256(f"{sys.version_info[:2]}".encode())
+    sources = sorted(
+        p
+        for p in PLUGIN_DIR.rglob("*")
+        if p.is_file() and not any(part in ("__pycache__", "build") or part.endswith(".egg-info") for part in p.parts)
+    )
+    for path in [REQUIREMENTS, RUNTIME_REQUIREMENTS, *sources]:
+        digest.update(str(path.relative_to(LOCALSTACK_DIR)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def install() -> None:
+    """Create LocalStack's venv with the executor plugin and the Lambda runtime libraries (once)."""
+    stamp = venv() / ".clickstream-install-stamp"
+    digest = _install_digest()
+    if stamp.is_file() and stamp.read_text().strip() == digest and _python().exists():
+        return
+    started = time.monotonic()
+    stamp.unlink(missing_ok=True)
+    if subprocess.run([str(_python()), "-c", "pass"], capture_output=True).returncode if _python().exists() else 1:
+        shutil.rmtree(venv(), ignore_errors=True)  # missing, or broken (its base Python is gone)
+        print(f"localstack: creating its virtualenv {venv()}", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv())], check=True)
+
+    def pip(*args: str) -> None:
+        subprocess.run([str(_python()), "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True)
+
+    print("localstack: installing LocalStack (about a minute, once)", flush=True)
+    pip("install", "-r", str(REQUIREMENTS))
+    # Built from a copy: setuptools would otherwise leave build/ and *.egg-info in the repo.
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / PLUGIN_DIR.name
+        shutil.copytree(PLUGIN_DIR, source, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
+        pip("install", "--no-deps", "--force-reinstall", str(source))
+    # What AWS's Python runtime provides without packaging (boto3), for the Lambda processes.
+    shutil.rmtree(_runtime_libs(), ignore_errors=True)
+    pip("install", "--target", str(_runtime_libs()), "-r", str(RUNTIME_REQUIREMENTS))
+    pip("check")
+    stamp.write_text(digest + "\n")
+    print(f"localstack: installed in {time.monotonic() - started:.0f}s", flush=True)
+
+
+# --- run --------------------------------------------------------------------------------------------------
+
+
+def _environment() -> dict[str, str]:
+    host, port = listen()
+    # The caller's virtualenv must not leak into LocalStack's interpreter.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    defaults = {
+        "GATEWAY_LISTEN": f"{host}:{port}",
+        # LocalStack's own default host name (localhost.localstack.cloud) needs public DNS.
+        "LOCALSTACK_HOST": f"{host}:{port}",
+        # The default server (twisted) ignores GATEWAY_LISTEN's host and listens on every interface;
+        # hypercorn binds to loopback as told, at about the same throughput.
+        "GATEWAY_SERVER": "hypercorn",
+        "SERVICES": ",".join(services()),
+        # Services load at start: lazy loading makes first requests slow and SIGTERM can hang.
+        "EAGER_SERVICE_LOADING": "1",
+        "LAMBDA_RUNTIME_EXECUTOR": "local-process",
+        "LAMBDA_LOCAL_RUNTIME_LIBS": str(_runtime_libs()),
+        # No DNS server on port 53, no certificate download, no analytics: none is reachable here.
+        "DNS_ADDRESS": "0",
+        "SKIP_SSL_CERT_DOWNLOAD": "1",
+        "DISABLE_EVENTS": "1",
+    }
+    for key, value in defaults.items():
+        env.setdefault(key, value)
+    # Host mode: otherwise LocalStack believes it runs in a container and writes to /var/lib/localstack.
+    env["OVERRIDE_IN_DOCKER"] = "0"
+    env["FILESYSTEM_ROOT"] = str(state_dir())
+    return env
+
+
+def health() -> dict[str, str] | None:
+    """The state of each service LocalStack reports, or None if it does not answer."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"{endpoint_url()}/_localstack/health", timeout=2) as response:
+            return json.load(response).get("services", {})
+    except (OSError, ValueError):
+        return None
+
+
+def healthy() -> bool:
+    states = health()
+    return states is not None and all(states.get(s) in HEALTHY for s in services())
+
+
+def start(timeout_s: float | None = None) -> None:
+    install()
+    svc = service()
+    host, port = listen()
+    if svc.pid() is None and port_open(host, port):
+        sys.exit(
+            f"localstack: {host}:{port} is taken by a process this stack did not start; stop it or set "
+            "GATEWAY_LISTEN to another address"
+        )
+    timeout_s = timeout_s or float(os.environ.get("LOCALSTACK_START_TIMEOUT") or 90)
+    state_dir().mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    # -I: neither the cwd nor PYTHONPATH on sys.path. `localstack` is a namespace package, so a folder
+    # named localstack (like ours) would merge into it.
+    svc.start([str(_python()), "-I", "-m", "localstack.runtime.main"], env=_environment(), cwd=state_dir())
+    while not healthy():
+        if svc.pid() is None or time.monotonic() - started > timeout_s:
+            tail = svc.log_tail()
+            stop()
+            raise SystemExit(f"localstack: not healthy at {endpoint_url()}; last log lines:\n{tail}")
+        time.sleep(0.1)
+    print(f"localstack: {endpoint_url()} healthy in {time.monotonic() - started:.1f}s (pid {svc.pid()})", flush=True)
+
+
+def runtime_processes() -> list[int]:
+    """Lambda runtime processes that call back to this LocalStack."""
+    _, port = listen()
+    needle = f":{port}/_localstack_lambda/".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            if (
+                any(arg.decode(errors="replace").endswith(RUNTIME_SCRIPT_SUFFIX) for arg in cmdline)
+                and needle in (entry / "environ").read_bytes()
+            ):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def stop() -> None:
+    stopped = service().stop(timeout_s=float(os.environ.get("LOCALSTACK_STOP_TIMEOUT") or 10))
+    # LocalStack stops its Lambda environments on shutdown and each runtime exits when its parent goes;
+    # whatever is still here a moment later is killed.
+    deadline = time.monotonic() + 3
+    while (leftovers := runtime_processes()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in leftovers:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if stopped:
+        print(
+            "localstack: stopped" + (f" (killed {len(leftovers)} leftover Lambda processes)" if leftovers else ""),
+            flush=True,
+        )
+
+
+def status() -> str:
+    pid = service().pid()
+    if pid is None:
+        return "localstack: not running"
+    state = "healthy" if healthy() else "NOT healthy"
+    rss_kb = next(
+        (
+            int(line.split()[1])
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+            if line.startswith("VmRSS:")
+        ),
+        0,
+    )
+    return (
+        f"localstack: running (pid {pid}) at {endpoint_url()}, {state}, RSS {rss_kb // 1024} MiB, "
+        f"{len(runtime_processes())} Lambda process(es)"
+    )
+
+
+# --- clients ----------------------------------------------------------------------------------------------
+
+
+def aws_environment() -> dict[str, str]:
+    """What AWS clients (boto3, chalice, awslocal) need to talk to this LocalStack.
+
+    The credentials are LocalStack's local-dev defaults, used only when none are set.
+    """
+    return {
+        "AWS_ENDPOINT_URL": os.environ.get("AWS_ENDPOINT_URL") or endpoint_url(),
+        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID") or "test",
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY") or "test",
+        "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION") or REGION,
+    }
+
+
+def client(name: str):  # type: ignore[no-untyped-def]  # boto3 clients have no static type here
+    import boto3
+
+    env = aws_environment()
+    return boto3.client(
+        name,
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+def ensure_bucket(bucket: str):  # type: ignore[no-untyped-def]
+    """Create `bucket` unless it exists; return the S3 client."""
+    s3 = client("s3")
+    if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    return s3
