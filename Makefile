@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv kafka-jars up down status local run test test-fast bench schemas lint clean
+.PHONY: help venv kafka-jars up down status deploy local run test test-fast bench schemas lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,8 +23,11 @@ venv: $(STAMP) ## create the virtualenv and install the project (idempotent)
 kafka-jars: $(STAMP) ## resolve Apache Kafka's jars from Maven Central into the cache (once)
 	$(PY) -m stack kafka-jars
 
-up: $(STAMP) ## start Kafka and the collector (chalice local on :60000) in the background
+up: $(STAMP) ## start Kafka, LocalStack (with the lake bucket) and `chalice local` on :60000 in the background
 	$(PY) -m stack up
+
+deploy: $(STAMP) ## deploy the collector to Lambda + API Gateway and the shop to an S3 website on LocalStack
+	$(PY) localstack/deploy.py
 
 down: $(STAMP) ## stop everything `make up` started
 	$(PY) -m stack down
@@ -35,8 +38,9 @@ status: $(STAMP) ## say what runs
 local: $(STAMP) ## run the collector in the foreground with `chalice local` on :60000 (needs Kafka: make up)
 	cd chalice_app && ../$(VENV)/bin/chalice local --host 127.0.0.1 --port $${COLLECTOR_PORT:-60000} --stage dev
 
-run: up ## the pipeline: start it, send the sample batch, print what Kafka took
-	$(PY) -m generator --synthetic 200 --seed 7 --invalid-share 0.05 --url http://127.0.0.1:$${COLLECTOR_PORT:-60000}
+run: up ## the pipeline: start it, deploy, send the sample traffic through API Gateway, print what landed
+	$(PY) localstack/deploy.py
+	$(PY) -m generator --synthetic 2000 --seed 7 --invalid-share 0.05 --api-gateway
 	@$(PY) -m stack status
 
 test: kafka-jars lint ## lint, schema check and every test (the suite starts its own Kafka broker)

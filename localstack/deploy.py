@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -42,11 +43,29 @@ def website_url(bucket: str) -> str:
     return f"http://{bucket}.s3-website.localhost.localstack.cloud:{port}"
 
 
+def staged_app() -> Path:
+    """A copy of chalice_app/ in the runtime folder, deployed from there.
+
+    Chalice records what it deployed under .chalice/deployed/: that state belongs to this LocalStack
+    (which forgets everything when it restarts), not to the source tree, and two stacks (a developer's
+    and the test suite's) must not share it.
+    """
+    staging = runtime_dir() / "chalice_app"
+    for entry in staging.iterdir() if staging.exists() else ():
+        if entry.name == ".chalice":
+            continue  # its deployed/ state is what lets chalice update instead of create
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    ignore = shutil.ignore_patterns("__pycache__", "deployed", "deployments")
+    shutil.copytree(APP_DIR, staging, dirs_exist_ok=True, ignore=ignore)
+    return staging
+
+
 def deploy_collector() -> dict[str, str]:
     env = {**os.environ, **localstack.aws_environment()}
     chalice = Path(sys.executable).parent / "chalice"
-    subprocess.run([str(chalice), "deploy", "--stage", STAGE], cwd=APP_DIR, env=env, check=True)
-    deployed = json.loads((APP_DIR / ".chalice" / "deployed" / f"{STAGE}.json").read_text())
+    app_dir = staged_app()
+    subprocess.run([str(chalice), "deploy", "--stage", STAGE], cwd=app_dir, env=env, check=True)
+    deployed = json.loads((app_dir / ".chalice" / "deployed" / f"{STAGE}.json").read_text())
     resources = {r["name"]: r for r in deployed["resources"]}
     function = resources["api_handler"]["lambda_arn"].rsplit(":", 1)[-1]
     rest_api_id = resources["rest_api"]["rest_api_id"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +20,22 @@ sys.path.insert(0, str(APP_DIR))
 
 
 @pytest.fixture(scope="session")
-def kafka_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A Kafka broker of the suite's own, on free ports with fresh data, so a developer's stack is untouched."""
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The suite's own runtime folder (PIDs, logs, service data), so a developer's stack is untouched."""
+    path = tmp_path_factory.mktemp("runtime")
+    os.environ["CLICKSTREAM_RUNTIME"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def kafka_settings(runtime: Path) -> Iterator[Any]:
+    """A Kafka broker of the suite's own, on free ports with fresh data."""
     from chalicelib import service
     from chalicelib.settings import Settings
     from stack import kafka
     from stack.process import free_port
 
-    runtime = tmp_path_factory.mktemp("runtime")
     os.environ.update(
-        CLICKSTREAM_RUNTIME=str(runtime),
         KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
         KAFKA_CONTROLLER_PORT=str(free_port()),
     )
@@ -40,6 +47,49 @@ def kafka_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     finally:
         kafka.stop()
         service.reset()
+
+
+@pytest.fixture(scope="session")
+def localstack_endpoint(runtime: Path) -> Iterator[str]:
+    """A LocalStack of the suite's own (host mode, local-process Lambda executor) on a free port."""
+    from stack import localstack
+    from stack.process import free_port
+
+    os.environ["GATEWAY_LISTEN"] = f"127.0.0.1:{free_port()}"
+    os.environ["AWS_ENDPOINT_URL"] = localstack.endpoint_url()
+    localstack.start()
+    try:
+        yield localstack.endpoint_url()
+    finally:
+        localstack.stop()
+
+
+@pytest.fixture(scope="session")
+def deployment(kafka_settings: Any, localstack_endpoint: str, runtime: Path) -> dict[str, str]:
+    """The collector and the shop deployed by `make deploy`'s script, pointed at the suite's broker."""
+    subprocess.run([sys.executable, str(REPO / "localstack" / "deploy.py")], check=True)
+    return json.loads((runtime / "deployment.json").read_text())
+
+
+@pytest.fixture
+def make_function(localstack_endpoint: str) -> Iterator[Callable[..., str]]:
+    """Create a python3.11 Lambda function from {path: source}; deleted after the test."""
+    from tests.localstack.lambda_support import create_function, lambda_client
+
+    client = lambda_client()
+    created: list[str] = []
+
+    def make(name: str, files: dict[str, str], **extra: Any) -> str:
+        create_function(client, name, files, **extra)
+        created.append(name)
+        return name
+
+    yield make
+    for name in created:
+        try:
+            client.delete_function(FunctionName=name)
+        except client.exceptions.ResourceNotFoundException:
+            pass
 
 
 def read_topic(bootstrap: str, topic: str, match: dict[str, Any], expected: int, timeout_s: float = 20) -> list[Any]:

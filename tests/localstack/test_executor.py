@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lambda_executor_support import (
-    LocalStack,
+
+from stack import localstack
+from stack.process import free_port
+from tests.localstack.lambda_support import (
     build_zip,
     create_function,
+    lambda_client,
     pid_alive,
     runtime_pids,
-    start_localstack,
     wait_until,
 )
 
@@ -47,12 +49,12 @@ def handler(event, context):
 """
 
 
-def test_invoke_returns_result_and_tail_logs(localstack: LocalStack, make_function: Any) -> None:
+def test_invoke_returns_result_and_tail_logs(localstack_endpoint: str, make_function: Any) -> None:
     name = make_function("lpe-echo", {"app.py": ECHO}, Timeout=10)
-    lambda_client = localstack.client("lambda")
+    client = lambda_client()
 
-    first = invoke(lambda_client, name, {"n": 1})
-    second = invoke(lambda_client, name, {"n": 2})
+    first = invoke(client, name, {"n": 1})
+    second = invoke(client, name, {"n": 2})
 
     assert first["error"] is None, first
     assert first["payload"]["n"] == 1
@@ -87,14 +89,14 @@ def handler(event, context):
 """
 
 
-def test_environment_and_import_isolation(localstack: LocalStack, make_function: Any) -> None:
+def test_environment_and_import_isolation(localstack_endpoint: str, make_function: Any) -> None:
     name = make_function(
         "lpe-env",
         {"app.py": ENV_REPORT, "vendored_dep/__init__.py": "VALUE = 'from the zip'\n"},
         Environment={"Variables": {"FOO": "bar"}},
         Timeout=7,
     )
-    result = invoke(localstack.client("lambda"), name)
+    result = invoke(lambda_client(), name)
 
     assert result["error"] is None, result
     body = result["payload"]
@@ -103,7 +105,7 @@ def test_environment_and_import_isolation(localstack: LocalStack, make_function:
     assert env["AWS_LAMBDA_FUNCTION_NAME"] == name
     assert env["AWS_REGION"] == "eu-west-1"
     assert env["_HANDLER"] == "app.handler"
-    assert env["AWS_ENDPOINT_URL"] == localstack.endpoint
+    assert env["AWS_ENDPOINT_URL"] == localstack_endpoint
     assert env["AWS_LAMBDA_FUNCTION_TIMEOUT"] == "7"
     # The unpacked deployment package is the working directory and comes first on sys.path.
     assert body["cwd"] == env["LAMBDA_TASK_ROOT"] == body["sys_path_0"]
@@ -126,12 +128,12 @@ def handler(event, context):
 """
 
 
-def test_timeout_kills_process_tree_and_next_invoke_recovers(localstack: LocalStack, make_function: Any) -> None:
+def test_timeout_kills_process_tree_and_next_invoke_recovers(localstack_endpoint: str, make_function: Any) -> None:
     name = make_function("lpe-timeout", {"app.py": SLOW}, Timeout=2)
-    lambda_client = localstack.client("lambda")
+    client = lambda_client()
 
     started = time.monotonic()
-    result = invoke(lambda_client, name, {"sleep": 10})
+    result = invoke(client, name, {"sleep": 10})
     elapsed = time.monotonic() - started
 
     assert result["error"] == "Unhandled", result
@@ -143,7 +145,7 @@ def test_timeout_kills_process_tree_and_next_invoke_recovers(localstack: LocalSt
     runtime_pid, child_pid = int(match[1]), int(match[2])
     assert wait_until(lambda: not pid_alive(runtime_pid) and not pid_alive(child_pid), 5)
 
-    again = invoke(lambda_client, name, {})
+    again = invoke(client, name, {})
     assert again["error"] is None, again
     assert again["payload"] != runtime_pid  # a fresh process
 
@@ -159,10 +161,10 @@ def handler(event, context):
 """
 
 
-def test_exception_is_reported_as_unhandled_function_error(localstack: LocalStack, make_function: Any) -> None:
+def test_exception_is_reported_as_unhandled_function_error(localstack_endpoint: str, make_function: Any) -> None:
     name = make_function("lpe-exception", {"app.py": CRASHY}, Timeout=5)
 
-    result = invoke(localstack.client("lambda"), name, {"what": "bad input"})
+    result = invoke(lambda_client(), name, {"what": "bad input"})
 
     assert result["error"] == "Unhandled"
     assert result["payload"]["errorType"] == "ValueError"
@@ -172,12 +174,12 @@ def test_exception_is_reported_as_unhandled_function_error(localstack: LocalStac
     assert "Traceback" in result["log"]
 
 
-def test_process_exit_is_a_function_error_not_a_hang(localstack: LocalStack, make_function: Any) -> None:
+def test_process_exit_is_a_function_error_not_a_hang(localstack_endpoint: str, make_function: Any) -> None:
     name = make_function("lpe-exit", {"app.py": CRASHY}, Timeout=30)
-    lambda_client = localstack.client("lambda")
+    client = lambda_client()
 
     started = time.monotonic()
-    result = invoke(lambda_client, name, {"exit": True})
+    result = invoke(client, name, {"exit": True})
     elapsed = time.monotonic() - started
 
     assert result["error"] == "Unhandled", result
@@ -186,13 +188,13 @@ def test_process_exit_is_a_function_error_not_a_hang(localstack: LocalStack, mak
     assert "exiting now" in result["log"]
     assert elapsed < 10, elapsed  # far below the function timeout: the crash was detected
     # The environment recovers with a fresh process.
-    assert invoke(lambda_client, name, {"what": "x"})["payload"]["errorType"] == "ValueError"
+    assert invoke(client, name, {"what": "x"})["payload"]["errorType"] == "ValueError"
 
 
-def test_import_error_is_reported_per_invocation(localstack: LocalStack, make_function: Any) -> None:
+def test_import_error_is_reported_per_invocation(localstack_endpoint: str, make_function: Any) -> None:
     name = make_function("lpe-import", {"app.py": "import not_packaged_module\n"}, Timeout=5)
 
-    result = invoke(localstack.client("lambda"), name)
+    result = invoke(lambda_client(), name)
 
     assert result["error"] == "Unhandled"
     assert result["payload"]["errorType"] == "Runtime.ImportModuleError"
@@ -208,12 +210,12 @@ def handler(event, context):
 """
 
 
-def test_concurrent_invocations_run_in_separate_processes(localstack: LocalStack, make_function: Any) -> None:
+def test_concurrent_invocations_run_in_separate_processes(localstack_endpoint: str, make_function: Any) -> None:
     name = make_function("lpe-concurrent", {"app.py": SLEEP_ONE}, Timeout=30)
-    lambda_client = localstack.client("lambda")
+    client = lambda_client()
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(lambda _: invoke(lambda_client, name), range(4)))
+        results = list(pool.map(lambda _: invoke(client, name), range(4)))
 
     assert all(r["error"] is None for r in results), results
     assert len({r["payload"] for r in results}) == 4
@@ -223,33 +225,38 @@ def test_concurrent_invocations_run_in_separate_processes(localstack: LocalStack
 VERSIONED = "import os\n\ndef handler(event, context):\n    return [{version!r}, os.getpid()]\n"
 
 
-def test_update_and_delete_stop_runtime_processes(localstack: LocalStack, make_function: Any) -> None:
+def test_update_and_delete_stop_runtime_processes(localstack_endpoint: str, make_function: Any) -> None:
     name = make_function("lpe-lifecycle", {"app.py": VERSIONED.format(version="v1")})
-    lambda_client = localstack.client("lambda")
-    version, old_pid = invoke(lambda_client, name)["payload"]
+    client = lambda_client()
+    version, old_pid = invoke(client, name)["payload"]
     assert version == "v1" and pid_alive(old_pid)
 
-    lambda_client.update_function_code(FunctionName=name, ZipFile=build_zip({"app.py": VERSIONED.format(version="v2")}))
-    lambda_client.get_waiter("function_updated_v2").wait(FunctionName=name)
+    client.update_function_code(FunctionName=name, ZipFile=build_zip({"app.py": VERSIONED.format(version="v2")}))
+    client.get_waiter("function_updated_v2").wait(FunctionName=name)
     assert wait_until(lambda: not pid_alive(old_pid), 10)
-    assert invoke(lambda_client, name)["payload"][0] == "v2"
+    assert invoke(client, name)["payload"][0] == "v2"
     assert runtime_pids(name)
 
-    lambda_client.delete_function(FunctionName=name)
+    client.delete_function(FunctionName=name)
     assert wait_until(lambda: not runtime_pids(name), 10), runtime_pids(name)
 
 
-def test_stopping_localstack_leaves_no_runtime_process(tmp_path: Path) -> None:
-    # A LocalStack of its own: this test stops it.
-    instance = start_localstack(tmp_path / "runtime")
+def test_stopping_localstack_leaves_no_runtime_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A LocalStack of its own (port, runtime folder): this test stops it.
+    monkeypatch.setenv("GATEWAY_LISTEN", f"127.0.0.1:{free_port()}")
+    monkeypatch.setenv("CLICKSTREAM_RUNTIME", str(tmp_path))
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    localstack.start()
     try:
-        lambda_client = instance.client("lambda")
-        create_function(lambda_client, "lpe-shutdown", {"app.py": SLEEP_ONE}, Timeout=30)
+        client = lambda_client()
+        create_function(client, "lpe-shutdown", {"app.py": SLEEP_ONE}, Timeout=30)
         with ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(lambda _: invoke(lambda_client, "lpe-shutdown"), range(2)))
+            list(pool.map(lambda _: invoke(client, "lpe-shutdown"), range(2)))
         assert len(runtime_pids("lpe-shutdown")) == 2
     finally:
-        result = instance.ctl("stop")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "leftover" not in result.stdout  # LocalStack itself stopped them
+        localstack.stop()
+    assert "leftover" not in capsys.readouterr().out  # LocalStack itself stopped them
     assert runtime_pids("lpe-shutdown") == []
+    assert localstack.service().pid() is None

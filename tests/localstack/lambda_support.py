@@ -1,0 +1,89 @@
+"""Helpers for the local-process executor tests: functions built from source strings, runtime processes."""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from stack import localstack
+from stack.localstack import RUNTIME_SCRIPT_SUFFIX
+
+ROLE_ARN = "arn:aws:iam::000000000000:role/lambda-role"
+
+
+def lambda_client() -> Any:
+    """A Lambda client of the suite's LocalStack, without retries: a retried invoke would hide timeouts."""
+    env = localstack.aws_environment()
+    return boto3.client(
+        "lambda",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        config=Config(retries={"max_attempts": 0}, read_timeout=120, max_pool_connections=16),
+    )
+
+
+def build_zip(files: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def create_function(
+    lambda_client: Any, name: str, files: dict[str, str], handler: str = "app.handler", **extra: Any
+) -> None:
+    lambda_client.create_function(
+        FunctionName=name,
+        Runtime="python3.11",
+        Role=ROLE_ARN,
+        Handler=handler,
+        Code={"ZipFile": build_zip(files)},
+        **extra,
+    )
+    lambda_client.get_waiter("function_active_v2").wait(FunctionName=name)
+
+
+def runtime_pids(function_name: str) -> list[int]:
+    """Live local-process runtime processes serving ``function_name``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = [a.decode() for a in (entry / "cmdline").read_bytes().split(b"\0") if a]
+            state = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state == b"Z":
+            continue
+        for i, arg in enumerate(args[:-1]):
+            if arg.endswith(RUNTIME_SCRIPT_SUFFIX) and args[i + 1] == function_name:
+                pids.append(int(entry.name))
+    return pids
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != b"Z"
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()

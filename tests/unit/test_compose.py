@@ -1,0 +1,226 @@
+"""docker-compose.yaml is a valid Compose file and agrees with the project's defaults and version pins.
+
+No Docker needed: the file is checked against the Compose Specification's JSON Schema (vendored under
+tests/vendor/compose-spec/) and read as data. `${VAR:-default}` values are read with an empty environment,
+so what is checked is what a fresh `docker compose up` gets.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shlex
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from jsonschema import Draft7Validator
+
+from chalicelib.settings import DEFAULTS, setting
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yaml"
+SCHEMA_FILE = REPO / "tests" / "vendor" / "compose-spec" / "compose-spec.json"
+
+# The PySpark version the streaming job is written for; spark/ pins it, and the connector and the
+# Spark image must be the same version.
+PYSPARK_VERSION = "4.2.0"
+SPARK_KAFKA_CONNECTOR = "org.apache.spark:spark-sql-kafka-0-10_2.13"
+
+TOPIC_SETTINGS = ("KAFKA_RAW_TOPIC", "KAFKA_INVALID_TOPIC", "KAFKA_LATEST_TOPIC")
+
+
+# --- reading the file -------------------------------------------------------------------------------------
+
+
+def load_compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def schema_errors(document: Any) -> list[str]:
+    validator = Draft7Validator(json.loads(SCHEMA_FILE.read_text()))
+    return sorted(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document))
+
+
+def default(name: str) -> str:
+    """A setting's default, whatever the developer's environment holds."""
+    return setting(name, environ={})
+
+
+def interpolate(value: Any) -> str:
+    """A value as Compose reads it with no variable set: `${X:-d}` and `${X-d}` become d, `${X}` and `$X` empty."""
+    pattern = r"\$\$|\$\{[A-Za-z_][A-Za-z0-9_]*(?::?-([^}]*))?\}|\$[A-Za-z_][A-Za-z0-9_]*"
+    return re.sub(pattern, lambda m: "$" if m[0] == "$$" else (m[1] or ""), str(value))
+
+
+def service(compose: dict[str, Any], name: str) -> dict[str, Any]:
+    return compose["services"][name]
+
+
+def environment(svc: dict[str, Any]) -> dict[str, str]:
+    env = svc.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.partition("=")[::2] for item in env)
+    return {key: interpolate(value) for key, value in env.items()}
+
+
+def command(svc: dict[str, Any]) -> list[str]:
+    cmd = svc.get("command") or []
+    return shlex.split(cmd) if isinstance(cmd, str) else [interpolate(part) for part in cmd]
+
+
+def published_ports(svc: dict[str, Any]) -> set[int]:
+    """Host ports of a service, from the short (`[ip:]host:container`) and the long syntax."""
+    ports = set()
+    for port in svc.get("ports", []):
+        if isinstance(port, dict):
+            published = port.get("published")
+        else:
+            parts = str(port).split("/")[0].split(":")
+            published = parts[-2] if len(parts) > 1 else None
+        if published:
+            ports.add(int(published))
+    return ports
+
+
+def image_tag(svc: dict[str, Any]) -> str:
+    return svc["image"].rpartition(":")[2]
+
+
+def option_values(tokens: list[str], option: str) -> list[str]:
+    return [tokens[i + 1] for i, token in enumerate(tokens[:-1]) if token == option]
+
+
+def created_topics(compose: dict[str, Any]) -> dict[str, int]:
+    """Topic -> partitions, for each `kafka-topics.sh --create` kafka-init runs."""
+    script = " ".join(command(service(compose, "kafka-init")))
+    topics = {}
+    for call in re.split(r"\S*kafka-topics\.sh", script)[1:]:
+        tokens = shlex.split(call.split("&&")[0])
+        assert "--create" in tokens, call
+        [topic] = option_values(tokens, "--topic")
+        [partitions] = option_values(tokens, "--partitions")
+        topics[topic] = int(partitions)
+    return topics
+
+
+def pinned_localstack_version() -> str:
+    text = (REPO / "localstack" / "requirements.txt").read_text()
+    return re.search(r"^localstack-core(?:\[[^\]]*\])?==(\S+)", text, flags=re.M)[1]
+
+
+def pinned_kafka_version() -> str:
+    root = ET.parse(REPO / "kafka" / "pom.xml").getroot()
+    return root.findtext("{*}properties/{*}kafka.version")
+
+
+# --- the schema -------------------------------------------------------------------------------------------
+
+
+def test_vendored_schema_is_a_valid_draft_7_schema() -> None:
+    Draft7Validator.check_schema(json.loads(SCHEMA_FILE.read_text()))
+
+
+def test_compose_file_matches_the_compose_specification() -> None:
+    assert schema_errors(load_compose()) == []
+
+
+def _ports_as_a_number(compose: dict[str, Any]) -> None:
+    service(compose, "kafka")["ports"] = 9092
+
+
+def _unknown_top_level_key(compose: dict[str, Any]) -> None:
+    compose["service"] = compose["services"]
+
+
+def _misspelt_service_key(compose: dict[str, Any]) -> None:
+    service(compose, "kafka")["imagee"] = service(compose, "kafka").pop("image")
+
+
+def _bad_depends_on_condition(compose: dict[str, Any]) -> None:
+    service(compose, "kafka-init")["depends_on"]["kafka"]["condition"] = "service_ready"
+
+
+@pytest.mark.parametrize(
+    "breakage", [_ports_as_a_number, _unknown_top_level_key, _misspelt_service_key, _bad_depends_on_condition]
+)
+def test_schema_rejects_a_broken_copy(breakage: Any) -> None:
+    broken = copy.deepcopy(load_compose())
+    breakage(broken)
+    assert schema_errors(broken) != []
+
+
+# --- what the schema cannot see ---------------------------------------------------------------------------
+
+
+def test_every_image_is_pinned() -> None:
+    for name, svc in load_compose()["services"].items():
+        image = svc.get("image", "")
+        assert ":" in image and image_tag(svc) not in ("", "latest"), f"{name}: {image!r} is not pinned"
+
+
+def test_dependencies_exist_and_can_be_waited_for() -> None:
+    services = load_compose()["services"]
+    for name, svc in services.items():
+        for target, dependency in (svc.get("depends_on") or {}).items():
+            assert target in services, f"{name} depends on an undefined service {target}"
+            if dependency.get("condition") == "service_healthy":
+                assert "healthcheck" in services[target], f"{name} waits for {target}, which has no healthcheck"
+
+
+def test_lambda_containers_join_the_compose_network() -> None:
+    compose = load_compose()
+    network = compose["networks"]["default"]["name"]
+    assert environment(service(compose, "localstack"))["LAMBDA_DOCKER_NETWORK"] == network
+
+
+# --- agreement with the project's defaults and pins -------------------------------------------------------
+
+
+def test_kafka_init_creates_the_pipeline_topics_with_their_partitions() -> None:
+    topics = created_topics(load_compose())
+    assert sorted(topics) == sorted(default(name) for name in TOPIC_SETTINGS)
+    assert set(topics.values()) == {int(default("KAFKA_TOPIC_PARTITIONS"))}
+
+
+def test_kafka_publishes_the_default_bootstrap_port() -> None:
+    port = int(DEFAULTS["KAFKA_BOOTSTRAP_SERVERS"].rpartition(":")[2])
+    assert port == 9092
+    assert port in published_ports(service(load_compose(), "kafka"))
+
+
+def test_localstack_publishes_4566_and_runs_the_pinned_version() -> None:
+    localstack = service(load_compose(), "localstack")
+    assert 4566 in published_ports(localstack)
+    assert localstack["image"].startswith("localstack/localstack:")
+    assert image_tag(localstack) == pinned_localstack_version()
+
+
+def test_kafka_images_run_the_pinned_kafka_version() -> None:
+    kafka_images = [svc for svc in load_compose()["services"].values() if svc["image"].startswith("apache/kafka:")]
+    assert len(kafka_images) >= 2  # the broker and kafka-init
+    assert {image_tag(svc) for svc in kafka_images} == {pinned_kafka_version()}
+
+
+def test_spark_job_writes_to_the_default_lake_bucket() -> None:
+    job = service(load_compose(), "spark-job")
+    bucket = DEFAULTS["LAKE_BUCKET"]
+    assert environment(job).get("LAKE_BUCKET") == bucket or bucket in " ".join(command(job))
+
+
+def test_init_services_create_the_default_lake_bucket() -> None:
+    compose = load_compose()
+    for name in ("lake-init", "minio-init"):
+        assert command(service(compose, name))[-1].endswith("/" + DEFAULTS["LAKE_BUCKET"]), name
+
+
+def test_spark_connector_and_image_match_the_pyspark_version() -> None:
+    compose = load_compose()
+    [packages] = option_values(command(service(compose, "spark-job")), "--packages")
+    versions = {c.rpartition(":")[2] for c in packages.split(",") if c.startswith(SPARK_KAFKA_CONNECTOR + ":")}
+    assert versions == {PYSPARK_VERSION}
+    for name in ("spark-master", "spark-worker", "spark-job"):
+        assert image_tag(service(compose, name)).split("-")[0] == PYSPARK_VERSION, name
