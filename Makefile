@@ -51,6 +51,7 @@ test-fast: $(STAMP) ## only the tests that need no service
 	$(PY) -m pytest -m "not slow"
 
 bench: up ## measure ingest rates; prints one JSON object (also saved under bench-results/)
+	$(PY) localstack/deploy.py --stage bench
 	$(PY) -m bench
 
 schemas: $(STAMP) ## regenerate the .avsc, .proto and the collector's copy from the JSON Schema

@@ -4,8 +4,10 @@ Compares, for batches of 987 events with acks=all:
   - the collector in-process (parse, validate, serialise, produce, flush once per batch),
   - the collector behind `chalice local` (the same plus HTTP),
   - the raw producer: the same client and settings sending pre-serialised events,
-  - the seed's way: one `send().get()` round trip per event.
-Bench traffic goes to its own topics, so it never reaches the lake.
+  - the seed's way: one `send().get()` round trip per event,
+  - the collector deployed on LocalStack (API Gateway -> Lambda), when `make bench` deployed its stage.
+Bench traffic goes to its own topics (the `bench` stage of chalice_app/.chalice/config.json), so it never
+reaches the lake.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ BATCH = 987
 BATCHES = int(os.environ.get("BENCH_BATCHES", "30"))
 SEED_EVENTS = int(os.environ.get("BENCH_SEED_EVENTS", "2000"))
 REPEATS = 3
+SMALL_REQUESTS = 200
 
 
 def _rate(events: int, run: Callable[[], None]) -> float:
@@ -47,15 +50,15 @@ def _rate(events: int, run: Callable[[], None]) -> float:
     return max(rates)
 
 
+def bench_settings() -> Settings:
+    """This shell's settings with the bench stage's topics (chalice_app/.chalice/config.json)."""
+    config = json.loads((REPO / "chalice_app" / ".chalice" / "config.json").read_text())
+    stage = config["stages"]["bench"]["environment_variables"]
+    return Settings.from_env({**os.environ, **{k: v for k, v in stage.items() if k.endswith("_TOPIC")}})
+
+
 def main() -> int:
-    settings = Settings.from_env(
-        {
-            **os.environ,
-            "KAFKA_RAW_TOPIC": "bench.clickstream.raw.events",
-            "KAFKA_INVALID_TOPIC": "bench.clickstream.invalid.events",
-            "KAFKA_LATEST_TOPIC": "bench.clickstream.latest.events",
-        }
-    )
+    settings = bench_settings()
     kafka.create_topics(settings)
     events = synthetic_events(BATCH * BATCHES, seed=1)
     batches = [events[i : i + BATCH] for i in range(0, len(events), BATCH)]
@@ -106,7 +109,11 @@ def main() -> int:
     result["seed_per_event_eps"] = round(_rate(len(seed_values), seed_way))
     seed_producer.close()
 
-    result["chalice_local_eps"], result["chalice_local_batch_ms_p50"] = _chalice_local(bodies, total)
+    result["chalice_local"] = _chalice_local(bodies, total)
+    result["chalice_local_eps"] = result["chalice_local"]["eps"]
+    api_gateway = _api_gateway(bodies, total)
+    if api_gateway is not None:
+        result["api_gateway_lambda"] = api_gateway
 
     result["ratios"] = {
         "collector_vs_raw": round(result["collector_in_process_eps"] / result["raw_producer_eps"], 3),
@@ -114,6 +121,10 @@ def main() -> int:
         "collector_vs_seed": round(result["collector_in_process_eps"] / result["seed_per_event_eps"], 1),
         "chalice_local_vs_seed": round(result["chalice_local_eps"] / result["seed_per_event_eps"], 1),
     }
+    if api_gateway is not None:
+        result["ratios"]["api_gateway_lambda_vs_chalice_local"] = round(
+            api_gateway["eps"] / result["chalice_local_eps"], 3
+        )
     result["targets"] = {
         "collector >= 0.5 x raw": result["ratios"]["collector_vs_raw"] >= 0.5,
         "collector >= 20 x seed": result["ratios"]["collector_vs_seed"] >= 20,
@@ -127,42 +138,62 @@ def main() -> int:
     return 0
 
 
-def _chalice_local(bodies: list[bytes], total: int) -> tuple[int, float]:
+def _over_http(base_url: str, bodies: list[bytes], total: int) -> dict[str, float]:
+    """Batches of 987 POSTed to a collector URL, and the warm latency of small requests."""
+    headers = {"Content-Type": "application/json"}
+    latencies: list[float] = []
+    with requests.Session() as session:
+
+        def post_all() -> None:
+            for body in bodies:
+                started = time.perf_counter()
+                response = session.post(f"{base_url}/collect", data=body, headers=headers, timeout=60)
+                latencies.append(time.perf_counter() - started)
+                assert response.status_code == 200, response.text
+
+        post_all()  # warm-up: producer, connections, a warm Lambda
+        latencies.clear()
+        eps = _rate(total, post_all)
+        batch_ms = statistics.median(latencies) * 1000
+
+        one_event = json.dumps(synthetic_events(1, seed=2)).encode()
+        small: list[float] = []
+        for _ in range(SMALL_REQUESTS):
+            started = time.perf_counter()
+            response = session.post(f"{base_url}/collect", data=one_event, headers=headers, timeout=60)
+            small.append(time.perf_counter() - started)
+            assert response.status_code == 200, response.text
+    return {
+        "eps": round(eps),
+        "batch_ms_p50": round(batch_ms, 1),
+        "one_event_request_ms_p50": round(statistics.median(small) * 1000, 1),
+        "one_event_requests_per_s": round(len(small) / sum(small), 1),
+    }
+
+
+def _chalice_local(bodies: list[bytes], total: int) -> dict[str, float]:
     """The collector behind its own `chalice local` on a free port, writing to the bench topics."""
     port = free_port()
     svc = Service("bench-collector", runtime_dir(), marker=f"chalice local --host 127.0.0.1 --port {port}")
-    env = {
-        **os.environ,
-        "KAFKA_RAW_TOPIC": "bench.clickstream.raw.events",
-        "KAFKA_INVALID_TOPIC": "bench.clickstream.invalid.events",
-    }
     chalice = str(Path(sys.executable).parent / "chalice")
     svc.start(
-        [chalice, "local", "--host", "127.0.0.1", "--port", str(port), "--no-autoreload"],
-        env=env,
+        [chalice, "local", "--host", "127.0.0.1", "--port", str(port), "--stage", "bench", "--no-autoreload"],
         cwd=REPO / "chalice_app",
     )
     try:
         if not wait_for_port("127.0.0.1", port, 30, alive=lambda: svc.pid() is not None):
             raise SystemExit(f"bench: chalice local did not start:\n{svc.log_tail()}")
-        url = f"http://127.0.0.1:{port}/collect"
-        headers = {"Content-Type": "application/json"}
-        latencies: list[float] = []
-        with requests.Session() as session:
-
-            def post_all() -> None:
-                for body in bodies:
-                    started = time.perf_counter()
-                    response = session.post(url, data=body, headers=headers, timeout=60)
-                    latencies.append(time.perf_counter() - started)
-                    assert response.status_code == 200, response.text
-
-            post_all()  # warm-up
-            latencies.clear()
-            eps = round(_rate(total, post_all))
-        return eps, round(statistics.median(latencies) * 1000, 1)
+        return _over_http(f"http://127.0.0.1:{port}", bodies, total)
     finally:
         svc.stop()
+
+
+def _api_gateway(bodies: list[bytes], total: int) -> dict[str, float] | None:
+    """The bench stage deployed on LocalStack: API Gateway -> Lambda (local process) -> Kafka."""
+    deployment = runtime_dir() / "deployment-bench.json"
+    if not deployment.exists():
+        return None
+    return _over_http(json.loads(deployment.read_text())["api_url"], bodies, total)
 
 
 if __name__ == "__main__":

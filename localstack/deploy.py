@@ -1,6 +1,6 @@
 """`make deploy`: the collector to Lambda + API Gateway on LocalStack, and the shop to an S3 website.
 
-Runs `chalice deploy --stage localstack` against LocalStack (AWS_ENDPOINT_URL), then:
+Runs `chalice deploy --stage localstack` (or --stage bench) against LocalStack (AWS_ENDPOINT_URL), then:
   - applies the collector settings set in this shell (any variable of chalicelib/settings.py's DEFAULTS,
     e.g. KAFKA_BOOTSTRAP_SERVERS) on top of the stage's environment, as `chalice local` would see them;
   - uploads frontend/ to the website bucket with the API's URL written into config.js;
@@ -9,6 +9,7 @@ Runs `chalice deploy --stage localstack` against LocalStack (AWS_ENDPOINT_URL), 
 
 from __future__ import annotations
 
+import argparse
 import json
 import mimetypes
 import os
@@ -28,8 +29,9 @@ STAGE = "localstack"
 API_STAGE = "api"
 
 
-def deployment_file() -> Path:
-    return runtime_dir() / "deployment.json"
+def deployment_file(stage: str = STAGE) -> Path:
+    """What a stage's deploy recorded: <runtime>/deployment.json for the main stage, deployment-<stage>.json else."""
+    return runtime_dir() / ("deployment.json" if stage == STAGE else f"deployment-{stage}.json")
 
 
 def api_url(rest_api_id: str) -> str:
@@ -60,12 +62,12 @@ def staged_app() -> Path:
     return staging
 
 
-def deploy_collector() -> dict[str, str]:
+def deploy_collector(stage: str) -> dict[str, str]:
     env = {**os.environ, **localstack.aws_environment()}
     chalice = Path(sys.executable).parent / "chalice"
     app_dir = staged_app()
-    subprocess.run([str(chalice), "deploy", "--stage", STAGE], cwd=app_dir, env=env, check=True)
-    deployed = json.loads((app_dir / ".chalice" / "deployed" / f"{STAGE}.json").read_text())
+    subprocess.run([str(chalice), "deploy", "--stage", stage], cwd=app_dir, env=env, check=True)
+    deployed = json.loads((app_dir / ".chalice" / "deployed" / f"{stage}.json").read_text())
     resources = {r["name"]: r for r in deployed["resources"]}
     function = resources["api_handler"]["lambda_arn"].rsplit(":", 1)[-1]
     rest_api_id = resources["rest_api"]["rest_api_id"]
@@ -111,21 +113,26 @@ def website_config(collector_url: str) -> str:
     )
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", default=STAGE, help=f"a stage of chalice_app/.chalice/config.json ({STAGE})")
+    args = parser.parse_args(argv)
     if not localstack.healthy():
         sys.exit(f"deploy: LocalStack does not answer at {localstack.endpoint_url()}; run `make up` first")
     started = time.monotonic()
-    deployment = deploy_collector()
-    deployment |= deploy_website(deployment["api_url"])
+    deployment = deploy_collector(args.stage)
+    if args.stage == STAGE:  # one shop, talking to the main stage
+        deployment |= deploy_website(deployment["api_url"])
     deployment["deploy_seconds"] = f"{time.monotonic() - started:.1f}"
-    deployment_file().parent.mkdir(parents=True, exist_ok=True)
-    deployment_file().write_text(json.dumps(deployment, indent=2) + "\n")
+    deployment_file(args.stage).parent.mkdir(parents=True, exist_ok=True)
+    deployment_file(args.stage).write_text(json.dumps(deployment, indent=2) + "\n")
     print(
         f"deploy: collector {deployment['function_name']} behind API Gateway {deployment['rest_api_id']} "
         f"in {deployment['deploy_seconds']}s"
     )
     print(f"  API      {deployment['api_url']}  (try: curl {deployment['api_url']}/ping)")
-    print(f"  website  {deployment['website_url']}/index.html")
+    if "website_url" in deployment:
+        print(f"  website  {deployment['website_url']}/index.html")
     return 0
 
 
