@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from kafka import KafkaProducer
 
 from chalicelib.collector import Collector, RequestInfo
 from chalicelib.settings import Settings
 from chalicelib.sinks.kafka import KafkaSink, producer_config
 from generator.synthetic import synthetic_events
-from kafka import KafkaProducer
 from stack import kafka
 from stack.paths import REPO, runtime_dir
 from stack.process import Service, free_port, wait_for_port

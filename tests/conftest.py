@@ -35,10 +35,10 @@ def kafka_settings(runtime: Path) -> Iterator[Any]:
     from stack import kafka
     from stack.process import free_port
 
-    os.environ.update(
-        KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
-        KAFKA_CONTROLLER_PORT=str(free_port()),
-    )
+    client_port, controller_port = free_port(), free_port()
+    while controller_port == client_port:
+        controller_port = free_port()
+    os.environ.update(KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{client_port}", KAFKA_CONTROLLER_PORT=str(controller_port))
     service.reset()
     settings = Settings.from_env()
     kafka.start(settings)

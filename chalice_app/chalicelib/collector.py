@@ -5,13 +5,14 @@ Independent of Chalice, so the routes stay thin and the benchmark can call it in
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from chalicelib.settings import Settings
 from chalicelib.sinks import Record, Sink, SinkUnavailable
@@ -47,12 +48,9 @@ class _Rejected(Exception):
     errors: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    # orjson: compact UTF-8, and ~3x faster than the standard library's json at both ends.
+    return orjson.dumps(value)
 
 
 def _now_iso() -> str:
@@ -119,13 +117,16 @@ class Collector:
         if len(body) > settings.max_body_bytes:
             raise _Rejected(413, f"body of {len(body)} bytes exceeds the limit of {settings.max_body_bytes} bytes")
         try:
-            parsed = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
-        except UnicodeDecodeError as exc:
-            raise _Rejected(400, f"body is not UTF-8: {exc.reason} at byte {exc.start}") from None
-        except RecursionError:
-            raise _Rejected(400, "body is nested too deeply to parse") from None
-        except ValueError as exc:
-            raise _Rejected(400, f"body is not valid JSON: {exc}") from None
+            # Strict: NaN, Infinity, numbers that overflow a double, invalid UTF-8 and nesting deeper than
+            # 1024 are all refused, so whatever is accepted can be written back as valid JSON.
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            message = str(exc)
+            if "depth limit" in message:
+                raise _Rejected(400, f"body is nested too deeply to parse: {message}") from None
+            if "UTF-8" in message:
+                raise _Rejected(400, f"body is not UTF-8: {message}") from None
+            raise _Rejected(400, f"body is not valid JSON: {message}") from None
         if isinstance(parsed, dict):
             return [parsed]
         if not isinstance(parsed, list):

