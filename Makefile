@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv kafka-jars up down status deploy local run test test-fast bench schemas lint clean
+.PHONY: help venv kafka-jars up down status deploy local run lake test test-fast bench schemas lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,7 @@ run: up ## the pipeline: start it, deploy, send the sample traffic through API G
 	$(PY) localstack/deploy.py
 	$(PY) -m generator --synthetic 2000 --seed 7 --invalid-share 0.05 --api-gateway
 	@$(PY) -m stack status
+	$(PY) -m lake --wait 120
 
 test: kafka-jars lint ## lint, schema check and every test (the suite starts its own Kafka broker)
 	$(PY) schemas/generate.py --check
@@ -49,6 +50,9 @@ test: kafka-jars lint ## lint, schema check and every test (the suite starts its
 
 test-fast: $(STAMP) ## only the tests that need no service
 	$(PY) -m pytest -m "not slow"
+
+lake: $(STAMP) ## what the lake holds, read back with pyarrow
+	$(PY) -m lake
 
 bench: up ## measure ingest rates; prints one JSON object (also saved under bench-results/)
 	$(PY) localstack/deploy.py --stage bench

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from chalicelib.settings import setting
-from stack import collector, kafka, localstack
+from stack import collector, kafka, localstack, spark
 
 
 def up() -> None:
@@ -14,16 +14,18 @@ def up() -> None:
     localstack.start()
     localstack.ensure_bucket(setting("LAKE_BUCKET"))
     collector.start()
+    spark.start()
 
 
 def down() -> None:
+    spark.stop()
     collector.stop()
     localstack.stop()
     kafka.stop()
 
 
 def status() -> None:
-    for line in (kafka.status(), localstack.status(), collector.status()):
+    for line in (kafka.status(), localstack.status(), collector.status(), spark.status()):
         print(line)
 
 
@@ -33,6 +35,7 @@ COMMANDS = {
     "status": status,
     "kafka-jars": lambda: print(kafka.fetch_jars()),
     "localstack-install": localstack.install,
+    "spark-jars": lambda: print(spark.fetch_jars()),
 }
 
 

@@ -69,14 +69,27 @@ class Service:
         return proc.pid
 
     def stop(self, timeout_s: float = 20.0) -> bool:
-        """SIGTERM the service's process group, SIGKILL it after `timeout_s`; True if something was stopped."""
+        """Stop the service; True if something was stopped.
+
+        SIGTERM goes to the service's own process first, so it can shut down in order (Spark finishes its
+        micro-batch, LocalStack stops its Lambda processes); once it has exited, or after `timeout_s`, what
+        remains of its process group is killed.
+        """
         pid = self.pid()
         if pid is None:
             return False
-        _signal_group(pid, signal.SIGTERM)
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and _group_alive(pid):
+        while time.monotonic() < deadline and _cmdline(pid) is not None:
             time.sleep(0.1)
+        if _group_alive(pid):
+            _signal_group(pid, signal.SIGTERM)
+            grace = time.monotonic() + 2
+            while time.monotonic() < grace and _group_alive(pid):
+                time.sleep(0.05)
         if _group_alive(pid):
             _signal_group(pid, signal.SIGKILL)
             while _group_alive(pid):

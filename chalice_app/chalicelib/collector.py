@@ -20,6 +20,9 @@ from chalicelib.validation import SCHEMA_ID, SCHEMA_VERSION, schema_violation
 
 log = logging.getLogger(__name__)
 
+#: The "collector" object added to every record, in this order (all strings; received_at is ISO-8601 UTC).
+METADATA_FIELDS = ("correlation_id", "received_at", "source_ip", "user_agent", "schema_id", "schema_version")
+
 # sendBeacon can only send text/plain cross-origin without a CORS preflight, so JSON comes as either.
 ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain")
 
@@ -66,14 +69,13 @@ class Collector:
         started = time.perf_counter()
         correlation_id = str(uuid.uuid4())
         received_at = _now_iso()
-        meta = {
-            "correlation_id": correlation_id,
-            "received_at": received_at,
-            "source_ip": request.source_ip,
-            "user_agent": request.user_agent,
-            "schema_id": SCHEMA_ID,
-            "schema_version": SCHEMA_VERSION,
-        }
+        meta = dict(
+            zip(
+                METADATA_FIELDS,
+                (correlation_id, received_at, request.source_ip, request.user_agent, SCHEMA_ID, SCHEMA_VERSION),
+                strict=True,
+            )
+        )
         counts = {"processed_count": 0, "valid_count": 0, "invalid_count": 0}
 
         def answer(status_code: int, status: str, errors: list[dict[str, Any]], **extra: Any) -> Outcome:

@@ -11,7 +11,6 @@ import copy
 import json
 import re
 import shlex
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,15 @@ import yaml
 from jsonschema import Draft7Validator
 
 from chalicelib.settings import DEFAULTS, setting
+from tests.versions import pinned_kafka_version, pinned_localstack_version, pinned_pyspark_version
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yaml"
 SCHEMA_FILE = REPO / "tests" / "vendor" / "compose-spec" / "compose-spec.json"
 
-# The PySpark version the streaming job is written for; spark/ pins it, and the connector and the
-# Spark image must be the same version.
-PYSPARK_VERSION = "4.2.0"
+# The PySpark version the lake writer runs on (pyproject.toml pins it; tests/unit/test_versions.py checks
+# spark/pom.xml against it): the connector and the Spark image must be the same version.
+PYSPARK_VERSION = pinned_pyspark_version()
 SPARK_KAFKA_CONNECTOR = "org.apache.spark:spark-sql-kafka-0-10_2.13"
 
 TOPIC_SETTINGS = ("KAFKA_RAW_TOPIC", "KAFKA_INVALID_TOPIC", "KAFKA_LATEST_TOPIC")
@@ -105,16 +105,6 @@ def created_topics(compose: dict[str, Any]) -> dict[str, int]:
         [partitions] = option_values(tokens, "--partitions")
         topics[topic] = int(partitions)
     return topics
-
-
-def pinned_localstack_version() -> str:
-    text = (REPO / "localstack" / "requirements.txt").read_text()
-    return re.search(r"^localstack-core(?:\[[^\]]*\])?==(\S+)", text, flags=re.M)[1]
-
-
-def pinned_kafka_version() -> str:
-    root = ET.parse(REPO / "kafka" / "pom.xml").getroot()
-    return root.findtext("{*}properties/{*}kafka.version")
 
 
 # --- the schema -------------------------------------------------------------------------------------------

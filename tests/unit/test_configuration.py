@@ -23,7 +23,8 @@ def test_collector_defaults_are_documented_with_their_values() -> None:
 
 def test_every_environment_variable_read_by_the_stack_is_documented() -> None:
     read = set()
-    for path in [*REPO.glob("stack/*.py"), *REPO.glob("chalice_app/chalicelib/**/*.py")]:
+    sources = ["stack/*.py", "chalice_app/chalicelib/**/*.py", "spark/*.py", "lake/*.py", "localstack/*.py"]
+    for path in [p for pattern in sources for p in REPO.glob(pattern)]:
         read |= set(re.findall(r'environ(?:\.get)?[\[(]"([A-Z_]+)"', path.read_text()))
     assert read, "no environment variables found: the pattern is stale"
     names = set(re.findall(r"^\| `([A-Z_]+)` \|", (REPO / "README.md").read_text(), flags=re.M))

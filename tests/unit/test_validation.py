@@ -98,7 +98,7 @@ def test_non_utc_or_malformed_timestamps_are_refused(event: dict[str, Any], text
 @settings(max_examples=300)
 @given(st.one_of(json_values, valid_events().flatmap(lambda e: st.just(e) | _mutations(e))))
 def test_verdict_matches_the_reference_implementation(value: Any) -> None:
-    """fastjsonschema (fast, used at runtime) and jsonschema (the reference) never disagree."""
+    """jsonschema-rs (fast, used at runtime) and jsonschema (the reference) never disagree."""
     assert (schema_violation(value) is None) == REFERENCE.is_valid(value)
 
 

@@ -1,0 +1,309 @@
+"""The lake writer: Kafka -> Parquet lake on S3 (exactly once per event id) and the latest-events topic.
+
+Three streaming queries, each with its own checkpoint under --checkpoint:
+  lake     acme.clickstream.raw.events, parsed with a schema derived from schemas/, deduplicated by event id
+           within a watermark, written as Parquet to s3a://<bucket>/clickstream-data/dt=YYYY-MM-DD/hour=HH.
+           The file sink commits each micro-batch in <path>/_spark_metadata: with the checkpointed Kafka
+           offsets, a restart neither loses nor repeats rows (readers must honour _spark_metadata; see
+           lake/reader.py).
+  latest   the same deduplicated events, as JSON, to acme.clickstream.latest.events (key = id); a batch
+           replayed after a crash may be sent twice (Kafka's sink is at-least-once).
+  invalid  acme.clickstream.invalid.events with their reasons, to s3a://<bucket>/clickstream-invalid/.
+
+Spark and s3a settings (master, endpoint, credentials, jars) come from spark-submit or PYSPARK_SUBMIT_ARGS,
+never from this file, so it runs unchanged on local[*] and on a cluster (`spark-submit --master spark://...`).
+Pipeline settings are options, each defaulting to an environment variable (see --help).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
+
+from chalicelib.collector import METADATA_FIELDS
+from chalicelib.settings import setting
+
+HERE = Path(__file__).resolve().parent
+EVENT_SCHEMA_FILE = HERE.parent / "schemas" / "acme.clickstream.raw.events.json"
+INT32_MAX = 2**31 - 1
+
+
+# --- schema ---------------------------------------------------------------------------------------------
+
+
+def spark_type(prop: dict[str, Any]) -> T.DataType:
+    """The Spark type of a JSON Schema property (the schema's own forms: object, string, integer, number)."""
+    kinds = prop["type"] if isinstance(prop["type"], list) else [prop["type"]]
+    (kind,) = [k for k in kinds if k != "null"]
+    if kind == "object":
+        return T.StructType([T.StructField(name, spark_type(p)) for name, p in prop["properties"].items()])
+    if kind == "integer":
+        return T.IntegerType() if prop.get("maximum", INT32_MAX + 1) <= INT32_MAX else T.LongType()
+    return {"string": T.StringType(), "number": T.DoubleType(), "boolean": T.BooleanType()}[kind]
+
+
+def raw_record_schema(event_schema: dict[str, Any]) -> T.StructType:
+    """A raw-topic record: the event as schemas/ defines it, plus the collector's metadata object."""
+    event = spark_type(event_schema)
+    collector = T.StructType([T.StructField(name, T.StringType()) for name in METADATA_FIELDS])
+    return T.StructType([*event.fields, T.StructField("collector", collector)])
+
+
+INVALID_RECORD_SCHEMA = T.StructType(
+    [
+        T.StructField("index", T.LongType()),
+        T.StructField("reason", T.StringType()),
+        # Whatever the client sent, kept as JSON text (it did not match the schema, so it has no fixed type).
+        T.StructField("payload", T.StringType()),
+        # Set instead of index/payload when the whole request was refused (malformed, too large...).
+        T.StructField("status_code", T.IntegerType()),
+        T.StructField("body", T.StringType()),
+        T.StructField("body_bytes", T.LongType()),
+        T.StructField("collector", T.StructType([T.StructField(n, T.StringType()) for n in METADATA_FIELDS])),
+    ]
+)
+
+
+# --- options --------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    bucket = setting("LAKE_BUCKET")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bootstrap-servers", default=setting("KAFKA_BOOTSTRAP_SERVERS"))
+    parser.add_argument("--raw-topic", default=setting("KAFKA_RAW_TOPIC"))
+    parser.add_argument("--invalid-topic", default=setting("KAFKA_INVALID_TOPIC"))
+    parser.add_argument("--latest-topic", default=setting("KAFKA_LATEST_TOPIC"))
+    parser.add_argument("--lake-path", default=os.environ.get("LAKE_PATH") or f"s3a://{bucket}/clickstream-data")
+    parser.add_argument(
+        "--invalid-path", default=os.environ.get("LAKE_INVALID_PATH") or f"s3a://{bucket}/clickstream-invalid"
+    )
+    parser.add_argument(
+        "--checkpoint", default=os.environ.get("SPARK_CHECKPOINT") or f"s3a://{bucket}/_checkpoints/lake-writer"
+    )
+    parser.add_argument(
+        "--trigger", default=os.environ.get("SPARK_TRIGGER") or "2 seconds", help="micro-batch interval"
+    )
+    parser.add_argument(
+        "--dedupe-window",
+        default=os.environ.get("SPARK_DEDUPE_WINDOW") or "1 hour",
+        help="how long an event id is remembered, on the Kafka record's time: a resend within it is dropped",
+    )
+    parser.add_argument(
+        "--starting-offsets",
+        default=os.environ.get("SPARK_STARTING_OFFSETS") or "earliest",
+        help="where a new checkpoint starts reading; earliest keeps what was accepted before the job started",
+    )
+    parser.add_argument(
+        "--fail-on-data-loss",
+        default=os.environ.get("SPARK_FAIL_ON_DATA_LOSS") or "true",
+        help="true: stop when offsets not yet read are gone (retention, a recreated topic); false: skip them",
+    )
+    parser.add_argument(
+        "--max-offsets-per-trigger", default=os.environ.get("SPARK_MAX_OFFSETS_PER_TRIGGER") or "100000"
+    )
+    parser.add_argument(
+        "--status-file", default=os.environ.get("SPARK_STATUS_FILE"), help="where the last progress is kept"
+    )
+    return parser.parse_args(argv)
+
+
+# --- plan -----------------------------------------------------------------------------------------------
+
+
+def read_topic(spark: SparkSession, args: argparse.Namespace, topic: str) -> DataFrame:
+    return (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", args.bootstrap_servers)
+        .option("subscribe", topic)
+        .option("startingOffsets", args.starting_offsets)
+        .option("failOnDataLoss", args.fail_on_data_loss)
+        .option("maxOffsetsPerTrigger", args.max_offsets_per_trigger)
+        .load()
+    )
+
+
+def _kafka_columns() -> list[Column]:
+    return [
+        F.col("partition").alias("kafka_partition"),
+        F.col("offset").alias("kafka_offset"),
+        F.col("timestamp").alias("kafka_timestamp"),
+        F.current_timestamp().alias("ingested_timestamp"),
+    ]
+
+
+def _date_partitions(df: DataFrame, moment: Column) -> DataFrame:
+    return df.withColumn("dt", F.date_format(moment, "yyyy-MM-dd")).withColumn("hour", F.date_format(moment, "HH"))
+
+
+def events(spark: SparkSession, args: argparse.Namespace, event_schema: dict[str, Any]) -> DataFrame:
+    """Valid events, one row each, flattened, deduplicated by id."""
+    record = F.from_json(F.col("value").cast("string"), raw_record_schema(event_schema)).alias("r")
+    parsed = read_topic(spark, args, args.raw_topic).select(record, "key", *_kafka_columns())
+    details = event_schema["properties"]["event"]["properties"]
+    top = [name for name in event_schema["properties"] if name not in ("id", "event")]
+    rows = parsed.select(
+        # The collector keys each record by event id: a value that cannot be parsed still has its id.
+        F.coalesce(F.col("r.id"), F.col("key").cast("string")).alias("id"),
+        *[F.col(f"r.{name}").alias(name) for name in top],
+        *[F.col(f"r.event.{name}").alias(name) for name in details if name != "timestamp"],
+        F.to_timestamp(F.col("r.event.timestamp")).alias("event_timestamp"),
+        *[F.col(f"r.collector.{name}").alias(name) for name in METADATA_FIELDS if name != "user_agent"],
+        F.col("r.collector.user_agent").alias("collector_user_agent"),
+        *[c for c in ("kafka_partition", "kafka_offset", "kafka_timestamp", "ingested_timestamp")],
+    ).withColumn("received_at", F.to_timestamp("received_at"))
+    rows = _date_partitions(rows, F.coalesce("event_timestamp", "kafka_timestamp"))
+    # The watermark runs on the Kafka time (when the collector produced), not the client's clock: rows behind
+    # the watermark are dropped by the deduplication, and client clocks can be far off.
+    return rows.withWatermark("kafka_timestamp", args.dedupe_window).dropDuplicatesWithinWatermark(["id"])
+
+
+def invalid_events(spark: SparkSession, args: argparse.Namespace) -> DataFrame:
+    """Rejected events and refused requests, with their reasons."""
+    record = F.from_json(F.col("value").cast("string"), INVALID_RECORD_SCHEMA).alias("r")
+    parsed = read_topic(spark, args, args.invalid_topic).select(
+        record, F.col("key").cast("string").alias("id"), *_kafka_columns()
+    )
+    rows = parsed.select(
+        "id",
+        *[F.col(f"r.{f.name}").alias(f.name) for f in INVALID_RECORD_SCHEMA.fields if f.name != "collector"],
+        *[F.col(f"r.collector.{name}").alias(name) for name in METADATA_FIELDS],
+        "kafka_partition",
+        "kafka_offset",
+        "kafka_timestamp",
+        "ingested_timestamp",
+    ).withColumn("received_at", F.to_timestamp("received_at"))
+    return _date_partitions(rows, F.coalesce("received_at", "kafka_timestamp"))
+
+
+def parquet_query(df: DataFrame, name: str, path: str, args: argparse.Namespace) -> StreamingQuery:
+    return (
+        df.writeStream.queryName(name)
+        .format("parquet")
+        .partitionBy("dt", "hour")
+        .option("path", path.rstrip("/") + "/")
+        .option("checkpointLocation", f"{args.checkpoint.rstrip('/')}/{name}")
+        .outputMode("append")
+        .trigger(processingTime=args.trigger)
+        .start()
+    )
+
+
+def latest_query(df: DataFrame, args: argparse.Namespace) -> StreamingQuery:
+    processed = df.select(
+        F.col("id").alias("key"),
+        F.to_json(F.struct(*[c for c in df.columns if c not in ("dt", "hour")])).alias("value"),
+    )
+    return (
+        processed.writeStream.queryName("latest")
+        .format("kafka")
+        .option("kafka.bootstrap.servers", args.bootstrap_servers)
+        .option("topic", args.latest_topic)
+        .option("checkpointLocation", f"{args.checkpoint.rstrip('/')}/latest")
+        .outputMode("append")
+        .trigger(processingTime=args.trigger)
+        .start()
+    )
+
+
+# --- run ------------------------------------------------------------------------------------------------
+
+
+class ProgressLog(StreamingQueryListener):
+    """One JSON line per micro-batch in the log, and the last progress of each query in the status file."""
+
+    def __init__(self, status_file: str | None) -> None:
+        self.status_file = Path(status_file) if status_file else None
+        self.last: dict[str, Any] = {}
+        self.lock = threading.Lock()
+
+    def onQueryStarted(self, event: Any) -> None:
+        print(json.dumps({"query_started": event.name, "at": time.time()}), flush=True)
+
+    def onQueryProgress(self, event: Any) -> None:
+        progress = event.progress
+        processed = lag = 0
+        for source in progress.sources:
+            end, latest = json.loads(source.endOffset or "{}"), json.loads(source.latestOffset or "{}")
+            processed += sum(int(o) for parts in end.values() for o in parts.values())
+            lag += sum(int(o) - int(end.get(t, {}).get(p, 0)) for t, parts in latest.items() for p, o in parts.items())
+        line = {
+            "query": progress.name,
+            "batch": progress.batchId,
+            "rows": progress.numInputRows,
+            "rows_per_s": round(progress.processedRowsPerSecond or 0, 1),
+            "batch_ms": progress.durationMs.get("triggerExecution"),
+            "lag": lag,
+            # Offsets read so far, summed over partitions: the topic's end offsets once all is processed.
+            "offsets": processed,
+            "at": progress.timestamp,
+        }
+        print(json.dumps(line), flush=True)
+        if self.status_file is not None:
+            with self.lock:
+                self.last[progress.name] = line
+                tmp = self.status_file.with_suffix(".tmp")
+                tmp.write_text(json.dumps(self.last, indent=2))
+                tmp.replace(self.status_file)
+
+    def onQueryIdle(self, event: Any) -> None:
+        pass
+
+    def onQueryTerminated(self, event: Any) -> None:
+        print(json.dumps({"query_terminated": str(event.id), "exception": event.exception}), flush=True)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    event_schema = json.loads(EVENT_SCHEMA_FILE.read_text())
+    spark = SparkSession.builder.appName("acme-clickstream-lake-writer").getOrCreate()
+    # Semantics, not deployment, so they live here: dt/hour in UTC; INT64 timestamps that every Parquet
+    # reader understands (Spark's default is the legacy INT96); RocksDB state with a changelog per batch.
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    spark.conf.set(
+        "spark.sql.streaming.stateStore.providerClass",
+        "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+    )
+    spark.conf.set("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
+    spark.streams.addListener(ProgressLog(args.status_file))
+
+    valid = events(spark, args, event_schema)
+    queries = [
+        parquet_query(valid, "lake", args.lake_path, args),
+        latest_query(valid, args),
+        parquet_query(invalid_events(spark, args), "invalid", args.invalid_path, args),
+    ]
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.is_set() and all(q.isActive for q in queries):
+        stop.wait(1.0)
+    failed = [q for q in queries if not q.isActive and q.exception()]
+    # A graceful stop lets a running micro-batch finish, so it leaves no uncommitted files behind.
+    for query in queries:
+        deadline = time.monotonic() + 120
+        while query.isActive and query.status["isTriggerActive"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        query.stop()
+    for query in failed:
+        print(f"query {query.name} failed: {query.exception()}", file=sys.stderr, flush=True)
+    spark.stop()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

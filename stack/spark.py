@@ -1,0 +1,142 @@
+"""The lake writer (spark/lake_writer.py) as a background PySpark job on local[*], against LocalStack's S3.
+
+Jars beside PySpark's own (the Kafka connector, hadoop-aws and the AWS SDK) are resolved by mvn from
+spark/pom.xml into the cache once. s3a reaches LocalStack by default; MinIO (or AWS) by setting
+LAKE_S3_ENDPOINT and the AWS credentials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from stack import localstack
+from stack.paths import REPO, cache_dir, runtime_dir
+from stack.process import Service
+
+POM = REPO / "spark" / "pom.xml"
+JOB = REPO / "spark" / "lake_writer.py"
+
+
+def jars_dir() -> Path:
+    digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:12]
+    return cache_dir() / f"spark-jars-{digest}"
+
+
+def fetch_jars() -> Path:
+    """Resolve the connector, hadoop-aws and the AWS SDK bundle (~700 MB) with mvn, once per pom content."""
+    jars = jars_dir()
+    if (jars / ".complete").exists():
+        return jars
+    print(f"spark: resolving the Kafka connector and s3a jars (~700 MB, once) into {jars}", flush=True)
+    staging = jars.with_name(jars.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    # On a terminal mvn shows download progress; in batch mode (logs, CI) one line per artifact.
+    batch = [] if sys.stdout.isatty() else ["-B"]
+    subprocess.run(
+        ["mvn", *batch, "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={staging}"], check=True
+    )
+    (staging / ".complete").touch()
+    shutil.rmtree(jars, ignore_errors=True)
+    staging.rename(jars)
+    return jars
+
+
+def s3_endpoint() -> str:
+    return os.environ.get("LAKE_S3_ENDPOINT") or localstack.aws_environment()["AWS_ENDPOINT_URL"]
+
+
+def submit_args() -> str:
+    """PYSPARK_SUBMIT_ARGS for local mode: what `spark-submit` would take on a cluster."""
+    aws = localstack.aws_environment()
+    conf = {
+        "spark.driver.memory": os.environ.get("SPARK_DRIVER_MEMORY") or "1g",
+        # local mode: the jars on the driver's classpath (--jars would copy 700 MB on every start)
+        "spark.driver.extraClassPath": f"{jars_dir()}/*",
+        "spark.sql.shuffle.partitions": os.environ.get("SPARK_SHUFFLE_PARTITIONS") or "2",
+        "spark.ui.port": os.environ.get("SPARK_UI_PORT") or "4040",
+        "spark.hadoop.fs.s3a.endpoint": s3_endpoint(),
+        "spark.hadoop.fs.s3a.endpoint.region": aws["AWS_DEFAULT_REGION"],
+        # Bucket names with dots need path-style URLs; the local endpoints speak plain HTTP.
+        "spark.hadoop.fs.s3a.path.style.access": "true",
+        "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
+        "spark.hadoop.fs.s3a.aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+        "spark.hadoop.fs.s3a.access.key": aws["AWS_ACCESS_KEY_ID"],
+        "spark.hadoop.fs.s3a.secret.key": aws["AWS_SECRET_ACCESS_KEY"],
+    }
+    master = os.environ.get("SPARK_MASTER") or "local[*]"
+    return " ".join(["--master", master, *[f"--conf {k}={v}" for k, v in conf.items()], "pyspark-shell"])
+
+
+def status_file() -> Path:
+    return runtime_dir() / "spark-progress.json"
+
+
+def service() -> Service:
+    return Service("spark", runtime_dir(), marker=str(JOB))
+
+
+def start(timeout_s: float = 120.0) -> None:
+    """Start the job in the background and wait until its three queries have started."""
+    fetch_jars()
+    svc = service()
+    if svc.pid() is not None:
+        return
+    status_file().unlink(missing_ok=True)
+    env = {
+        **os.environ,
+        "PYSPARK_SUBMIT_ARGS": submit_args(),
+        "PYSPARK_PYTHON": sys.executable,
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_STATUS_FILE": str(status_file()),
+    }
+    started = time.monotonic()
+    svc.start([sys.executable, str(JOB)], env=env, cwd=runtime_dir())
+    while len(_started_queries(svc)) < 3:
+        if svc.pid() is None or time.monotonic() - started > timeout_s:
+            tail = svc.log_tail(40)
+            stop()
+            raise SystemExit(f"spark: the lake writer did not start; last log lines:\n{tail}")
+        time.sleep(0.5)
+    print(
+        f"spark: lake writer running in {time.monotonic() - started:.0f}s (pid {svc.pid()}, "
+        f"UI http://127.0.0.1:{os.environ.get('SPARK_UI_PORT') or '4040'}, log {svc.logfile})",
+        flush=True,
+    )
+
+
+def _started_queries(svc: Service) -> set[str]:
+    try:
+        lines = svc.logfile.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return set()
+    # Only this run's lines: Service.start writes a "--- ... starting" marker before each run.
+    run = lines[max((i for i, line in enumerate(lines) if line.startswith("--- ")), default=0) :]
+    return {json.loads(line)["query_started"] for line in run if line.startswith('{"query_started"')}
+
+
+def stop() -> None:
+    # SIGTERM to the driver: it lets the running micro-batch finish, then stops Spark.
+    if service().stop(timeout_s=150):
+        print("spark: stopped", flush=True)
+
+
+def progress() -> dict[str, dict]:
+    try:
+        return json.loads(status_file().read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def status() -> str:
+    pid = service().pid()
+    if pid is None:
+        return "spark: not running"
+    parts = [f"{name} batch {p['batch']} ({p['rows']} rows, lag {p['lag']})" for name, p in sorted(progress().items())]
+    return f"spark: lake writer running (pid {pid}); " + ("; ".join(parts) or "no batch yet")
