@@ -25,6 +25,7 @@ from typing import Any
 import requests
 from kafka import KafkaProducer
 
+from bench import lake
 from chalicelib.collector import Collector, RequestInfo
 from chalicelib.settings import Settings
 from chalicelib.sinks.kafka import KafkaSink, producer_config
@@ -129,6 +130,8 @@ def main() -> int:
         "collector >= 0.5 x raw": result["ratios"]["collector_vs_raw"] >= 0.5,
         "collector >= 20 x seed": result["ratios"]["collector_vs_seed"] >= 20,
     }
+    result["lake_e2e_latency"] = lake.e2e_latency()
+    result["spark_throughput"] = lake.spark_throughput(settings)
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "kafka": kafka.version()}
 
     out = REPO / "bench-results" / "collector.json"

@@ -17,6 +17,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from stack.paths import REPO, cache_dir, runtime_dir
 from stack.process import Service, port_open
@@ -260,7 +261,8 @@ def aws_environment() -> dict[str, str]:
     }
 
 
-def client(name: str):  # type: ignore[no-untyped-def]  # boto3 clients have no static type here
+def client(name: str, **options: Any) -> Any:
+    """A boto3 client of this LocalStack (`options` go to boto3.client, e.g. a botocore Config)."""
     import boto3
 
     env = aws_environment()
@@ -270,10 +272,11 @@ def client(name: str):  # type: ignore[no-untyped-def]  # boto3 clients have no 
         region_name=env["AWS_DEFAULT_REGION"],
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        **options,
     )
 
 
-def ensure_bucket(bucket: str):  # type: ignore[no-untyped-def]
+def ensure_bucket(bucket: str) -> Any:
     """Create `bucket` unless it exists; return the S3 client."""
     s3 = client("s3")
     if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from stack import localstack
@@ -48,20 +49,16 @@ def fetch_jars() -> Path:
     return jars
 
 
-def s3_endpoint() -> str:
-    return os.environ.get("LAKE_S3_ENDPOINT") or localstack.aws_environment()["AWS_ENDPOINT_URL"]
-
-
-def submit_args() -> str:
+def submit_args(environ: Mapping[str, str]) -> str:
     """PYSPARK_SUBMIT_ARGS for local mode: what `spark-submit` would take on a cluster."""
     aws = localstack.aws_environment()
     conf = {
-        "spark.driver.memory": os.environ.get("SPARK_DRIVER_MEMORY") or "1g",
+        "spark.driver.memory": environ.get("SPARK_DRIVER_MEMORY") or "1g",
         # local mode: the jars on the driver's classpath (--jars would copy 700 MB on every start)
         "spark.driver.extraClassPath": f"{jars_dir()}/*",
-        "spark.sql.shuffle.partitions": os.environ.get("SPARK_SHUFFLE_PARTITIONS") or "2",
-        "spark.ui.port": os.environ.get("SPARK_UI_PORT") or "4040",
-        "spark.hadoop.fs.s3a.endpoint": s3_endpoint(),
+        "spark.sql.shuffle.partitions": environ.get("SPARK_SHUFFLE_PARTITIONS") or "2",
+        "spark.ui.port": environ.get("SPARK_UI_PORT") or "4040",
+        "spark.hadoop.fs.s3a.endpoint": environ.get("LAKE_S3_ENDPOINT") or aws["AWS_ENDPOINT_URL"],
         "spark.hadoop.fs.s3a.endpoint.region": aws["AWS_DEFAULT_REGION"],
         # Bucket names with dots need path-style URLs; the local endpoints speak plain HTTP.
         "spark.hadoop.fs.s3a.path.style.access": "true",
@@ -70,43 +67,46 @@ def submit_args() -> str:
         "spark.hadoop.fs.s3a.access.key": aws["AWS_ACCESS_KEY_ID"],
         "spark.hadoop.fs.s3a.secret.key": aws["AWS_SECRET_ACCESS_KEY"],
     }
-    master = os.environ.get("SPARK_MASTER") or "local[*]"
+    master = environ.get("SPARK_MASTER") or "local[*]"
     return " ".join(["--master", master, *[f"--conf {k}={v}" for k, v in conf.items()], "pyspark-shell"])
 
 
-def status_file() -> Path:
-    return runtime_dir() / "spark-progress.json"
+def status_file(name: str = "spark") -> Path:
+    return runtime_dir() / f"{name}-progress.json"
 
 
-def service() -> Service:
-    return Service("spark", runtime_dir(), marker=str(JOB))
+def service(name: str = "spark") -> Service:
+    return Service(name, runtime_dir(), marker=str(JOB))
 
 
-def start(timeout_s: float = 120.0) -> None:
-    """Start the job in the background and wait until its three queries have started."""
+def start(timeout_s: float = 120.0, name: str = "spark", overrides: Mapping[str, str] | None = None) -> None:
+    """Start the job in the background and wait until its three queries have started.
+
+    `name` and `overrides` (environment variables) run a second instance, as the benchmark does.
+    """
     fetch_jars()
-    svc = service()
+    svc = service(name)
     if svc.pid() is not None:
         return
-    status_file().unlink(missing_ok=True)
-    env = {
-        **os.environ,
-        "PYSPARK_SUBMIT_ARGS": submit_args(),
-        "PYSPARK_PYTHON": sys.executable,
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "SPARK_STATUS_FILE": str(status_file()),
-    }
+    status_file(name).unlink(missing_ok=True)
+    env = {**os.environ, **(overrides or {})}
+    env.update(
+        PYSPARK_SUBMIT_ARGS=submit_args(env),
+        PYSPARK_PYTHON=sys.executable,
+        SPARK_LOCAL_IP="127.0.0.1",
+        SPARK_STATUS_FILE=str(status_file(name)),
+    )
     started = time.monotonic()
     svc.start([sys.executable, str(JOB)], env=env, cwd=runtime_dir())
     while len(_started_queries(svc)) < 3:
         if svc.pid() is None or time.monotonic() - started > timeout_s:
             tail = svc.log_tail(40)
-            stop()
+            stop(name)
             raise SystemExit(f"spark: the lake writer did not start; last log lines:\n{tail}")
         time.sleep(0.5)
     print(
         f"spark: lake writer running in {time.monotonic() - started:.0f}s (pid {svc.pid()}, "
-        f"UI http://127.0.0.1:{os.environ.get('SPARK_UI_PORT') or '4040'}, log {svc.logfile})",
+        f"UI http://127.0.0.1:{env.get('SPARK_UI_PORT') or '4040'}, log {svc.logfile})",
         flush=True,
     )
 
@@ -121,15 +121,15 @@ def _started_queries(svc: Service) -> set[str]:
     return {json.loads(line)["query_started"] for line in run if line.startswith('{"query_started"')}
 
 
-def stop() -> None:
+def stop(name: str = "spark") -> None:
     # SIGTERM to the driver: it lets the running micro-batch finish, then stops Spark.
-    if service().stop(timeout_s=150):
-        print("spark: stopped", flush=True)
+    if service(name).stop(timeout_s=150):
+        print(f"{name}: stopped", flush=True)
 
 
-def progress() -> dict[str, dict]:
+def progress(name: str = "spark") -> dict[str, dict]:
     try:
-        return json.loads(status_file().read_text())
+        return json.loads(status_file(name).read_text())
     except (FileNotFoundError, ValueError):
         return {}
 

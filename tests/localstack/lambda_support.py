@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
 from botocore.config import Config
 
 from stack import localstack
@@ -20,14 +19,8 @@ ROLE_ARN = "arn:aws:iam::000000000000:role/lambda-role"
 
 def lambda_client() -> Any:
     """A Lambda client of the suite's LocalStack, without retries: a retried invoke would hide timeouts."""
-    env = localstack.aws_environment()
-    return boto3.client(
-        "lambda",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        region_name=env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        config=Config(retries={"max_attempts": 0}, read_timeout=120, max_pool_connections=16),
+    return localstack.client(
+        "lambda", config=Config(retries={"max_attempts": 0}, read_timeout=120, max_pool_connections=16)
     )
 
 

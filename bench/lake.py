@@ -1,0 +1,127 @@
+"""The lake's figures for `make bench`: end-to-end latency through the running pipeline, Spark's throughput.
+
+Latency: events POSTed at a steady rate through API Gateway -> Lambda -> Kafka -> the running lake writer,
+each timed from its POST until its row is readable (committed) in the lake. These events land in the real
+lake, marked with package_id "acme.bench".
+Throughput: a second lake writer on local[2] with its own checkpoint and output, reading the bench topic the
+collector benchmark filled, from the first offset until it has caught up.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+import uuid
+from typing import Any
+
+import pyarrow.dataset as ds
+import requests
+
+from chalicelib.settings import Settings, setting
+from generator.synthetic import synthetic_events
+from lake.reader import LAKE_PREFIX, committed_files, filesystem
+from stack import kafka, spark
+from stack.paths import runtime_dir
+from stack.process import free_port, group_peak_rss_mb
+
+BENCH_PACKAGE = "acme.bench"
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def e2e_latency(rate: int = 1000, seconds: float = 30, tick: float = 0.1) -> dict[str, Any]:
+    deployment = json.loads((runtime_dir() / "deployment.json").read_text())
+    url = f"{deployment['api_url']}/collect"
+    per_tick = int(rate * tick)
+    events = synthetic_events(int(rate * seconds), seed=int(time.time()))
+    for event in events:
+        event["package_id"] = BENCH_PACKAGE
+    posted: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    read_files: set[str] = set(committed_files(LAKE_PREFIX))
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            new = [f for f in committed_files(LAKE_PREFIX) if f not in read_files]
+            if new:
+                ids = ds.dataset(new, filesystem=filesystem(), format="parquet").to_table(columns=["id"])
+                now = time.time()
+                for event_id in ids.column("id").to_pylist():
+                    seen.setdefault(event_id, now)
+                read_files.update(new)
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    started = time.time()
+    with requests.Session() as session:
+        for n, offset in enumerate(range(0, len(events), per_tick)):
+            batch = events[offset : offset + per_tick]
+            sent_at = time.time()
+            response = session.post(url, json=batch, timeout=30)
+            assert response.status_code == 200, response.text
+            posted.update(dict.fromkeys((e["id"] for e in batch), sent_at))
+            # Steady rate: the next batch leaves on its tick, whatever this one took.
+            time.sleep(max(0.0, started + (n + 1) * tick - time.time()))
+    deadline = time.time() + 120
+    while not set(posted) <= set(seen) and time.time() < deadline:
+        time.sleep(0.5)
+    stop.set()
+    watcher.join()
+    latencies = [seen[i] - posted[i] for i in posted if i in seen]
+    return {
+        "rate_events_per_s": rate,
+        "events": len(posted),
+        "missing_after_120s": len(set(posted) - set(seen)),
+        "p50_s": round(_percentile(latencies, 50), 2),
+        "p99_s": round(_percentile(latencies, 99), 2),
+        "max_s": round(max(latencies), 2),
+        "targets": {"p50 <= 3 s": _percentile(latencies, 50) <= 3, "p99 <= 8 s": _percentile(latencies, 99) <= 8},
+    }
+
+
+def spark_throughput(settings: Settings) -> dict[str, Any]:
+    """A fresh lake writer on local[2] over the bench topic's backlog; events/s until caught up."""
+    events = kafka.topic_counts(settings)[settings.raw_topic]
+    run = f"s3a://{setting('LAKE_BUCKET')}/bench/{uuid.uuid4().hex[:8]}"
+    overrides = {
+        "SPARK_MASTER": "local[2]",
+        "SPARK_UI_PORT": str(free_port()),
+        "KAFKA_RAW_TOPIC": settings.raw_topic,
+        "KAFKA_INVALID_TOPIC": settings.invalid_topic,
+        "KAFKA_LATEST_TOPIC": settings.latest_topic,
+        "LAKE_PATH": f"{run}/clickstream-data",
+        "LAKE_INVALID_PATH": f"{run}/clickstream-invalid",
+        "SPARK_CHECKPOINT": f"{run}/_checkpoints",
+    }
+    launched = time.monotonic()
+    spark.start(name="spark-bench", overrides=overrides)
+    ready = time.monotonic()
+    max_lag = 0
+    try:
+        while True:
+            lake = spark.progress("spark-bench").get("lake", {})
+            max_lag = max(max_lag, lake.get("lag", 0))
+            if lake.get("offsets", -1) >= events:
+                break
+            if time.monotonic() - ready > 600:
+                raise SystemExit("bench: the bench lake writer did not catch up in 10 minutes")
+            time.sleep(0.5)
+        elapsed = time.monotonic() - ready
+        peak_rss = group_peak_rss_mb(spark.service("spark-bench").pid())
+    finally:
+        spark.stop("spark-bench")
+    return {
+        "master": "local[2]",
+        "backlog_events": events,
+        "start_to_queries_running_s": round(ready - launched, 1),
+        "seconds_to_catch_up": round(elapsed, 1),
+        "events_per_s": round(events / elapsed),
+        "peak_rss_mb": peak_rss,
+        "target >= 20k events/s": events / elapsed >= 20_000,
+    }
