@@ -1,38 +1,32 @@
-"""Send events to the collector in batches: `python -m generator --synthetic N [--seed S] --url URL`."""
+"""Send clickstream events to the collector: replay a JSON Lines file, or make synthetic shop traffic.
+
+    python -m generator                                   # replay generator/data/events.json, resuming
+    python -m generator --reset                           # ... from the first line again
+    python -m generator --synthetic 5000 --seed 7 --invalid-share 0.05 --rate 1000
+    python -m generator --api-gateway                     # to the collector deployed on LocalStack
+    python -m generator --synthetic 3000 --seed 42 --start 2026-11-01T09:00:00Z --output FILE
+
+A file replay saves, after every batch the collector acknowledged, how many lines were sent, so a stopped
+replay (Ctrl-C finishes the batch in flight) resumes where it stopped.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import time
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-import requests
-
+from generator.sender import ReplayState, Sender, Stopped, batched
 from generator.synthetic import synthetic_events
 from stack.paths import runtime_dir
 
 #: The seed's generator sent batches of 987.
 DEFAULT_BATCH = 987
 DEFAULT_URL = "http://localhost:60000"
-
-
-def post_batch(session: requests.Session, url: str, batch: list[dict[str, Any]], retries: int = 5) -> tuple[dict, int]:
-    """POST one batch; retry on 503 and connection errors (resending is safe: the lake dedupes by id)."""
-    delay = 0.5
-    for attempt in range(retries + 1):
-        try:
-            response = session.post(f"{url.rstrip('/')}/collect", json=batch, timeout=30)
-            if response.status_code != 503:
-                return response.json(), attempt
-        except requests.ConnectionError:
-            if attempt == retries:
-                raise
-        if attempt < retries:
-            time.sleep(delay)
-            delay = min(delay * 2, 8)
-    return response.json(), retries
+DEFAULT_FILE = Path(__file__).resolve().parent / "data" / "events.json"
 
 
 def deployed_api_url() -> str:
@@ -42,40 +36,79 @@ def deployed_api_url() -> str:
     return json.loads(deployment.read_text())["api_url"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m generator", description=__doc__)
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m generator", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("file", nargs="?", type=Path, default=DEFAULT_FILE, help="JSON Lines to replay")
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--url", default=DEFAULT_URL, help=f"collector base URL (default {DEFAULT_URL})")
     target.add_argument(
-        "--api-gateway",
-        action="store_true",
-        help="send to the collector's API Gateway URL on LocalStack, as `make deploy` recorded it",
+        "--api-gateway", action="store_true", help="the collector's API Gateway URL on LocalStack (make deploy)"
     )
-    parser.add_argument("--synthetic", type=int, required=True, metavar="N", help="send N synthetic events")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same traffic)")
+    parser.add_argument("--reset", action="store_true", help="replay the file from its first line")
+    parser.add_argument("--state-file", type=Path, help="where replay progress is kept (default: under .runtime/)")
+    parser.add_argument("--synthetic", type=int, metavar="N", help="send N synthetic events instead of a file")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the synthetic traffic")
+    parser.add_argument(
+        "--start", type=datetime.fromisoformat, help="time of the first synthetic session (default: now)"
+    )
     parser.add_argument("--invalid-share", type=float, default=0.0, help="share of deliberately invalid events")
+    parser.add_argument("--output", type=Path, help="write the synthetic events as JSON Lines instead of sending")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
-    args = parser.parse_args(argv)
+    parser.add_argument("--rate", type=float, help="at most this many events per second")
+    return parser.parse_args(argv)
 
-    url = deployed_api_url() if args.api_gateway else args.url
-    events = synthetic_events(args.synthetic, seed=args.seed, invalid_share=args.invalid_share)
-    totals = {"sent": 0, "accepted": 0, "rejected": 0, "retried": 0}
-    started = time.perf_counter()
-    with requests.Session() as session:
-        for offset in range(0, len(events), args.batch_size):
-            batch = events[offset : offset + args.batch_size]
-            answer, retried = post_batch(session, url, batch)
-            totals["sent"] += len(batch)
-            totals["accepted"] += answer.get("valid_count", 0)
-            totals["rejected"] += answer.get("invalid_count", 0)
-            totals["retried"] += retried
-            if answer.get("status") not in ("success", "partial", "rejected"):
-                print(f"batch at {offset} not accepted: {answer}", file=sys.stderr)
-                return 1
-    elapsed = time.perf_counter() - started
-    totals["events_per_s"] = round(totals["sent"] / elapsed, 1) if elapsed else None
-    print(json.dumps(totals))
-    return 0
+
+def replay(sender: Sender, args: argparse.Namespace) -> None:
+    state = ReplayState(args.state_file or runtime_dir() / f"generator-{args.file.stem}.state")
+    if args.reset:
+        state.reset()
+    lines = args.file.read_text(encoding="utf-8").splitlines()
+    done = state.load()
+    if done >= len(lines):
+        print(f"generator: all {len(lines)} lines of {args.file} were sent already; --reset to replay", flush=True)
+        return
+    if done:
+        print(f"generator: resuming {args.file} at line {done + 1} of {len(lines)}", flush=True)
+
+    def acknowledged(batch: list[Any]) -> None:
+        nonlocal done
+        done += len(batch)
+        state.save(done)
+
+    # A line that is not JSON is sent as text: the collector keeps it as invalid, with the reason.
+    batches = ([_parse(line) for line in chunk] for chunk in batched(lines[done:], args.batch_size))
+    sender.send(batches, total=len(lines) - done, rate=args.rate, acknowledged=acknowledged)
+
+
+def _parse(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return line
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.synthetic is not None:
+        events = synthetic_events(args.synthetic, seed=args.seed, invalid_share=args.invalid_share, start=args.start)
+        if args.output:
+            args.output.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+            print(f"generator: wrote {len(events)} events to {args.output}")
+            return 0
+    sender = Sender(deployed_api_url() if args.api_gateway else args.url)
+    sender.stop_on_signals()
+    stopped = False
+    try:
+        if args.synthetic is not None:
+            sender.send(batched(events, args.batch_size), total=len(events), rate=args.rate)
+        else:
+            replay(sender, args)
+    except Stopped:
+        stopped = True
+    print(json.dumps(sender.totals.summary()), flush=True)
+    return 130 if stopped else 0
 
 
 if __name__ == "__main__":

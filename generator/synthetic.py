@@ -96,6 +96,8 @@ def synthetic_events(
     """`count` events in time order, about `invalid_share` of them deliberately invalid."""
     rng = random.Random(seed)
     start = start or datetime.now(UTC)
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)  # the schema wants UTC timestamps
     events: list[dict[str, Any]] = []
     customer_number = 0
     while len(events) < count:

@@ -196,6 +196,19 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
         admin.close()
 
 
+def delete_topics(topics: list[str]) -> None:
+    from kafka.admin import KafkaAdminClient
+
+    settings = Settings.from_env()
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers.split(","), client_id="clickstream-stack"
+    )
+    try:
+        admin.delete_topics(topics)
+    finally:
+        admin.close()
+
+
 def topic_counts(settings: Settings) -> dict[str, int]:
     """How many records each pipeline topic holds (sum of its partitions' end offsets)."""
     from kafka import KafkaConsumer, TopicPartition

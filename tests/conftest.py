@@ -50,6 +50,21 @@ def kafka_settings(runtime: Path) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
+def chalice_local_url(kafka_settings: Any) -> Iterator[str]:
+    """The collector under `chalice local` (as `make up` runs it), on a free port, against the suite's broker."""
+    from stack import collector
+    from stack.process import free_port
+
+    # A short send timeout keeps the broker-down cases quick; the default (10 s) suits real use.
+    os.environ.update(COLLECTOR_PORT=str(free_port()), KAFKA_SEND_TIMEOUT_S="3")
+    collector.start()
+    try:
+        yield collector.url()
+    finally:
+        collector.stop()
+
+
+@pytest.fixture(scope="session")
 def localstack_endpoint(runtime: Path) -> Iterator[str]:
     """A LocalStack of the suite's own (host mode, local-process Lambda executor) on a free port."""
     from stack import localstack

@@ -2,41 +2,20 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
 import pytest
 import requests
 
 from chalicelib.settings import Settings
 from generator.synthetic import synthetic_events
-from stack import collector, kafka
-from stack.process import free_port
+from stack import kafka
 from tests.conftest import read_topic
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def collector_url(kafka_settings: Settings) -> Iterator[str]:
-    saved = {k: os.environ.get(k) for k in ("COLLECTOR_PORT", "KAFKA_SEND_TIMEOUT_S")}
-    # A short send timeout keeps the broker-down case quick; the default (10 s) suits real use.
-    os.environ.update(COLLECTOR_PORT=str(free_port()), KAFKA_SEND_TIMEOUT_S="3")
-    collector.start()
-    try:
-        yield collector.url()
-    finally:
-        collector.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def test_batch_over_http_lands_in_kafka(collector_url: str, kafka_settings: Settings) -> None:
+def test_batch_over_http_lands_in_kafka(chalice_local_url: str, kafka_settings: Settings) -> None:
     events = synthetic_events(987, seed=21, invalid_share=0.1)
-    response = requests.post(f"{collector_url}/collect", json=events, timeout=30)
+    response = requests.post(f"{chalice_local_url}/collect", json=events, timeout=30)
     body = response.json()
     assert response.status_code == 200 and body["processed_count"] == 987
     assert body["valid_count"] + body["invalid_count"] == 987 and body["invalid_count"] > 0
@@ -50,20 +29,20 @@ def test_batch_over_http_lands_in_kafka(collector_url: str, kafka_settings: Sett
     assert sorted(r.key.decode() for r in invalid) == sorted(rejected_ids)
 
 
-def test_broker_down_gives_503_then_recovers(collector_url: str, kafka_settings: Settings) -> None:
-    warm = requests.post(f"{collector_url}/collect", json=synthetic_events(5, seed=22), timeout=30)
+def test_broker_down_gives_503_then_recovers(chalice_local_url: str, kafka_settings: Settings) -> None:
+    warm = requests.post(f"{chalice_local_url}/collect", json=synthetic_events(5, seed=22), timeout=30)
     assert warm.status_code == 200  # the producer exists and is connected before the broker goes away
     events = synthetic_events(5, seed=23)
     kafka.stop()
     try:
-        down = requests.post(f"{collector_url}/collect", json=events, timeout=60)
+        down = requests.post(f"{chalice_local_url}/collect", json=events, timeout=60)
         assert down.status_code == 503, down.text
         assert down.json()["valid_count"] == 0 and down.json()["status"] == "unavailable"
-        assert requests.get(f"{collector_url}/ping", timeout=10).json()["kafka"]["reachable"] is False
+        assert requests.get(f"{chalice_local_url}/ping", timeout=10).json()["kafka"]["reachable"] is False
     finally:
         kafka.start(kafka_settings)
     # The client retries the same batch: it is accepted in full by a fresh producer.
-    again = requests.post(f"{collector_url}/collect", json=events, timeout=60)
+    again = requests.post(f"{chalice_local_url}/collect", json=events, timeout=60)
     assert again.status_code == 200 and again.json()["valid_count"] == 5
     landed = read_topic(
         kafka_settings.kafka_bootstrap_servers,

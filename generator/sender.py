@@ -1,0 +1,158 @@
+"""Sending events to the collector: batches, retries, a steady rate, resumable file replay, a summary."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+#: Answers worth retrying: the collector's 503 (Kafka did not take the batch) and gateway trouble.
+RETRYABLE = {429, 500, 502, 503, 504}
+
+
+@dataclass
+class Totals:
+    sent: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    retried: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def summary(self) -> dict[str, Any]:
+        elapsed = time.perf_counter() - self.started
+        return {
+            "sent": self.sent,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "retried": self.retried,
+            "events_per_s": round(self.sent / elapsed, 1) if elapsed else None,
+        }
+
+
+class Stopped(Exception):
+    """SIGINT or SIGTERM arrived: the batch in flight was finished and its progress saved."""
+
+
+class Sender:
+    def __init__(self, url: str, retries: int = 8, timeout_s: float = 30) -> None:
+        self.url = url.rstrip("/") + "/collect"
+        self.retries = retries
+        self.timeout_s = timeout_s
+        self.session = requests.Session()
+        self.totals = Totals()
+        self._stop = False
+
+    def stop_on_signals(self) -> None:
+        """Finish the batch in flight on SIGINT/SIGTERM instead of dying mid-request."""
+
+        def request_stop(*_: Any) -> None:
+            self._stop = True
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+
+    def post(self, batch: list[Any]) -> dict[str, Any]:
+        """POST one batch until the collector answers (not 503); resending is safe, the lake dedupes by id."""
+        delay = 0.5
+        for attempt in range(self.retries + 1):
+            try:
+                response = self.session.post(self.url, json=batch, timeout=self.timeout_s)
+                if response.status_code not in RETRYABLE:
+                    answer = response.json()
+                    self.totals.sent += len(batch)
+                    self.totals.accepted += answer.get("valid_count", 0)
+                    self.totals.rejected += answer.get("invalid_count", 0)
+                    if response.status_code >= 400 and not answer.get("invalid_count"):
+                        raise SystemExit(f"generator: the collector refused a batch: {answer}")
+                    return answer
+                reason = f"HTTP {response.status_code}"
+            except requests.ConnectionError as exc:
+                reason = f"connection failed ({exc.__class__.__name__})"
+            if attempt == self.retries:
+                raise SystemExit(f"generator: giving up on a batch after {self.retries} retries: {reason}")
+            self.totals.retried += 1
+            print(f"generator: {reason}; retrying in {delay:.1f}s", file=sys.stderr, flush=True)
+            time.sleep(delay)
+            delay = min(delay * 2, 10)
+        raise AssertionError("unreachable")
+
+    def send(
+        self,
+        batches: Iterable[list[Any]],
+        total: int,
+        rate: float | None = None,
+        acknowledged: Callable[[list[Any]], None] | None = None,
+    ) -> None:
+        """Send each batch in turn, at most `rate` events/s; raise Stopped after a batch if asked to stop.
+
+        `acknowledged` is called with each batch the collector answered, before anything else happens.
+        """
+        progress = Progress(total)
+        started = time.monotonic()
+        for batch in batches:
+            self.post(batch)
+            if acknowledged is not None:
+                acknowledged(batch)
+            progress.update(self.totals.sent)
+            if rate:
+                # The next batch leaves when the events sent so far are due at this rate.
+                time.sleep(max(0.0, started + self.totals.sent / rate - time.monotonic()))
+            if self._stop:
+                progress.close()
+                raise Stopped
+        progress.close()
+
+
+class Progress:
+    """A one-line progress bar on a terminal's stderr; silent when stderr is a file or a pipe."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.enabled = sys.stderr.isatty() and total > 0
+        self.started = time.monotonic()
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        share = min(done / self.total, 1.0)
+        rate = done / max(time.monotonic() - self.started, 1e-9)
+        bar = "#" * int(share * 30)
+        print(f"\r[{bar:<30}] {done}/{self.total} events, {rate:,.0f}/s", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.enabled:
+            print(file=sys.stderr, flush=True)
+
+
+def batched(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for offset in range(0, len(items), size):
+        yield items[offset : offset + size]
+
+
+class ReplayState:
+    """The number of lines of a file already acknowledged by the collector, saved after every batch."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> int:
+        try:
+            return int(json.loads(self.path.read_text())["lines_sent"])
+        except (FileNotFoundError, ValueError, KeyError):
+            return 0
+
+    def save(self, lines_sent: int) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"lines_sent": lines_sent}) + "\n")
+        tmp.replace(self.path)  # atomic: a kill never leaves half a state file
+
+    def reset(self) -> None:
+        self.path.unlink(missing_ok=True)
