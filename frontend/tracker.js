@@ -10,7 +10,6 @@
 // maxRetries) or "beacon" (handed to the browser on page exit: nobody can read the answer).
 
 const CUSTOMER_KEY = "acme.clickstream.customer_id";
-const UNSENT_KEY = "acme.clickstream.unsent";
 // text/plain is a CORS-safelisted type: no preflight for fetch, and the only JSON sendBeacon can send
 // cross-origin. The collector accepts it.
 const CONTENT_TYPE = "text/plain;charset=UTF-8";
@@ -41,8 +40,7 @@ function read(storage, key) {
 
 function write(storage, key, value) {
   try {
-    if (value === null) storage?.removeItem(key);
-    else storage?.setItem(key, value);
+    storage?.setItem(key, value);
   } catch {
     // not persisted: the events still go out while the page lives
   }
@@ -70,9 +68,7 @@ export function createTracker({
   }
 
   // Events not yet answered, oldest first. The first `inFlight` of them are in a request right now.
-  // Events a previous page could not hand over on exit come first.
-  const queue = JSON.parse(read(storage, UNSENT_KEY) ?? "[]");
-  write(storage, UNSENT_KEY, null);
+  const queue = [];
   let inFlight = 0;
   let pumping = null; // the promise of the send loop while it runs: one request at a time keeps the order
   let timer = null;
@@ -193,21 +189,18 @@ export function createTracker({
         bytes += size;
       }
       const blob = new Blob([JSON.stringify(chunk)], { type: CONTENT_TYPE });
-      if (!navigator.sendBeacon(url, blob)) break; // over the browser's budget: keep the rest
+      // Refused when over the browser's budget: the rest stays queued (sent if the page comes back).
+      if (!navigator.sendBeacon(url, blob)) break;
       handed += chunk.length;
       for (const event of chunk) report(event, "beacon");
     }
     queue.splice(inFlight, handed);
-    // What the browser would not take is sent by the next page of this site.
-    write(storage, UNSENT_KEY, queue.length > inFlight ? JSON.stringify(queue.slice(inFlight)) : null);
   }
 
   addEventListener("pagehide", flushOnExit);
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState === "hidden") flushOnExit();
   });
-  if (queue.length) timer = setTimeout(flush, flushIntervalMs);
-
   return {
     track,
     flush,
