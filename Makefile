@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv kafka-jars up down status deploy local run lake test test-fast bench schemas lint clean
+.PHONY: help venv kafka-jars up down status deploy local run lake report test test-fast bench schemas lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -22,6 +22,11 @@ venv: $(STAMP) ## create the virtualenv and install the project (idempotent)
 
 kafka-jars: $(STAMP) ## resolve Apache Kafka's jars from Maven Central into the cache (once)
 	$(PY) -m stack kafka-jars
+
+.PHONY: browser
+browser: $(STAMP) ## Debian's Chromium for the browser tests (tests/browser), if /usr/bin/chromium is missing
+	@test -x /usr/bin/chromium || { SUDO=$$(test "$$(id -u)" -eq 0 || echo sudo); \
+	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium fonts-noto-color-emoji; }
 
 up: $(STAMP) ## start Kafka, LocalStack (with the lake bucket) and `chalice local` on :60000 in the background
 	$(PY) -m stack up
@@ -38,21 +43,14 @@ status: $(STAMP) ## say what runs
 local: $(STAMP) ## run the collector in the foreground with `chalice local` on :60000 (needs Kafka: make up)
 	cd chalice_app && ../$(VENV)/bin/chalice local --host 127.0.0.1 --port $${COLLECTOR_PORT:-60000} --stage dev
 
-run: up ## the pipeline: start it, deploy, send the sample traffic through API Gateway, print what landed
-	$(PY) localstack/deploy.py
-	$(PY) -m generator --synthetic 2000 --seed 7 --invalid-share 0.05 --api-gateway
-	@$(PY) -m stack status
-	$(PY) -m lake --wait 120
-
-test: kafka-jars lint ## lint, schema check and every test (the suite starts its own Kafka broker)
-	$(PY) schemas/generate.py --check
-	$(PY) -m pytest
-
-test-fast: $(STAMP) ## only the tests that need no service
-	$(PY) -m pytest -m "not slow"
+run: kafka-jars ## the whole pipeline: start it, deploy, send traffic through API Gateway, wait for the lake, report
+	$(PY) -m stack.pipeline
 
 lake: $(STAMP) ## what the lake holds, read back with pyarrow
 	$(PY) -m lake
+
+report: $(STAMP) ## an HTML report of what the lake holds (DuckDB over the lake's rows), in .runtime/report/
+	$(PY) -m lake.report
 
 bench: up ## measure ingest rates; prints one JSON object (also saved under bench-results/)
 	$(PY) localstack/deploy.py --stage bench

@@ -30,9 +30,10 @@ from chalicelib.collector import Collector, RequestInfo
 from chalicelib.settings import Settings
 from chalicelib.sinks.kafka import KafkaSink, producer_config
 from generator.synthetic import synthetic_events
-from stack import kafka
+from stack import kafka, localstack, spark
+from stack.collector import service as collector_service
 from stack.paths import REPO, runtime_dir
-from stack.process import Service, free_port, wait_for_port
+from stack.process import Service, free_port, group_peak_rss_mb, wait_for_port
 
 BATCH = 987
 BATCHES = int(os.environ.get("BENCH_BATCHES", "30"))
@@ -49,6 +50,22 @@ def _rate(events: int, run: Callable[[], None]) -> float:
         run()
         rates.append(events / (time.perf_counter() - started))
     return max(rates)
+
+
+def peak_rss() -> dict[str, Any]:
+    """Peak resident memory of each service of the running stack (its process group), and of the whole stack."""
+    services = {
+        "kafka": kafka.service(),
+        "localstack_with_lambdas": localstack.service(),
+        "chalice_local": collector_service(),
+        "spark_lake_writer": spark.service(),
+    }
+    figures: dict[str, Any] = {name: group_peak_rss_mb(svc.pid()) for name, svc in services.items()}
+    # LocalStack's Lambda processes run in groups of their own.
+    figures["localstack_with_lambdas"] += sum(group_peak_rss_mb(pid) for pid in localstack.runtime_processes())
+    figures["stack_total"] = sum(figures.values())
+    figures["target stack <= 3 GB"] = figures["stack_total"] <= 3 * 1024
+    return figures
 
 
 def bench_settings() -> Settings:
@@ -132,6 +149,7 @@ def main() -> int:
     }
     result["lake_e2e_latency"] = lake.e2e_latency()
     result["spark_throughput"] = lake.spark_throughput(settings)
+    result["peak_rss_mb"] = peak_rss()
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "kafka": kafka.version()}
 
     out = REPO / "bench-results" / "collector.json"

@@ -5,34 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from chalicelib.settings import setting
-from stack import collector, kafka, localstack, spark
-
-
-def up() -> None:
-    kafka.start()
-    localstack.start()
-    localstack.ensure_bucket(setting("LAKE_BUCKET"))
-    collector.start()
-    spark.start()
-
-
-def down() -> None:
-    spark.stop()
-    collector.stop()
-    localstack.stop()
-    kafka.stop()
-
-
-def status() -> None:
-    for line in (kafka.status(), localstack.status(), collector.status(), spark.status()):
-        print(line)
-
+from stack import kafka, localstack, spark
+from stack.services import down, status, up
 
 COMMANDS = {
     "up": up,
     "down": down,
-    "status": status,
+    "status": lambda: print("\n".join(status())),
     "kafka-jars": lambda: print(kafka.fetch_jars()),
     "localstack-install": localstack.install,
     "spark-jars": lambda: print(spark.fetch_jars()),

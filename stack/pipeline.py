@@ -1,0 +1,114 @@
+"""`make run`: the whole pipeline on the embedded default, ending with what landed in the lake.
+
+Starts what is not running (Kafka, LocalStack, `chalice local`, the Spark lake writer), deploys the collector
+to Lambda + API Gateway and the shop to its S3 website, sends synthetic traffic through API Gateway, waits until
+the lake holds every accepted event (read back without Spark), writes the lake report and prints a summary.
+The services stay up for exploring until `make down`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from generator.sender import Sender, batched
+from generator.synthetic import synthetic_events
+from lake.reader import INVALID_PREFIX, LAKE_PREFIX, read
+from stack import localstack
+from stack.paths import REPO, runtime_dir
+from stack.services import up
+
+
+def deploy() -> dict[str, str]:
+    subprocess.run([sys.executable, str(REPO / "localstack" / "deploy.py")], check=True)
+    return json.loads((runtime_dir() / "deployment.json").read_text())
+
+
+def send(api_url: str, count: int, seed: int, invalid_share: float) -> tuple[set[str], set[str], dict[str, Any]]:
+    """Synthetic events through API Gateway; the ids the collector accepted and rejected, and its totals."""
+    events = synthetic_events(count, seed=seed, invalid_share=invalid_share)
+    sender = Sender(api_url)
+    rejected: set[str] = set()
+    for batch in batched(events, 987):
+        rejected |= {e["id"] for e in sender.post(batch)["errors"]}
+    return {e["id"] for e in events} - rejected, rejected, sender.totals.summary()
+
+
+def ids_in(prefix: str) -> set[str]:
+    table = read(prefix, columns=["id"])
+    return set(table.column("id").to_pylist()) if table.num_rows else set()
+
+
+def wait_for_lake(accepted: set[str], rejected: set[str], timeout_s: float) -> float | None:
+    """Seconds until every accepted id is in the lake and every rejected one in the invalid prefix."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if accepted <= ids_in(LAKE_PREFIX) and rejected <= ids_in(INVALID_PREFIX):
+            return time.monotonic() - started
+        time.sleep(1)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stack.pipeline", description=__doc__)
+    parser.add_argument("--events", type=int, default=2000, help="synthetic events to send (default 2000)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--invalid-share", type=float, default=0.05)
+    parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for the lake")
+    args = parser.parse_args(argv)
+
+    started = time.monotonic()
+    up()
+    deployment = deploy()
+    accepted, rejected, totals = send(deployment["api_url"], args.events, args.seed, args.invalid_share)
+    print(f"generator: {json.dumps(totals)}", flush=True)
+    landed_after = wait_for_lake(accepted, rejected, args.timeout)
+    if landed_after is None:
+        print(
+            f"run: after {args.timeout:.0f}s the lake still lacks some of the {len(accepted)} accepted events; "
+            "see `make status` and .runtime/spark.log",
+            file=sys.stderr,
+        )
+        return 1
+    report = subprocess.run(
+        [sys.executable, "-m", "lake.report"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    lake_rows, invalid_rows = read(LAKE_PREFIX, columns=["id"]).num_rows, read(INVALID_PREFIX, columns=["id"]).num_rows
+    summary = {
+        "sent": totals["sent"],
+        "accepted": len(accepted),
+        "rejected": len(rejected),
+        "lake_rows_of_this_run": len(accepted & ids_in(LAKE_PREFIX)),
+        "invalid_rows_of_this_run": len(rejected & ids_in(INVALID_PREFIX)),
+        "lake_rows_total": lake_rows,
+        "invalid_rows_total": invalid_rows,
+        "lake_caught_up_after_last_send_s": round(landed_after, 1),
+        "run_seconds": round(time.monotonic() - started, 1),
+    }
+    ui_port = os.environ.get("SPARK_UI_PORT") or "4040"
+    print(
+        "\n".join(
+            [
+                "",
+                "run: every accepted event is in the lake, every rejected one in its invalid prefix",
+                *[f"  {key:34s} {value}" for key, value in summary.items()],
+                f"  shop website                       {deployment['website_url']}/index.html",
+                f"  collector API                      {deployment['api_url']}",
+                f"  Spark UI                           http://127.0.0.1:{ui_port}",
+                f"  LocalStack                         {localstack.endpoint_url()}",
+                f"  lake report                        {report.splitlines()[-1].removeprefix('report: ')}",
+                "  stop everything with `make down`",
+            ]
+        ),
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
