@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv kafka-jars up down status deploy local run lake report test test-fast bench schemas lint clean
+.PHONY: help venv kafka-jars browser up down status deploy local run lake report test test-fast bench schemas lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,7 +23,6 @@ venv: $(STAMP) ## create the virtualenv and install the project (idempotent)
 kafka-jars: $(STAMP) ## resolve Apache Kafka's jars from Maven Central into the cache (once)
 	$(PY) -m stack kafka-jars
 
-.PHONY: browser
 browser: $(STAMP) ## Debian's Chromium for the browser tests (tests/browser), if /usr/bin/chromium is missing
 	@test -x /usr/bin/chromium || { SUDO=$$(test "$$(id -u)" -eq 0 || echo sudo); \
 	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium fonts-noto-color-emoji; }

@@ -79,7 +79,9 @@ function setStatus(item, status, reason) {
   item.dataset.status = status;
   item.querySelector(".mark").textContent = MARKS[status];
   item.querySelector(".mark").title = status;
-  item.querySelector(".reason").textContent = reason ?? (status === "beacon" ? "sent on page exit" : "");
+  const text = reason ?? (status === "beacon" ? "sent on page exit" : "");
+  item.querySelector(".reason").textContent = text;
+  item.querySelector(".reason").title = text; // the whole reason, when the log shows only its start
 }
 
 function showResult(event, { status, reason }) {
@@ -99,13 +101,13 @@ function updateStatus() {
 
 // ---- the shop ----
 
-let toastTimer;
+// A confirmation that does not block the page (unlike alert()); it goes away by itself.
 function toast(message) {
-  const box = $("toast");
+  const box = document.createElement("p");
+  box.className = "toast";
   box.textContent = message;
-  box.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => (box.hidden = true), TOAST_MS);
+  $("toast").replaceChildren(box);
+  setTimeout(() => box.remove(), TOAST_MS);
 }
 
 const productFields = (product) => ({ product_id: product.id, product_name: product.name, price: product.price });
@@ -160,7 +162,9 @@ $("search-input").closest("form").addEventListener("submit", (submit) => {
   if (query) send("view", { page: "/products", referrer: "/home", query });
 });
 // Clearing the box shows everything again (no event: nothing was searched).
-$("search-input").addEventListener("input", (input) => input.target.value || renderProducts());
+$("search-input").addEventListener("input", (input) => {
+  if (!input.target.value) renderProducts();
+});
 
 const productOf = (dialog) => PRODUCTS.find((product) => product.id === Number(dialog.dataset.productId));
 $("dialog-buy").addEventListener("click", () => buyProduct(productOf($("product-dialog"))));

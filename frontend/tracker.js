@@ -29,7 +29,15 @@ function uuid() {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
-// Storage may be missing or throw (disabled cookies, private modes): the tracker then works without it.
+// Storage may be missing or throw (blocked cookies, sandboxed frames): the tracker then works without it.
+function defaultStorage() {
+  try {
+    return globalThis.localStorage;
+  } catch {
+    return null;
+  }
+}
+
 function read(storage, key) {
   try {
     return storage?.getItem(key) ?? null;
@@ -55,7 +63,7 @@ export function createTracker({
   batchSize = 10,
   flushIntervalMs = 2000,
   maxRetries = 5,
-  storage = globalThis.localStorage,
+  storage = defaultStorage(),
   onResult = () => {},
 }) {
   const url = `${collectorUrl.replace(/\/+$/, "")}/collect`;
@@ -82,12 +90,13 @@ export function createTracker({
   };
 
   function track(type, fields = {}) {
+    // Trimmed to the schema's limits, so an odd browser cannot make its every event invalid.
     const details = {
-      user_agent: navigator.userAgent,
+      user_agent: navigator.userAgent.slice(0, 1024),
       customer_id: customerId,
       timestamp: new Date().toISOString(), // UTC with a "Z": what the schema asks for
-      page: location.pathname,
-      referrer: document.referrer || null,
+      page: location.pathname.slice(0, 2048),
+      referrer: document.referrer.slice(0, 2048) || null,
     };
     // The schema allows no other keys, and undefined is not JSON: drop fields left out.
     for (const [key, value] of Object.entries(fields)) if (value !== undefined) details[key] = value;

@@ -21,7 +21,8 @@ def cors_headers(request_headers: Mapping[str, str], settings: Settings) -> dict
         return {}
     return {
         "Access-Control-Allow-Origin": origin,
-        "Access-Control-Expose-Headers": "X-Correlation-Id",
+        # The tracker reads Retry-After to back off as the collector asks.
+        "Access-Control-Expose-Headers": "X-Correlation-Id, Retry-After",
         "Vary": "Origin",
     }
 

@@ -24,4 +24,20 @@ def schema_violation(event: Any) -> str | None:
         return None
     error = next(iter(_validator.iter_errors(event)))
     path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.instance_path)
+    if isinstance(
+        error.kind, (jsonschema_rs.ValidationErrorKind.AnyOf, jsonschema_rs.ValidationErrorKind.OneOfNotValid)
+    ):
+        # The library's message repeats the whole value; the rule's own description says what is wanted.
+        return f"{path}: {_rule_description(error.schema_path)}"
     return f"{path}: {error.message}"
+
+
+def _rule_description(schema_path: list[str | int]) -> str:
+    """The description of the innermost schema rule on `schema_path` that has one."""
+    node: Any = SCHEMA
+    description = "matches none of the allowed forms"
+    for step in schema_path:
+        node = node[step]
+        if isinstance(node, dict) and "description" in node:
+            description = node["description"]
+    return description

@@ -131,3 +131,11 @@ def _mutations(event: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
 def test_generator_traffic_is_valid() -> None:
     events = synthetic_events(500, seed=3)
     assert [e for e in events if schema_violation(e) is not None] == []
+
+
+def test_a_view_without_product_or_query_is_explained() -> None:
+    event = synthetic_events(1, seed=3)[0]
+    event["type"] = "view"
+    for field in ("product_id", "product_name", "price", "query"):
+        event["event"].pop(field, None)
+    assert schema_violation(event) == "$.event: a view names a product_id or a search query"

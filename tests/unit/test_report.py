@@ -1,0 +1,435 @@
+"""The lake report: its figures checked against the same numbers computed independently in Python, its HTML."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from chalicelib.validation import SCHEMA_ID, SCHEMA_VERSION, schema_violation
+from generator.synthetic import PRODUCTS, synthetic_events
+from lake import report
+
+START = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+TS = pa.timestamp("us", tz="UTC")
+#: The lake's columns as the lake writer writes them (spark/lake_writer.py).
+LAKE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("type", pa.string()),
+        ("package_id", pa.string()),
+        ("user_agent", pa.string()),
+        ("ip", pa.string()),
+        ("customer_id", pa.string()),
+        ("page", pa.string()),
+        ("query", pa.string()),
+        ("product_id", pa.int32()),
+        ("product_name", pa.string()),
+        ("price", pa.float64()),
+        ("referrer", pa.string()),
+        ("event_timestamp", TS),
+        ("correlation_id", pa.string()),
+        ("received_at", TS),
+        ("source_ip", pa.string()),
+        ("schema_id", pa.string()),
+        ("schema_version", pa.string()),
+        ("collector_user_agent", pa.string()),
+        ("kafka_partition", pa.int32()),
+        ("kafka_offset", pa.int64()),
+        ("kafka_timestamp", TS),
+        ("ingested_timestamp", TS),
+        ("dt", pa.string()),
+        ("hour", pa.string()),
+    ]
+)
+INVALID_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("index", pa.int64()),
+        ("reason", pa.string()),
+        ("payload", pa.string()),
+        ("status_code", pa.int32()),
+        ("body", pa.string()),
+        ("body_bytes", pa.int64()),
+        ("correlation_id", pa.string()),
+        ("received_at", TS),
+        ("source_ip", pa.string()),
+        ("user_agent", pa.string()),
+        ("schema_id", pa.string()),
+        ("schema_version", pa.string()),
+        ("kafka_partition", pa.int32()),
+        ("kafka_offset", pa.int64()),
+        ("kafka_timestamp", TS),
+        ("ingested_timestamp", TS),
+        ("dt", pa.string()),
+        ("hour", pa.string()),
+    ]
+)
+
+UNSUPPORTED = "HTTP 415: content type not accepted"
+#: Invalid rows as the collector words them (current and earlier wording), with the group each belongs in.
+REASONS: list[tuple[str, int | None, str]] = [
+    ('$.type: "hover" is not one of "click", "view" or "purchase"', None, "$.type: not an allowed value"),
+    ('$.type: "scroll" is not one of "click", "view" or "purchase"', None, "$.type: not an allowed value"),
+    ("$.type must be one of ['click', 'view', 'purchase']", None, "$.type: not an allowed value"),
+    ('$.event: "customer_id" is a required property', None, "$.event.customer_id: missing"),
+    ("$.event must contain ['customer_id'] properties", None, "$.event.customer_id: missing"),
+    ('$.event: "price" is a required property', None, "$.event.price: missing"),
+    ('$: "id" is a required property', None, "$.id: missing"),
+    (
+        "$.event must contain ['price', 'product_id', 'product_name'] properties",
+        None,
+        "$.event.{price,product_id,product_name}: missing",
+    ),
+    ('$.event.price: "free" is not of types "null", "number"', None, "$.event.price: wrong type"),
+    ("$.event.price must be number or null", None, "$.event.price: wrong type"),
+    ('$.event: "x" is not of type "object"', None, "$.event: wrong type"),
+    ('$.event.timestamp: "yesterday at noon" does not match "^[0-9]{4}-..."', None, "$.event.timestamp: wrong format"),
+    ("$.event.timestamp must match pattern ^[0-9]{4}-...", None, "$.event.timestamp: wrong format"),
+    ("$.event.price: 0 is less than or equal to the minimum of 0", None, "$.event.price: out of range"),
+    ('$.id: "" is shorter than 1 character', None, "$.id: wrong length"),
+    ("$: Additional properties are not allowed ('extra' was unexpected)", None, "$: unexpected property"),
+    ("$: Additional properties are not allowed ('other' was unexpected)", None, "$: unexpected property"),
+    (
+        "$.event: {} is not valid under any of the schemas listed in the 'anyOf' keyword",
+        None,
+        "$.event: fits none of the allowed shapes",
+    ),
+    ("event must be a JSON object", None, "$: not a JSON object"),
+    ("body is not valid JSON: unexpected character: line 1 column 2 (char 1)", 400, "HTTP 400: body is not valid JSON"),
+    ("body is not valid JSON: trailing characters: line 1 column 9 (char 8)", 400, "HTTP 400: body is not valid JSON"),
+    ("body is an empty array: there are no events to collect", 400, "HTTP 400: empty array"),
+    ("content type 'text/xml' is not accepted; send application/json or text/plain", 415, UNSUPPORTED),
+    ("content type 'image/png' is not accepted; send application/json or text/plain", 415, UNSUPPORTED),
+    ("body of 10485761 bytes exceeds the limit of 10485760 bytes", 413, "HTTP 413: body too large"),
+    ("batch of 1001 events exceeds the limit of 1000", 413, "HTTP 413: too many events in one batch"),
+]  # fmt: skip
+
+
+def _moment(iso: str) -> datetime:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def lake_table(events: list[dict[str, Any]]) -> pa.Table:
+    """Events flattened as the lake writer writes them."""
+    rows = []
+    for offset, event in enumerate(events):
+        details = event["event"]
+        moment = _moment(details["timestamp"])
+        rows.append(
+            {
+                "id": event["id"],
+                "type": event["type"],
+                "package_id": event["package_id"],
+                **{name: details.get(name) for name in ("user_agent", "ip", "customer_id", "page", "query")},
+                **{name: details.get(name) for name in ("product_id", "product_name", "price", "referrer")},
+                "event_timestamp": moment,
+                "correlation_id": f"batch-{offset // 50}",
+                "received_at": moment + timedelta(seconds=1),
+                "source_ip": "127.0.0.1",
+                "schema_id": SCHEMA_ID,
+                "schema_version": SCHEMA_VERSION,
+                "collector_user_agent": "pytest",
+                "kafka_partition": offset % 6,
+                "kafka_offset": offset,
+                "kafka_timestamp": moment + timedelta(seconds=1),
+                "ingested_timestamp": moment + timedelta(seconds=3 + offset % 5),
+                "dt": f"{moment:%Y-%m-%d}",
+                "hour": f"{moment:%H}",
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=LAKE_SCHEMA)
+
+
+def invalid_table(reasons: list[tuple[str, int | None]], at: datetime = START) -> pa.Table:
+    rows = []
+    for index, (reason, status_code) in enumerate(reasons):
+        moment = at + timedelta(seconds=index)
+        rows.append(
+            {
+                "id": None if status_code else f"bad-{index}",
+                "index": None if status_code else index,
+                "reason": reason,
+                "payload": None if status_code else "{}",
+                "status_code": status_code,
+                "body": "x" if status_code else None,
+                "body_bytes": 1 if status_code else None,
+                "received_at": moment,
+                "ingested_timestamp": moment + timedelta(seconds=2),
+                "dt": f"{moment:%Y-%m-%d}",
+                "hour": f"{moment:%H}",
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=INVALID_SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def events() -> list[dict[str, Any]]:
+    sample = synthetic_events(800, seed=11, start=START)
+
+    def again(event: dict[str, Any], after: timedelta, **details: Any) -> dict[str, Any]:
+        moment = _iso(_moment(event["event"]["timestamp"]) + after)
+        return {**event, "id": f"{event['id']}+{after}", "event": {**event["event"], "timestamp": moment, **details}}
+
+    first, last = sample[0], sample[-1]
+    search = next(e for e in sample if e["event"].get("query") == "laptop")
+    return [
+        *sample,
+        # The first customer comes back two hours later, the last one 31 minutes later: new sessions each...
+        again(first, timedelta(hours=2)),
+        again(last, timedelta(minutes=31)),
+        # ...and after 29 minutes of silence, still the same session.
+        again(last, timedelta(minutes=60)),
+        # A search typed differently; a click that carries a query is no search result view.
+        again(search, timedelta(seconds=1), query="  Laptop "),
+        {**search, "id": "click-with-query", "type": "click", "event": {**search["event"], "query": "mouse"}},
+    ]
+
+
+@pytest.fixture(scope="module")
+def broken() -> list[dict[str, Any]]:
+    """Invalid events broken in the generator's ways, as the collector rejects them."""
+    return synthetic_events(300, seed=5, invalid_share=1.0, start=START)
+
+
+@pytest.fixture(scope="module")
+def fig(events: list[dict[str, Any]]) -> dict[str, Any]:
+    return report.figures(lake_table(events), invalid_table([(r, s) for r, s, _ in REASONS]))
+
+
+def test_totals(fig: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    totals = fig["totals"]
+    purchases = [e for e in events if e["type"] == "purchase"]
+    moments = [_moment(e["event"]["timestamp"]) for e in events]
+    ingested = max(m + timedelta(seconds=3 + i % 5) for i, m in enumerate(moments))
+    assert not fig["empty"]
+    assert totals["events"] == len(events)
+    assert totals["by_type"] == dict(Counter(e["type"] for e in events))
+    assert totals["customers"] == len({e["event"]["customer_id"] for e in events})
+    assert totals["purchases"] == len(purchases)
+    assert totals["product_views"] == sum(1 for e in events if e["type"] == "view" and e["event"].get("product_id"))
+    assert totals["revenue"] == round(sum(e["event"]["price"] for e in purchases), 2)
+    assert totals["invalid_events"] == sum(1 for _, status, _ in REASONS if status is None)
+    assert totals["refused_requests"] == sum(1 for _, status, _ in REASONS if status is not None)
+    assert totals["first_event"] == _iso(min(moments))
+    assert totals["last_event"] == _iso(max(moments))
+    assert totals["freshness"] == _iso(ingested)
+
+
+def test_sessions_split_on_thirty_minutes_of_silence(fig: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    by_customer: dict[str, list[datetime]] = defaultdict(list)
+    for event in events:
+        by_customer[event["event"]["customer_id"]].append(_moment(event["event"]["timestamp"]))
+    sessions = 0
+    for moments in by_customer.values():
+        moments.sort()
+        gaps = (later - earlier for earlier, later in pairwise(moments))
+        sessions += 1 + sum(1 for gap in gaps if gap > timedelta(minutes=30))
+    assert sessions == len(by_customer) + 2  # the comebacks
+    assert fig["totals"]["sessions"] == sessions
+
+
+def test_events_per_type_over_time(fig: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    timeline = fig["timeline"]
+    moments = [_moment(e["event"]["timestamp"]) for e in events]
+    span = max(moments) - min(moments)
+    assert timedelta(hours=2) <= span < timedelta(hours=2, minutes=30)
+    assert timeline["bucket_seconds"] == 300
+    assert timeline["bucket"] == "5 minutes"
+    assert timeline["types"] == ["click", "view", "purchase"]
+    expected: dict[str, Counter[str]] = defaultdict(Counter)
+    for event, moment in zip(events, moments, strict=True):
+        epoch = int(moment.timestamp())
+        expected[_iso(datetime.fromtimestamp(epoch - epoch % 300, UTC))][event["type"]] += 1
+    starts = [b["start"] for b in timeline["buckets"]]
+    # Every 5 minutes from the first bucket to the last, the empty ones included (with zeros).
+    assert starts[0] == min(expected) and starts[-1] == max(expected)
+    assert {_moment(b) - _moment(a) for a, b in pairwise(starts)} == {timedelta(minutes=5)}
+    for bucket in timeline["buckets"]:
+        assert bucket["counts"] == {t: expected.get(bucket["start"], Counter())[t] for t in timeline["types"]}
+    assert sum(sum(b["counts"].values()) for b in timeline["buckets"]) == len(events)
+
+
+def test_funnel_per_product(fig: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    views = Counter(e["event"]["product_id"] for e in events if e["type"] == "view" and e["event"].get("product_id"))
+    purchases = Counter(e["event"]["product_id"] for e in events if e["type"] == "purchase")
+    names = {product_id: name for product_id, name, _ in PRODUCTS}
+    expected = [
+        {
+            "product_id": product_id,
+            "product_name": names[product_id],
+            "views": views[product_id],
+            "purchases": purchases[product_id],
+            "conversion": purchases[product_id] / views[product_id],
+        }
+        for product_id in sorted(views | purchases)
+    ]
+    assert fig["funnel"] == expected
+    assert all(p["purchases"] for p in expected), "the sample should have purchases of every product"
+
+
+def test_revenue_per_product(fig: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    revenue: dict[int, float] = defaultdict(float)
+    count: Counter[int] = Counter()
+    for event in events:
+        if event["type"] == "purchase":
+            revenue[event["event"]["product_id"]] += event["event"]["price"]
+            count[event["event"]["product_id"]] += 1
+    names = {product_id: name for product_id, name, _ in PRODUCTS}
+    expected = [
+        {"product_id": p, "product_name": names[p], "purchases": count[p], "revenue": round(revenue[p], 2)}
+        for p in sorted(revenue, key=lambda p: (-revenue[p], p))
+    ]
+    assert fig["revenue"] == expected
+    assert sum(r["revenue"] for r in fig["revenue"]) == fig["totals"]["revenue"]
+
+
+def test_top_search_queries(fig: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    searches = [e["event"]["query"] for e in events if e["type"] == "view" and e["event"].get("query")]
+    queries = Counter(query.strip().lower() for query in searches)
+    expected = sorted(queries.items(), key=lambda item: (-item[1], item[0]))[: report.TOP_QUERIES]
+    assert [(q["query"], q["views"]) for q in fig["queries"]] == expected
+    assert "  Laptop " not in {q["query"] for q in fig["queries"]}
+
+
+def test_sources(fig: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    assert fig["sources"] == [{"source": "acme.shop.generator", "events": len(events)}]
+
+
+def test_invalid_events_grouped_by_path_and_kind(fig: dict[str, Any]) -> None:
+    expected = Counter(group for _, _, group in REASONS)
+    assert {g["problem"]: g["count"] for g in fig["invalid"]} == expected
+    counts = [g["count"] for g in fig["invalid"]]
+    assert counts == sorted(counts, reverse=True)
+    for group in fig["invalid"]:
+        assert group["example"] in {reason for reason, _, g in REASONS if g == group["problem"]}
+
+
+def test_the_collectors_reasons_for_the_generators_broken_events(broken: list[dict[str, Any]]) -> None:
+    reasons = [schema_violation(event) for event in broken]
+    assert None not in reasons
+    # Which way each event was broken, read from the value the generator put in.
+    markers = {
+        '"hover" is not one of': "$.type: not an allowed value",
+        '"customer_id" is a required property': "$.event.customer_id: missing",
+        '"yesterday at noon" does not match': "$.event.timestamp: wrong format",
+        '"price" is a required property': "$.event.price: missing",
+        '"product_id" is a required property': "$.event.product_id: missing",
+        '"product_name" is a required property': "$.event.product_name: missing",
+        '"free" is not of type': "$.event.price: wrong type",
+    }
+    expected = Counter(next(group for marker, group in markers.items() if marker in r) for r in reasons if r)
+    fig = report.figures(pa.table({}), invalid_table([(r, None) for r in reasons if r]))
+    assert {g["problem"]: g["count"] for g in fig["invalid"]} == expected
+    assert len(expected) >= 5
+
+
+def test_bucket_size_follows_the_time_range() -> None:
+    assert report.bucket_seconds(None, None) == 60
+    assert report.bucket_seconds(START, START) == 60
+    assert report.bucket_seconds(START, START + timedelta(minutes=50)) == 60
+    assert report.bucket_seconds(START, START + timedelta(hours=2)) == 300
+    assert report.bucket_seconds(START, START + timedelta(hours=12)) == 900
+    assert report.bucket_seconds(START, START + timedelta(days=2)) == 3600
+    assert report.bucket_seconds(START, START + timedelta(days=20)) == 43200
+    # A client clock years off: still about MAX_BUCKETS bars, of whole days.
+    far = report.bucket_seconds(START - timedelta(days=3650), START)
+    assert far % 86400 == 0 and 3650 * 86400 / far <= report.MAX_BUCKETS
+
+
+def test_the_html_is_self_contained_and_shows_the_figures(fig: dict[str, Any]) -> None:
+    html = report.render_html(fig, generated_at=START + timedelta(hours=3), source="s3://bucket/lake")
+    assert html.startswith("<!doctype html>")
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", html, re.IGNORECASE)
+    assert not re.search(r"<script|<link|@import|url\(", html, re.IGNORECASE)
+    svgs = re.findall(r"<svg\b[^>]*>(.*?)</svg>", html, re.DOTALL)
+    assert len(svgs) == 6  # over time, funnel, revenue, queries, sources, invalid
+    assert html.count('role="img" aria-label="') == 6
+    assert all(svg.startswith("<title>") for svg in svgs)
+    totals = fig["totals"]
+    for number in ("events", "customers", "sessions", "purchases", "invalid_events"):
+        assert f">{totals[number]:,}<" in html
+    assert f">${totals['revenue']:,.2f}<" in html
+    for product in fig["revenue"]:
+        assert f"${product['revenue']:,.0f}" in html
+    for query in fig["queries"]:
+        assert f">{query['views']:,}<" in html
+    assert ">$.event.{price,product_id,product_name}: missing<" in html
+    assert "s3://bucket/lake" in html
+
+
+def test_text_from_the_lake_is_escaped() -> None:
+    hostile = "<script>alert(1)</script>"
+    sample = synthetic_events(40, seed=2, start=START)
+    for event in sample:
+        if event["event"].get("query"):
+            event["event"]["query"] = hostile
+        if event["event"].get("product_name"):
+            event["event"]["product_name"] = hostile
+    fig = report.figures(lake_table(sample), invalid_table([(f"$.x: {hostile}", None)]))
+    html = report.render_html(fig)
+    assert "<script" not in html
+    assert "&lt;script&gt;" in html
+
+
+def test_an_empty_lake_renders() -> None:
+    fig = report.figures(pa.table({}), pa.table({}))
+    assert fig["empty"]
+    assert fig["totals"]["events"] == fig["totals"]["invalid_events"] == fig["totals"]["revenue"] == 0
+    assert fig["totals"]["first_event"] is None and fig["totals"]["freshness"] is None
+    assert fig["timeline"]["buckets"] == fig["funnel"] == fig["revenue"] == fig["queries"] == fig["invalid"] == []
+    html = report.render_html(fig)
+    assert "No data in the lake yet" in html
+    assert "<svg" not in html
+
+
+def test_a_lake_without_invalid_events(events: list[dict[str, Any]]) -> None:
+    fig = report.figures(lake_table(events), pa.table({}))
+    assert fig["invalid"] == [] and fig["totals"]["invalid_events"] == 0
+    html = report.render_html(fig)
+    assert "No invalid events." in html
+    assert html.count("<svg") == 5
+
+
+def test_main_writes_the_report_and_prints_the_numbers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str], events: list[dict[str, Any]]
+) -> None:
+    tables = {report.LAKE_PREFIX: lake_table(events), report.INVALID_PREFIX: invalid_table([("x", 400)])}
+    asked: list[tuple[str, list[str] | None]] = []
+
+    def read(prefix: str, columns: list[str] | None = None) -> pa.Table:
+        asked.append((prefix, columns))
+        return tables[prefix].select(columns) if columns else tables[prefix]
+
+    monkeypatch.setattr(report, "read", read)
+    output = tmp_path / "out" / "report.html"
+    assert report.main(["--output", str(output)]) == 0
+    assert {prefix for prefix, _ in asked} == {report.LAKE_PREFIX, report.INVALID_PREFIX}
+    out = capsys.readouterr().out
+    printed = json.loads(out[: out.rindex("}") + 1])
+    assert printed["events"] == len(events)
+    assert printed["refused_requests"] == 1
+    assert out.strip().endswith(f"report: {output.resolve()}")
+    assert "<svg" in output.read_text(encoding="utf-8")
+
+
+def test_the_default_output_is_in_the_runtime_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CLICKSTREAM_RUNTIME", str(tmp_path))
+    assert report.default_output() == tmp_path / "report" / "lake-report.html"
+
+
+def test_freshness_counts_the_invalid_prefix_too(events: list[dict[str, Any]]) -> None:
+    later = START + timedelta(days=1)
+    fig = report.figures(lake_table(events), invalid_table([("x", 400)], at=later))
+    assert fig["totals"]["freshness"] == _iso(later + timedelta(seconds=2))
