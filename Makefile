@@ -45,6 +45,13 @@ local: $(STAMP) ## run the collector in the foreground with `chalice local` on :
 run: kafka-jars ## the whole pipeline: start it, deploy, send traffic through API Gateway, wait for the lake, report
 	$(PY) -m stack.pipeline
 
+test: kafka-jars browser lint ## lint, schema check and every test (the suite starts its own Kafka, LocalStack, Spark)
+	$(PY) schemas/generate.py --check
+	$(PY) -m pytest
+
+test-fast: $(STAMP) ## only the tests that need no service
+	$(PY) -m pytest -m "not slow"
+
 lake: $(STAMP) ## what the lake holds, read back with pyarrow
 	$(PY) -m lake
 
