@@ -58,7 +58,8 @@ lake: $(STAMP) ## what the lake holds, read back with pyarrow
 report: $(STAMP) ## an HTML report of what the lake holds (DuckDB over the lake's rows), in .runtime/report/
 	$(PY) -m lake.report
 
-bench: up ## measure ingest rates; prints one JSON object (also saved under bench-results/)
+bench: up ## every figure measured in one run; prints one JSON object (also saved under bench-results/)
+	$(PY) localstack/deploy.py
 	$(PY) localstack/deploy.py --stage bench
 	$(PY) -m bench
 
