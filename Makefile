@@ -15,7 +15,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml chalice_app/requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev]' -r chalice_app/requirements.txt
+	$(PY) -m pip install --progress-bar on -e '.[dev]' -r chalice_app/requirements.txt
 	@touch $@
 
 venv: $(STAMP) ## create the virtualenv and install the project (idempotent)

@@ -15,6 +15,7 @@ import statistics
 import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,12 @@ def spark_throughput(settings: Settings, backlog: int = 500_000) -> dict[str, An
     kafka.create_topics(settings)
     collector = Collector(settings, KafkaSink(settings))
     events = synthetic_events(backlog, seed=5)
+    # A burst within one hour, as after an outage at a busy hour: the synthetic shop spaces customers 7 s apart,
+    # which would spread half a million events over a week of hourly partitions.
+    first = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    for n, event in enumerate(events):
+        moment = first + timedelta(seconds=3600 * n / backlog)
+        event["event"]["timestamp"] = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     for offset in range(0, backlog, 1000):
         body = json.dumps(events[offset : offset + 1000]).encode()
         assert collector.collect(body, RequestInfo("application/json", "127.0.0.1", "bench")).status_code == 200
