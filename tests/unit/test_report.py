@@ -19,6 +19,28 @@ from lake import report
 
 START = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 TS = pa.timestamp("us", tz="UTC")
+
+
+#: Columns both prefixes share: the collector's metadata (its user agent named per prefix) and Kafka's.
+def collector_columns(user_agent: str) -> list[tuple[str, pa.DataType]]:
+    return [
+        ("correlation_id", pa.string()),
+        ("received_at", TS),
+        ("source_ip", pa.string()),
+        (user_agent, pa.string()),
+        ("schema_id", pa.string()),
+        ("schema_version", pa.string()),
+    ]
+
+
+KAFKA_AND_PARTITION_COLUMNS = [
+    ("kafka_partition", pa.int32()),
+    ("kafka_offset", pa.int64()),
+    ("kafka_timestamp", TS),
+    ("ingested_timestamp", TS),
+    ("dt", pa.string()),
+    ("hour", pa.string()),
+]
 #: The lake's columns as the lake writer writes them (spark/lake_writer.py).
 LAKE_SCHEMA = pa.schema(
     [
@@ -35,18 +57,8 @@ LAKE_SCHEMA = pa.schema(
         ("price", pa.float64()),
         ("referrer", pa.string()),
         ("event_timestamp", TS),
-        ("correlation_id", pa.string()),
-        ("received_at", TS),
-        ("source_ip", pa.string()),
-        ("schema_id", pa.string()),
-        ("schema_version", pa.string()),
-        ("collector_user_agent", pa.string()),
-        ("kafka_partition", pa.int32()),
-        ("kafka_offset", pa.int64()),
-        ("kafka_timestamp", TS),
-        ("ingested_timestamp", TS),
-        ("dt", pa.string()),
-        ("hour", pa.string()),
+        *collector_columns("collector_user_agent"),
+        *KAFKA_AND_PARTITION_COLUMNS,
     ]
 )
 INVALID_SCHEMA = pa.schema(
@@ -58,18 +70,8 @@ INVALID_SCHEMA = pa.schema(
         ("status_code", pa.int32()),
         ("body", pa.string()),
         ("body_bytes", pa.int64()),
-        ("correlation_id", pa.string()),
-        ("received_at", TS),
-        ("source_ip", pa.string()),
-        ("user_agent", pa.string()),
-        ("schema_id", pa.string()),
-        ("schema_version", pa.string()),
-        ("kafka_partition", pa.int32()),
-        ("kafka_offset", pa.int64()),
-        ("kafka_timestamp", TS),
-        ("ingested_timestamp", TS),
-        ("dt", pa.string()),
-        ("hour", pa.string()),
+        *collector_columns("user_agent"),
+        *KAFKA_AND_PARTITION_COLUMNS,
     ]
 )
 
