@@ -46,7 +46,9 @@ def test_a_stopped_replay_resumes_and_sends_every_line_once(
     args = ["--url", chalice_local_url, "--state-file", str(state), "--batch-size", "100", "--rate", "1000"]
 
     first = generator(*args)
-    time.sleep(1.5)
+    deadline = time.monotonic() + 60
+    while not state.exists() and time.monotonic() < deadline:  # a first batch was acknowledged
+        time.sleep(0.05)
     first.send_signal(signal.SIGTERM)  # mid-file: the batch in flight is finished and recorded
     stopped = summary(first)
     assert first.returncode == 130 and 0 < stopped["sent"] < len(lines)
