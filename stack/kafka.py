@@ -126,8 +126,15 @@ def _format_storage(config: Path, classpath: str) -> None:
 
 
 def _cluster_id() -> str:
-    # Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A cluster id as Kafka makes them: 16 random bytes in URL-safe base64 without padding.
+
+    Like Kafka's own Uuid.randomUuid(), never one that starts with "-": the storage tool's argument parser
+    would take it for an option (one id in 64 would fail to format).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def start(settings: Settings | None = None, timeout_s: float = 60.0) -> None:
