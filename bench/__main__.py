@@ -36,6 +36,7 @@ from stack import kafka, localstack, spark
 from stack.collector import service as collector_service
 from stack.paths import REPO, runtime_dir
 from stack.process import Service, free_port, group_peak_rss_mb, wait_for_port
+from stack.services import fresh_stack_environment
 
 BATCH = 987
 BATCHES = int(os.environ.get("BENCH_BATCHES", "30"))
@@ -73,16 +74,7 @@ def peak_rss() -> dict[str, Any]:
 def make_run_on_a_fresh_stack() -> dict[str, Any]:
     """`make run`'s path on a second stack of its own (fresh runtime, free ports, downloads cached), then down."""
     with tempfile.TemporaryDirectory() as runtime:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "SPARK_", "COLLECTOR_", "AWS_"))}
-        ports = iter(sorted({free_port() for _ in range(8)}))
-        env.update(
-            CLICKSTREAM_RUNTIME=runtime,
-            KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{next(ports)}",
-            KAFKA_CONTROLLER_PORT=str(next(ports)),
-            GATEWAY_LISTEN=f"127.0.0.1:{next(ports)}",
-            COLLECTOR_PORT=str(next(ports)),
-            SPARK_UI_PORT=str(next(ports)),
-        )
+        env = fresh_stack_environment(runtime)
         started = time.monotonic()
         try:
             run = subprocess.run(

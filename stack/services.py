@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from chalicelib.settings import setting
 from stack import collector, kafka, localstack, spark
+from stack.process import free_port
 
 
 def up() -> None:
@@ -23,3 +27,24 @@ def down() -> None:
 
 def status() -> list[str]:
     return [kafka.status(), localstack.status(), collector.status(), spark.status()]
+
+
+def fresh_stack_environment(runtime: Path | str) -> dict[str, str]:
+    """This environment for a second, independent stack: its own runtime folder and free ports for every service.
+
+    The stack's own settings of this shell (ports, topics, endpoints) are left out, so its defaults apply.
+    """
+    ports: set[int] = set()
+    while len(ports) < 5:
+        ports.add(free_port())
+    kafka_port, controller, gateway, collector_port, spark_ui = sorted(ports)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "SPARK_", "COLLECTOR_", "AWS_"))}
+    env.update(
+        CLICKSTREAM_RUNTIME=str(runtime),
+        KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{kafka_port}",
+        KAFKA_CONTROLLER_PORT=str(controller),
+        GATEWAY_LISTEN=f"127.0.0.1:{gateway}",
+        COLLECTOR_PORT=str(collector_port),
+        SPARK_UI_PORT=str(spark_ui),
+    )
+    return env

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -11,27 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from stack.process import free_port
+from stack.services import fresh_stack_environment
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
-
-
-def _stack_environment(runtime: Path) -> dict[str, str]:
-    ports = set()
-    while len(ports) < 5:
-        ports.add(free_port())
-    kafka, controller, gateway, collector, spark_ui = sorted(ports)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "SPARK_", "COLLECTOR_", "AWS_"))}
-    env.update(
-        CLICKSTREAM_RUNTIME=str(runtime),
-        KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{kafka}",
-        KAFKA_CONTROLLER_PORT=str(controller),
-        GATEWAY_LISTEN=f"127.0.0.1:{gateway}",
-        COLLECTOR_PORT=str(collector),
-        SPARK_UI_PORT=str(spark_ui),
-    )
-    return env
 
 
 def _read_back(env: dict[str, str]) -> dict[str, list[str]]:
@@ -52,7 +34,7 @@ print(json.dumps({"raw": keys(s.raw_topic), "invalid": keys(s.invalid_topic),
 
 
 def test_make_run_lands_every_event_then_make_down_stops_everything(tmp_path: Path) -> None:
-    env = _stack_environment(tmp_path / "runtime")
+    env = fresh_stack_environment(tmp_path / "runtime")
     try:
         run = subprocess.run(
             [sys.executable, "-m", "stack.pipeline", "--events", "300", "--invalid-share", "0.1"],
