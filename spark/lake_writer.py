@@ -55,11 +55,20 @@ def spark_type(prop: dict[str, Any]) -> T.DataType:
     return {"string": T.StringType(), "number": T.DoubleType(), "boolean": T.BooleanType()}[kind]
 
 
+CORRUPT_RECORD = "_corrupt_record"
+
+
 def raw_record_schema(event_schema: dict[str, Any]) -> T.StructType:
-    """A raw-topic record: the event as schemas/ defines it, plus the collector's metadata object."""
+    """A raw-topic record: the event as schemas/ defines it, plus the collector's metadata object.
+
+    A value whose text does not fit these types (not JSON, a string where a number goes, an integer out of
+    the column's range) is kept whole in CORRUPT_RECORD instead of failing the batch.
+    """
     event = spark_type(event_schema)
     collector = T.StructType([T.StructField(name, T.StringType()) for name in METADATA_FIELDS])
-    return T.StructType([*event.fields, T.StructField("collector", collector)])
+    return T.StructType(
+        [*event.fields, T.StructField("collector", collector), T.StructField(CORRUPT_RECORD, T.StringType())]
+    )
 
 
 INVALID_RECORD_SCHEMA = T.StructType(
@@ -68,13 +77,17 @@ INVALID_RECORD_SCHEMA = T.StructType(
         T.StructField("reason", T.StringType()),
         # Whatever the client sent, kept as JSON text (it did not match the schema, so it has no fixed type).
         T.StructField("payload", T.StringType()),
-        # Set instead of index/payload when the whole request was refused (malformed, too large...).
+        # Set instead of index/payload when the whole request was refused (malformed, too large...), or when
+        # a record of the raw topic could not be filed as an event: its value as text.
         T.StructField("status_code", T.IntegerType()),
         T.StructField("body", T.StringType()),
         T.StructField("body_bytes", T.LongType()),
         T.StructField("collector", T.StructType([T.StructField(n, T.StringType()) for n in METADATA_FIELDS])),
+        T.StructField(CORRUPT_RECORD, T.StringType()),
     ]
 )
+#: How much of an unfileable record's value the invalid table keeps (as the collector keeps of a refused body).
+KEPT_VALUE_CHARS = 8192
 
 
 # --- options --------------------------------------------------------------------------------------------
@@ -138,6 +151,7 @@ def read_topic(spark: SparkSession, args: argparse.Namespace, topic: str) -> Dat
 
 def _kafka_columns() -> list[Column]:
     return [
+        F.col("topic").alias("kafka_topic"),
         F.col("partition").alias("kafka_partition"),
         F.col("offset").alias("kafka_offset"),
         F.col("timestamp").alias("kafka_timestamp"),
@@ -145,14 +159,30 @@ def _kafka_columns() -> list[Column]:
     ]
 
 
+KAFKA_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingested_timestamp")
+
+
 def _date_partitions(df: DataFrame, moment: Column) -> DataFrame:
     return df.withColumn("dt", F.date_format(moment, "yyyy-MM-dd")).withColumn("hour", F.date_format(moment, "HH"))
 
 
-def events(spark: SparkSession, args: argparse.Namespace, event_schema: dict[str, Any]) -> DataFrame:
-    """Valid events, one row each, flattened, deduplicated by id."""
-    record = F.from_json(F.col("value").cast("string"), raw_record_schema(event_schema)).alias("r")
-    parsed = read_topic(spark, args, args.raw_topic).select(record, "key", *_kafka_columns())
+def _first_problem(checks: list[tuple[Column, str]]) -> Column:
+    """The reason of the first check that holds, or null: a row's one reason for being invalid."""
+    reason = F.lit(None).cast("string")
+    for failed, text in reversed(checks):
+        reason = F.when(failed, F.lit(text)).otherwise(reason)
+    return reason
+
+
+def parse_raw_records(records: DataFrame, event_schema: dict[str, Any]) -> DataFrame:
+    """Raw-topic records (Kafka's columns) as rows with the event's columns and `reason`: null for a row the lake
+    can hold, else why it cannot. Never raises on data: whatever bytes a producer wrote come out as one row.
+
+    Works on a stream and on a static frame alike (tests/spark checks the collector agrees with it).
+    """
+    value = F.col("value").cast("string")
+    record = F.from_json(value, raw_record_schema(event_schema), {"columnNameOfCorruptRecord": CORRUPT_RECORD})
+    parsed = records.select(record.alias("r"), value.alias("value_text"), "key", *_kafka_columns())
     details = event_schema["properties"]["event"]["properties"]
     top = [name for name in event_schema["properties"] if name not in ("id", "event")]
     rows = parsed.select(
@@ -160,33 +190,96 @@ def events(spark: SparkSession, args: argparse.Namespace, event_schema: dict[str
         F.coalesce(F.col("r.id"), F.col("key").cast("string")).alias("id"),
         *[F.col(f"r.{name}").alias(name) for name in top],
         *[F.col(f"r.event.{name}").alias(name) for name in details if name != "timestamp"],
-        F.to_timestamp(F.col("r.event.timestamp")).alias("event_timestamp"),
+        # try_: a string that names no instant (31 April) is null here, and filed as invalid below.
+        F.try_to_timestamp(F.col("r.event.timestamp")).alias("event_timestamp"),
         *[F.col(f"r.collector.{name}").alias(name) for name in METADATA_FIELDS if name != "user_agent"],
         F.col("r.collector.user_agent").alias("collector_user_agent"),
-        *[c for c in ("kafka_partition", "kafka_offset", "kafka_timestamp", "ingested_timestamp")],
-    ).withColumn("received_at", F.to_timestamp("received_at"))
-    rows = _date_partitions(rows, F.coalesce("event_timestamp", "kafka_timestamp"))
+        *KAFKA_COLUMNS,
+        F.col("r.event.timestamp").alias("event_timestamp_text"),
+        F.col(f"r.{CORRUPT_RECORD}").alias(CORRUPT_RECORD),
+        "value_text",
+    ).withColumn("received_at", F.try_to_timestamp("received_at"))
+    required = [n for n in event_schema["required"] if n != "event"]
+    required_details = [n for n in event_schema["properties"]["event"]["required"] if n != "timestamp"]
+    checks = [
+        (F.col("value_text").isNull() | (F.length("value_text") == 0), "record has no value"),
+        (F.col(CORRUPT_RECORD).isNotNull(), "record is not a JSON event with the schema's types"),
+        *[(F.col(name).isNull(), f"$.{name}: missing") for name in required],
+        *[(F.col(name).isNull(), f"$.event.{name}: missing") for name in required_details],
+        (F.col("event_timestamp_text").isNull(), "$.event.timestamp: missing"),
+        (F.col("event_timestamp").isNull(), "$.event.timestamp: not a real instant"),
+        # Spark counts a year 0; Python, pyarrow's readers and the collector start at year 1.
+        (F.year("event_timestamp") < 1, "$.event.timestamp: before year 1"),
+    ]
+    rows = rows.withColumn("reason", _first_problem(checks))
+    return _date_partitions(rows, F.coalesce("event_timestamp", "kafka_timestamp"))
+
+
+def events(spark: SparkSession, args: argparse.Namespace, event_schema: dict[str, Any]) -> DataFrame:
+    """Valid events, one row each, flattened, deduplicated by id."""
+    rows = parse_raw_records(read_topic(spark, args, args.raw_topic), event_schema)
+    rows = rows.where(F.col("reason").isNull()).drop("reason", "event_timestamp_text", CORRUPT_RECORD, "value_text")
     # The watermark runs on the Kafka time (when the collector produced), not the client's clock: rows behind
     # the watermark are dropped by the deduplication, and client clocks can be far off.
     return rows.withWatermark("kafka_timestamp", args.dedupe_window).dropDuplicatesWithinWatermark(["id"])
 
 
+def _invalid_columns(rows: DataFrame) -> DataFrame:
+    """The invalid table's columns, in order, from rows that have at least id and reason."""
+    present = set(rows.columns)
+    names = [
+        "id",
+        *[f.name for f in INVALID_RECORD_SCHEMA.fields if f.name not in ("collector", CORRUPT_RECORD)],
+        *METADATA_FIELDS,
+        *KAFKA_COLUMNS,
+        "dt",
+        "hour",
+    ]
+    types = {f.name: f.dataType for f in INVALID_RECORD_SCHEMA.fields} | {"received_at": T.TimestampType()}
+    return rows.select(
+        *[F.col(n) if n in present else F.lit(None).cast(types.get(n, T.StringType())).alias(n) for n in names]
+    )
+
+
+def unfileable_raw_records(spark: SparkSession, args: argparse.Namespace, event_schema: dict[str, Any]) -> DataFrame:
+    """Raw-topic records the lake cannot hold (any producer's: not JSON, the wrong shape, an impossible
+    timestamp), as invalid rows with their reason, value and Kafka position."""
+    rows = parse_raw_records(read_topic(spark, args, args.raw_topic), event_schema).where(F.col("reason").isNotNull())
+    rows = rows.select(
+        "id",
+        "reason",
+        F.substring("value_text", 1, KEPT_VALUE_CHARS).alias("body"),
+        F.length("value_text").cast("long").alias("body_bytes"),
+        *[n for n in METADATA_FIELDS if n != "user_agent"],
+        F.col("collector_user_agent").alias("user_agent"),
+        *KAFKA_COLUMNS,
+    )
+    return _invalid_columns(_date_partitions(rows, F.coalesce("received_at", "kafka_timestamp")))
+
+
 def invalid_events(spark: SparkSession, args: argparse.Namespace) -> DataFrame:
     """Rejected events and refused requests, with their reasons."""
-    record = F.from_json(F.col("value").cast("string"), INVALID_RECORD_SCHEMA).alias("r")
+    value = F.col("value").cast("string")
+    record = F.from_json(value, INVALID_RECORD_SCHEMA, {"columnNameOfCorruptRecord": CORRUPT_RECORD}).alias("r")
     parsed = read_topic(spark, args, args.invalid_topic).select(
-        record, F.col("key").cast("string").alias("id"), *_kafka_columns()
+        record, value.alias("value_text"), F.col("key").cast("string").alias("id"), *_kafka_columns()
     )
+    unreadable = F.col("value_text").isNull() | F.col(f"r.{CORRUPT_RECORD}").isNotNull() | F.col("r.reason").isNull()
     rows = parsed.select(
         "id",
-        *[F.col(f"r.{f.name}").alias(f.name) for f in INVALID_RECORD_SCHEMA.fields if f.name != "collector"],
+        # A record another producer wrote to the invalid topic is kept too, as text, with a reason of ours.
+        F.when(unreadable, F.lit("record is not an invalid-event record")).otherwise(F.col("r.reason")).alias("reason"),
+        *[
+            F.col(f"r.{f.name}").alias(f.name)
+            for f in INVALID_RECORD_SCHEMA.fields
+            if f.name not in ("collector", "reason", "body", "body_bytes", CORRUPT_RECORD)
+        ],
+        F.when(unreadable, F.substring("value_text", 1, KEPT_VALUE_CHARS)).otherwise(F.col("r.body")).alias("body"),
+        F.when(unreadable, F.length("value_text").cast("long")).otherwise(F.col("r.body_bytes")).alias("body_bytes"),
         *[F.col(f"r.collector.{name}").alias(name) for name in METADATA_FIELDS],
-        "kafka_partition",
-        "kafka_offset",
-        "kafka_timestamp",
-        "ingested_timestamp",
-    ).withColumn("received_at", F.to_timestamp("received_at"))
-    return _date_partitions(rows, F.coalesce("received_at", "kafka_timestamp"))
+        *KAFKA_COLUMNS,
+    ).withColumn("received_at", F.try_to_timestamp("received_at"))
+    return _invalid_columns(_date_partitions(rows, F.coalesce("received_at", "kafka_timestamp")))
 
 
 def parquet_query(df: DataFrame, name: str, path: str, args: argparse.Namespace) -> StreamingQuery:
@@ -297,7 +390,12 @@ def main(argv: list[str]) -> int:
     queries = [
         parquet_query(valid, "lake", args.lake_path, args),
         latest_query(committed_events(spark, args, valid), args),
-        parquet_query(invalid_events(spark, args), "invalid", args.invalid_path, args),
+        parquet_query(
+            invalid_events(spark, args).unionByName(unfileable_raw_records(spark, args, event_schema)),
+            "invalid",
+            args.invalid_path,
+            args,
+        ),
     ]
 
     stop = threading.Event()

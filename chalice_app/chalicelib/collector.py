@@ -9,14 +9,14 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
 from chalicelib.settings import Settings
-from chalicelib.sinks import Record, Sink, SinkUnavailable
-from chalicelib.validation import SCHEMA_ID, SCHEMA_VERSION, schema_violation
+from chalicelib.sinks import Delivery, Record, Sink, SinkUnavailable
+from chalicelib.validation import SCHEMA_ID, SCHEMA_VERSION, ClockWindow, lake_violation, schema_violation
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,10 @@ class Collector:
     def __init__(self, settings: Settings, sink: Sink) -> None:
         self.settings = settings
         self.sink = sink
+        self.clock_window = ClockWindow(
+            earliest=datetime.fromisoformat(settings.earliest_event_time),
+            ahead=timedelta(seconds=settings.max_clock_ahead_s),
+        )
 
     def collect(self, body: bytes, request: RequestInfo) -> Outcome:
         started = time.perf_counter()
@@ -98,18 +102,19 @@ class Collector:
 
         counts.update(processed_count=len(events), valid_count=len(events) - len(errors), invalid_count=len(errors))
         try:
-            self.sink.publish(records)
+            delivery = self.sink.publish(records)
         except SinkUnavailable as exc:
             log.warning("batch %s not accepted: %s", correlation_id, exc)
             counts.update(valid_count=0, invalid_count=0)
             return answer(503, "unavailable", errors, message=f"{exc}. Nothing was accepted; retry the whole batch.")
 
-        log.info("batch %s: %s", correlation_id, counts)
-        if not errors:
-            return answer(200, "success", errors)
-        if counts["valid_count"]:
-            return answer(200, "partial", errors)
-        return answer(400, "rejected", errors, message="no event in the batch is valid")
+        log.info("batch %s %s: %s", correlation_id, delivery.value, counts)
+        if not counts["valid_count"]:
+            return answer(400, "rejected", errors, message="no event in the batch is valid")
+        if delivery is Delivery.BUFFERED:
+            # Durable in the spool, not yet in Kafka: accepted, and on its way (the drainer publishes it).
+            return answer(202, "buffered", errors)
+        return answer(200, "partial" if errors else "success", errors)
 
     def _parse(self, body: bytes, request: RequestInfo) -> list[Any]:
         settings = self.settings
@@ -154,7 +159,7 @@ class Collector:
                 reason = f"event of {size} bytes exceeds the limit of {settings.max_event_bytes} bytes"
                 oversized.append({"index": index, "id": event_id, "reason": reason})
                 continue
-            reason = schema_violation(event) if isinstance(event, dict) else "event must be a JSON object"
+            reason = self._violation(event)
             if reason is None:
                 # The event serialised once, with the metadata spliced in before its closing brace: a valid
                 # event is a non-empty object that has no "collector" key (the schema forbids other keys).
@@ -167,6 +172,12 @@ class Collector:
         if oversized:
             raise _Rejected(413, f"{len(oversized)} event(s) exceed the per-event size limit", oversized)
         return records, errors
+
+    def _violation(self, event: Any) -> str | None:
+        """Why the lake cannot take `event`: the schema first, then the lake's column types and clock window."""
+        if not isinstance(event, dict):
+            return "event must be a JSON object"
+        return schema_violation(event) or lake_violation(event, self.clock_window)
 
     def _keep_rejected_request(self, body: bytes, rejected: _Rejected, meta: dict[str, Any]) -> None:
         """Keep a refused request in the invalid topic with its reason (best effort: the client has its 4xx)."""

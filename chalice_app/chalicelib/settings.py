@@ -24,6 +24,13 @@ DEFAULTS: dict[str, str] = {
     "KAFKA_SEND_TIMEOUT_S": "10",
     # A little lingering lets one batch travel in few produce requests.
     "KAFKA_LINGER_MS": "5",
+    # After Kafka failed a batch, how long later batches go straight to the spool (when there is one).
+    "KAFKA_COOLDOWN_S": "5",
+    # Where a batch waits while Kafka does not take it: "sqs" (the deployed stages), or "" for none (503).
+    "COLLECTOR_SPOOL": "",
+    "SPOOL_QUEUE": "acme-clickstream-spool",
+    # Batches too large for an SQS message (256 KiB) wait here, their message pointing to them.
+    "SPOOL_BUCKET": "acme-clickstream-spool",
     # API Gateway's payload limit; inside Lambda the 6 MB invoke limit applies first.
     "COLLECTOR_MAX_BODY_BYTES": str(10 * 1024 * 1024),
     # The seed's generator sends batches of 987.
@@ -31,6 +38,9 @@ DEFAULTS: dict[str, str] = {
     "COLLECTOR_MAX_EVENT_BYTES": str(32 * 1024),
     # How much of a rejected request body is kept in the invalid topic.
     "COLLECTOR_REJECTED_BODY_BYTES": str(8 * 1024),
+    # The window of event times accepted: a client clock before this instant, or this far ahead, is wrong.
+    "COLLECTOR_EARLIEST_EVENT_TIME": "2000-01-01T00:00:00Z",
+    "COLLECTOR_MAX_CLOCK_AHEAD_S": "86400",
     # Comma-separated origins allowed by CORS, or "*": the shop served locally and from the S3 website.
     "CORS_ALLOWED_ORIGINS": ",".join(
         [
@@ -61,10 +71,16 @@ class Settings:
     topic_partitions: int
     kafka_send_timeout_s: float
     kafka_linger_ms: int
+    kafka_cooldown_s: float
+    spool: str
+    spool_queue: str
+    spool_bucket: str
     max_body_bytes: int
     max_batch_events: int
     max_event_bytes: int
     rejected_body_bytes: int
+    earliest_event_time: str
+    max_clock_ahead_s: float
     cors_allowed_origins: tuple[str, ...]
     log_level: str
 
@@ -81,10 +97,16 @@ class Settings:
             topic_partitions=int(get("KAFKA_TOPIC_PARTITIONS")),
             kafka_send_timeout_s=float(get("KAFKA_SEND_TIMEOUT_S")),
             kafka_linger_ms=int(get("KAFKA_LINGER_MS")),
+            kafka_cooldown_s=float(get("KAFKA_COOLDOWN_S")),
+            spool=get("COLLECTOR_SPOOL").strip().lower(),
+            spool_queue=get("SPOOL_QUEUE"),
+            spool_bucket=get("SPOOL_BUCKET"),
             max_body_bytes=int(get("COLLECTOR_MAX_BODY_BYTES")),
             max_batch_events=int(get("COLLECTOR_MAX_BATCH_EVENTS")),
             max_event_bytes=int(get("COLLECTOR_MAX_EVENT_BYTES")),
             rejected_body_bytes=int(get("COLLECTOR_REJECTED_BODY_BYTES")),
+            earliest_event_time=get("COLLECTOR_EARLIEST_EVENT_TIME"),
+            max_clock_ahead_s=float(get("COLLECTOR_MAX_CLOCK_AHEAD_S")),
             cors_allowed_origins=tuple(o.strip() for o in get("CORS_ALLOWED_ORIGINS").split(",") if o.strip()),
             log_level=get("LOG_LEVEL").upper(),
         )

@@ -1,8 +1,16 @@
-"""Validation of one event against the event schema (the collector's copy of schemas/*.json)."""
+"""Validation of one event: the event schema (the collector's copy of schemas/*.json), then the lake's types.
+
+The schema's JSON types are wider than the lake's columns: JSON Schema counts 1.0 as an integer and its
+timestamp pattern allows 31 April. The lake writer would have to refuse such values, so the collector refuses
+them first, with the semantics the lake writer applies (tests/spark checks the two agree).
+"""
 
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +49,68 @@ def _rule_description(schema_path: list[str | int]) -> str:
         if isinstance(node, dict) and "description" in node:
             description = node["description"]
     return description
+
+
+#: The lake's integer columns (spark/lake_writer.py): 32 bits when the schema's maximum fits, else 64.
+INT32_MAX = 2**31 - 1
+INT64_RANGE = (-(2**63), 2**63 - 1)
+
+
+@dataclass(frozen=True)
+class ClockWindow:
+    """The event times the collector accepts: client clocks are wrong, but not by decades."""
+
+    earliest: datetime
+    ahead: timedelta
+
+    def violation(self, instant: datetime, now: datetime) -> str | None:
+        if instant < self.earliest:
+            return f"is before {self.earliest.isoformat().replace('+00:00', 'Z')}, the earliest time accepted"
+        if instant - now > self.ahead:  # a difference, not a sum: no overflow near year 9999
+            return f"is more than {self.ahead.total_seconds():.0f} s ahead of the collector's clock"
+        return None
+
+
+def parse_instant(text: str) -> datetime | None:
+    """The instant an event's timestamp names, or None if it names none (e.g. 31 April, 29 February 2023).
+
+    Fractions finer than a microsecond are cut, as the lake's microsecond timestamps cut them.
+    """
+    try:
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return instant if instant.tzinfo is not None else None
+
+
+def lake_violation(event: dict[str, Any], window: ClockWindow, now: datetime | None = None) -> str | None:
+    """Why a schema-valid `event` cannot be stored in the lake's typed columns, or None if it can."""
+    problem = _typed_violation(event, SCHEMA, "$")
+    if problem is not None:
+        return problem
+    text = event["event"]["timestamp"]
+    instant = parse_instant(text)
+    if instant is None:
+        return f"$.event.timestamp: {text!r} is not a real instant (a calendar date and a time of day)"
+    problem = window.violation(instant, now or datetime.now(UTC))
+    return None if problem is None else f"$.event.timestamp: {text!r} {problem}"
+
+
+def _typed_violation(value: dict[str, Any], schema: dict[str, Any], path: str) -> str | None:
+    for name, prop in schema.get("properties", {}).items():
+        item = value.get(name)
+        if item is None:
+            continue
+        kinds = prop["type"] if isinstance(prop["type"], list) else [prop["type"]]
+        where = f"{path}.{name}"
+        if "object" in kinds and isinstance(item, dict):
+            problem = _typed_violation(item, prop, where)
+            if problem is not None:
+                return problem
+        elif "integer" in kinds:
+            low, high = (-(2**31), INT32_MAX) if prop.get("maximum", INT32_MAX + 1) <= INT32_MAX else INT64_RANGE
+            if isinstance(item, float) or not low <= item <= high:
+                return f"{where}: {item!r} is not a whole number from {low} to {high}"
+        elif "number" in kinds and not math.isfinite(float(item)):
+            return f"{where}: {item!r} is not a finite number"
+    return None

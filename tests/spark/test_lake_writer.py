@@ -148,3 +148,60 @@ def test_restarts_mid_stream_lose_and_repeat_nothing(lake_writer: None, collecto
     wanted = set(sent)
     assert len(wanted) == 4000
     assert lake_ids(LAKE_PREFIX, wanted, timeout_s=180) == Counter(dict.fromkeys(wanted, 1))
+
+
+def test_records_of_any_producer_never_stop_the_lake(
+    lake_writer: None, collector: Collector, kafka_settings: Settings
+) -> None:
+    """Whatever bytes reach the topics, each record is filed (as a row, or as an invalid row with a reason and
+    its Kafka position) and the queries go on: the events posted afterwards land."""
+    from kafka import KafkaProducer
+
+    tag = f"poison-{time.time_ns()}"
+    (good,) = synthetic_events(1, seed=44)
+    impossible_day = json.loads(json.dumps(good))
+    impossible_day["event"]["timestamp"] = "2026-04-31T10:00:00Z"
+    wrong_type = json.loads(json.dumps(good))
+    wrong_type["event"]["product_id"] = "abc"
+    raw_poison: dict[str, bytes | None] = {
+        f"{tag}-not-json": b"not json \xff",
+        f"{tag}-empty": b"",
+        f"{tag}-tombstone": None,
+        f"{tag}-array": b"[1, 2]",
+        f"{tag}-shape": json.dumps({"id": f"{tag}-shape", "type": "click"}).encode(),
+        f"{tag}-april-31": json.dumps({**impossible_day, "id": f"{tag}-april-31"}).encode(),
+        f"{tag}-wrong-type": json.dumps({**wrong_type, "id": f"{tag}-wrong-type"}).encode(),
+    }
+    keyless = {**good, "id": f"{tag}-keyless-but-valid"}
+    producer = KafkaProducer(bootstrap_servers=kafka_settings.kafka_bootstrap_servers.split(","), acks="all")
+    for key, value in raw_poison.items():
+        producer.send(kafka_settings.raw_topic, key=key.encode(), value=value)
+    producer.send(kafka_settings.raw_topic, key=None, value=json.dumps(keyless).encode())
+    producer.send(kafka_settings.invalid_topic, key=f"{tag}-invalid-garbage".encode(), value=b"\x00garbage")
+    producer.flush()
+    producer.close()
+
+    after = synthetic_events(100, seed=45)
+    post(collector, after)
+    landed = {e["id"] for e in after} | {keyless["id"]}
+    assert lake_ids(LAKE_PREFIX, landed) == Counter(dict.fromkeys(landed, 1))
+
+    filed = set(raw_poison) | {f"{tag}-invalid-garbage"}
+    assert lake_ids(INVALID_PREFIX, filed) == Counter(dict.fromkeys(filed, 1))
+    rows = {r["id"]: r for r in read(INVALID_PREFIX).to_pylist() if r["id"] in filed}
+    reasons = {key: rows[key]["reason"] for key in filed}
+    assert reasons == {
+        f"{tag}-not-json": "record is not a JSON event with the schema's types",
+        f"{tag}-empty": "record has no value",
+        f"{tag}-tombstone": "record has no value",
+        f"{tag}-array": "record is not a JSON event with the schema's types",
+        f"{tag}-shape": "$.package_id: missing",
+        f"{tag}-april-31": "$.event.timestamp: not a real instant",
+        f"{tag}-wrong-type": "record is not a JSON event with the schema's types",
+        f"{tag}-invalid-garbage": "record is not an invalid-event record",
+    }
+    for key in raw_poison:
+        assert rows[key]["kafka_topic"] == kafka_settings.raw_topic and rows[key]["kafka_offset"] >= 0
+    assert rows[f"{tag}-april-31"]["body"] == raw_poison[f"{tag}-april-31"].decode()
+    assert rows[f"{tag}-invalid-garbage"]["kafka_topic"] == kafka_settings.invalid_topic
+    assert spark.service().pid() is not None, "the lake writer stopped"

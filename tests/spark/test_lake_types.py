@@ -1,0 +1,147 @@
+"""The collector accepts only what the lake can store: its verdict against the lake writer's own parsing.
+
+Hypothesis generates events with edge values in every field the lake types (timestamps, integers, numbers);
+each event goes through the collector's checks and, serialised as the collector writes it, through the lake
+writer's `parse_raw_records` on a real Spark session. Wherever the collector accepts, the lake stores the
+same values; wherever the lake would refuse, the collector refused first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chalicelib.validation import SCHEMA, ClockWindow, lake_violation, parse_instant, schema_violation
+from lake_writer import parse_raw_records
+
+pytestmark = pytest.mark.slow
+
+#: Wide enough that only the calendar and the types decide, not the clock.
+ANY_TIME = ClockWindow(earliest=datetime(1, 1, 1, tzinfo=UTC), ahead=timedelta(days=3_000_000))
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[Any]:
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[1]")
+        .appName("lake-types")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", "1")
+        .getOrCreate()
+    )
+    yield session
+    session.stop()
+
+
+def two(low: int, high: int) -> st.SearchStrategy[str]:
+    return st.integers(low, high).map(lambda n: f"{n:02d}")
+
+
+timestamps = st.builds(
+    lambda y, mo, d, h, mi, s, frac, zone: f"{y:04d}-{mo}-{d}T{h}:{mi}:{s}{frac}{zone}",
+    st.sampled_from([0, 1, 1582, 1900, 1999, 2000, 2023, 2024, 2100, 9999]) | st.integers(0, 9999),
+    two(1, 12),
+    two(1, 31),
+    two(0, 23),
+    two(0, 59),
+    two(0, 59),
+    st.just("") | st.text("0123456789", min_size=1, max_size=9).map(lambda digits: "." + digits),
+    st.sampled_from(["Z", "+00:00"]),
+)
+integers = st.integers(-(2**64), 2**64) | st.sampled_from([0, 2**31 - 1, 2**31, -1]) | st.floats(0, 1e10)
+numbers = (
+    st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(-(2**63), 2**63)
+    | st.sampled_from([0.01, 1e308, 5e-324, 2**53 + 1])
+)
+
+
+@st.composite
+def edge_events(draw: st.DrawFn) -> dict[str, Any]:
+    details: dict[str, Any] = {
+        "user_agent": "hypothesis",
+        "customer_id": "c-1",
+        "timestamp": draw(timestamps),
+        "page": "/home",
+        "product_id": draw(integers),
+        "product_name": "thing",
+        "price": draw(numbers),
+    }
+    return {"id": f"e-{draw(st.uuids())}", "type": "purchase", "package_id": "t", "event": details}
+
+
+def collector_record(event: dict[str, Any]) -> bytes:
+    meta = {"correlation_id": "c", "received_at": "2026-12-01T00:00:00.000Z", "source_ip": None, "user_agent": "t"}
+    return orjson.dumps({**event, "collector": meta})
+
+
+def lake_rows(spark: Any, events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    from pyspark.sql import functions as F
+
+    records = spark.createDataFrame(
+        [(e["id"].encode(), collector_record(e), "raw", 0, n, datetime(2026, 12, 1)) for n, e in enumerate(events)],
+        "key binary, value binary, topic string, partition int, offset long, timestamp timestamp",
+    )
+    rows = parse_raw_records(records, SCHEMA).select(
+        "id", "reason", "product_id", "price", F.unix_micros("event_timestamp").alias("micros")
+    )
+    return {row["id"]: row.asDict() for row in rows.collect()}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(edge_events(), min_size=20, max_size=40, unique_by=lambda e: e["id"]))
+def test_the_collector_accepts_exactly_what_the_lake_stores(spark: Any, events: list[dict[str, Any]]) -> None:
+    schema_valid = [e for e in events if schema_violation(e) is None]
+    rows = lake_rows(spark, schema_valid)
+    for event in schema_valid:
+        row = rows[event["id"]]
+        verdict = lake_violation(event, ANY_TIME)
+        assert (verdict is None) == (row["reason"] is None), (event, verdict, row)
+        if verdict is None:
+            instant = parse_instant(event["event"]["timestamp"])
+            assert instant is not None
+            epoch = datetime(1970, 1, 1, tzinfo=UTC)
+            assert row["micros"] == (instant - epoch) // timedelta(microseconds=1), (event, row)
+            assert row["product_id"] == event["event"]["product_id"]
+            assert row["price"] == float(event["event"]["price"])
+
+
+def test_crafted_edges_agree(spark: Any) -> None:
+    """The cases that started it: 31 April, 29 February of a common year, 1.0 as a product id."""
+    cases = {
+        "april-31": ("2026-04-31T10:00:00Z", 1),
+        "feb-29-2023": ("2023-02-29T10:00:00Z", 1),
+        "feb-29-2024": ("2024-02-29T10:00:00Z", 1),
+        "float-id": ("2026-04-30T10:00:00Z", 1.0),
+        "nanos": ("2026-04-30T10:00:00.123456789+00:00", 1),
+    }
+    events = [
+        {
+            "id": name,
+            "type": "purchase",
+            "package_id": "t",
+            "event": {
+                "user_agent": "u",
+                "customer_id": "c",
+                "timestamp": ts,
+                "page": "/",
+                "product_id": pid,
+                "product_name": "p",
+                "price": 1.5,
+            },
+        }
+        for name, (ts, pid) in cases.items()
+    ]
+    rows = lake_rows(spark, events)
+    stored = {name for name, row in rows.items() if row["reason"] is None}
+    accepted = {e["id"] for e in events if schema_violation(e) is None and lake_violation(e, ANY_TIME) is None}
+    assert stored == accepted == {"feb-29-2024", "nanos"}
