@@ -31,7 +31,7 @@ up: $(STAMP) ## start Kafka, LocalStack (with the lake bucket) and `chalice loca
 	$(PY) -m stack up
 
 deploy: $(STAMP) ## deploy the collector to Lambda + API Gateway and the shop to an S3 website on LocalStack
-	$(PY) localstack/deploy.py
+	$(PY) -m stack.deploy
 
 down: $(STAMP) ## stop everything `make up` started
 	$(PY) -m stack down
@@ -59,8 +59,8 @@ report: $(STAMP) ## an HTML report of what the lake holds (DuckDB over the lake'
 	$(PY) -m lake.report
 
 bench: up ## every figure measured in one run; prints one JSON object (also saved under bench-results/)
-	$(PY) localstack/deploy.py
-	$(PY) localstack/deploy.py --stage bench
+	$(PY) -m stack.deploy
+	$(PY) -m stack.deploy --stage bench
 	$(PY) -m bench
 
 schemas: $(STAMP) ## regenerate the .avsc, .proto and the collector's copy from the JSON Schema

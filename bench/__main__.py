@@ -34,6 +34,7 @@ from chalicelib.sinks.kafka import KafkaSink, producer_config
 from generator.synthetic import synthetic_events
 from stack import kafka, localstack, spark
 from stack.collector import service as collector_service
+from stack.deploy import read_deployment
 from stack.paths import REPO, runtime_dir
 from stack.process import Service, free_port, group_peak_rss_mb, wait_for_port
 from stack.services import fresh_stack_environment
@@ -240,10 +241,10 @@ def _chalice_local(bodies: list[bytes], total: int) -> dict[str, float]:
 
 def _api_gateway(bodies: list[bytes], total: int) -> dict[str, float] | None:
     """The bench stage deployed on LocalStack: API Gateway -> Lambda (local process) -> Kafka."""
-    deployment = runtime_dir() / "deployment-bench.json"
-    if not deployment.exists():
+    deployment = read_deployment("bench")
+    if deployment is None:
         return None
-    return _over_http(json.loads(deployment.read_text())["api_url"], bodies, total)
+    return _over_http(deployment["api_url"], bodies, total)
 
 
 if __name__ == "__main__":

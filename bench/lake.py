@@ -28,7 +28,7 @@ from chalicelib.sinks.kafka import KafkaSink
 from generator.synthetic import synthetic_events
 from lake.reader import LAKE_PREFIX, committed_files, filesystem
 from stack import kafka, localstack, spark
-from stack.paths import runtime_dir
+from stack.deploy import read_deployment
 from stack.process import free_port, group_peak_rss_mb
 
 BENCH_PACKAGE = "acme.bench"
@@ -39,7 +39,9 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def e2e_latency(rate: int = 1000, seconds: float = 30, tick: float = 0.1) -> dict[str, Any]:
-    deployment = json.loads((runtime_dir() / "deployment.json").read_text())
+    deployment = read_deployment()
+    if deployment is None:
+        return {"missing": "the collector is not deployed (make deploy)"}
     url = f"{deployment['api_url']}/collect"
     per_tick = int(rate * tick)
     events = synthetic_events(int(rate * seconds), seed=int(time.time()))

@@ -2,8 +2,9 @@
 
 from chalice import Chalice
 
-from chalicelib.routes import collect, ping
+from chalicelib.routes import collect, drain, ping
 
 app = Chalice(app_name="clickstream-collector")
 app.register_blueprint(ping.bp)
 app.register_blueprint(collect.bp)
+app.register_blueprint(drain.bp)

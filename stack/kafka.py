@@ -175,7 +175,7 @@ def start(settings: Settings | None = None, timeout_s: float = 60.0) -> None:
 
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
     """Create the pipeline's topics that do not exist yet, with the configured partition count."""
-    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
     deadline = time.monotonic() + timeout_s
@@ -192,15 +192,42 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+    kept = {settings.raw_topic: topic_retention(), settings.invalid_topic: topic_retention()}
     try:
-        missing = [t for t in settings.topics if t not in set(admin.list_topics())]
+        existing = set(admin.list_topics())
+        missing = [t for t in settings.topics if t not in existing]
         if missing:
             try:
-                admin.create_topics([NewTopic(t, settings.topic_partitions, 1) for t in missing])
+                admin.create_topics(
+                    [
+                        NewTopic(t, settings.topic_partitions, 1, topic_configs=_retention_config(kept.get(t)))
+                        for t in missing
+                    ]
+                )
             except TopicAlreadyExistsError:
                 pass
+        present = [t for t in kept if t in existing]
+        if present:
+            # Topics made by an earlier version (or by hand) get the retention the lake's rebuild relies on.
+            admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, t, configs={"retention.ms": kept[t]}) for t in present]
+            )
     finally:
         admin.close()
+
+
+def topic_retention() -> str:
+    """retention.ms of the raw and invalid topics: -1 (forever) by default.
+
+    LocalStack's S3 forgets the lake when it restarts, and the lake writer rebuilds the lake from these topics
+    (stack/supervisor.py restarts it on a fresh checkpoint); a record dropped by retention could not come back.
+    With a durable S3 (AWS, MinIO), a finite KAFKA_RETENTION_MS is safe once the lake holds the records.
+    """
+    return os.environ.get("KAFKA_RETENTION_MS") or "-1"
+
+
+def _retention_config(retention_ms: str | None) -> dict[str, str]:
+    return {} if retention_ms is None else {"retention.ms": retention_ms}
 
 
 def delete_topics(topics: list[str]) -> None:

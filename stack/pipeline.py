@@ -20,13 +20,8 @@ from generator.sender import Sender, batched
 from generator.synthetic import synthetic_events
 from lake.reader import INVALID_PREFIX, LAKE_PREFIX, read
 from stack import localstack
-from stack.paths import REPO, runtime_dir
+from stack.deploy import deploy
 from stack.services import up
-
-
-def deploy() -> dict[str, str]:
-    subprocess.run([sys.executable, str(REPO / "localstack" / "deploy.py")], check=True)
-    return json.loads((runtime_dir() / "deployment.json").read_text())
 
 
 def send(api_url: str, count: int, seed: int, invalid_share: float) -> tuple[set[str], set[str], dict[str, Any]]:

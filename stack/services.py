@@ -6,19 +6,23 @@ import os
 from pathlib import Path
 
 from chalicelib.settings import setting
-from stack import collector, kafka, localstack, spark
+from stack import collector, deploy, kafka, localstack, spark, supervisor
 from stack.process import free_port
 
 
-def up() -> None:
+def up(supervised: bool = True) -> None:
     kafka.start()
     localstack.start()
     localstack.ensure_bucket(setting("LAKE_BUCKET"))
     collector.start()
     spark.start()
+    if supervised:
+        supervisor.start()
 
 
 def down() -> None:
+    # The supervisor first: it would bring back what the next lines stop.
+    supervisor.stop()
     spark.stop()
     collector.stop()
     localstack.stop()
@@ -26,7 +30,10 @@ def down() -> None:
 
 
 def status() -> list[str]:
-    return [kafka.status(), localstack.status(), collector.status(), spark.status()]
+    lines = [kafka.status(), localstack.status(), collector.status(), spark.status(), supervisor.status()]
+    if localstack.healthy():
+        lines.append(deploy.spool_status())
+    return lines
 
 
 def fresh_stack_environment(runtime: Path | str) -> dict[str, str]:

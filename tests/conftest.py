@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parent.parent
 APP_DIR = REPO / "chalice_app"
 # `app.py` is a top-level module of the Chalice project, as Chalice itself imports it.
 sys.path.insert(0, str(APP_DIR))
+# The lake writer is a spark-submit script, not a package: its plan functions are tested in-process.
+sys.path.insert(0, str(REPO / "spark"))
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +84,7 @@ def localstack_endpoint(runtime: Path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def deployment(kafka_settings: Any, localstack_endpoint: str, runtime: Path) -> dict[str, str]:
     """The collector and the shop deployed by `make deploy`'s script, pointed at the suite's broker."""
-    subprocess.run([sys.executable, str(REPO / "localstack" / "deploy.py")], check=True)
+    subprocess.run([sys.executable, "-m", "stack.deploy"], check=True, cwd=REPO)
     return json.loads((runtime / "deployment.json").read_text())
 
 

@@ -4,20 +4,50 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
+from typing import Any
 
 from chalicelib.collector import Collector
-from chalicelib.settings import get_settings
+from chalicelib.drainer import Drainer
+from chalicelib.settings import Settings, get_settings
+from chalicelib.sinks import Sink
 from chalicelib.sinks.kafka import KafkaSink
+from chalicelib.sinks.spool import FallbackSink, SqsSpool
+
+
+@lru_cache(maxsize=8)
+def aws_client(name: str) -> Any:
+    """A boto3 client, made once per process (the Lambda runtime provides boto3; AWS_ENDPOINT_URL points it at
+    LocalStack there)."""
+    import boto3
+
+    return boto3.client(name)
+
+
+def build_sink(settings: Settings) -> Sink:
+    """Kafka, falling back on the spool when one is configured (COLLECTOR_SPOOL=sqs)."""
+    kafka = KafkaSink(settings)
+    if settings.spool == "sqs":
+        return FallbackSink(kafka, SqsSpool(settings, aws_client), settings.kafka_cooldown_s)
+    return kafka
 
 
 @lru_cache(maxsize=1)
 def get_collector() -> Collector:
     settings = get_settings()
     logging.getLogger("chalicelib").setLevel(settings.log_level)
-    return Collector(settings, KafkaSink(settings))
+    return Collector(settings, build_sink(settings))
+
+
+@lru_cache(maxsize=1)
+def get_drainer() -> Drainer:
+    settings = get_settings()
+    logging.getLogger("chalicelib").setLevel(settings.log_level)
+    return Drainer(KafkaSink(settings), aws_client)
 
 
 def reset() -> None:
-    """Forget settings and producer, so the next request reads the environment again (tests use this)."""
+    """Forget settings, clients and producer, so the next request reads the environment again (tests use this)."""
     get_collector.cache_clear()
+    get_drainer.cache_clear()
     get_settings.cache_clear()
+    aws_client.cache_clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import Enum
 from typing import NamedTuple, Protocol
 
 
@@ -12,13 +13,22 @@ class Record(NamedTuple):
     value: bytes
 
 
+class Delivery(Enum):
+    """Where a sink durably put a batch: what the collector may then tell the client."""
+
+    #: In Kafka, acknowledged by every in-sync replica.
+    STORED = "stored"
+    #: In the spool, to be published to Kafka by the drainer.
+    BUFFERED = "buffered"
+
+
 class SinkUnavailable(Exception):
-    """The sink did not acknowledge every record; the caller must not report them as accepted."""
+    """The sink did not durably take every record; the caller must not report them as accepted."""
 
 
 class Sink(Protocol):
-    def publish(self, records: Sequence[Record]) -> None:
-        """Deliver every record or raise SinkUnavailable."""
+    def publish(self, records: Sequence[Record]) -> Delivery:
+        """Deliver every record durably, saying where, or raise SinkUnavailable."""
 
     def reachable(self) -> bool:
         """Whether the sink answers right now."""

@@ -13,7 +13,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from chalicelib.settings import Settings
-from chalicelib.sinks import Record, SinkUnavailable
+from chalicelib.sinks import Delivery, Record, SinkUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +96,10 @@ class KafkaSink:
             except Exception:  # closing a broken producer must not hide the original error
                 log.exception("closing the Kafka producer failed")
 
-    def publish(self, records: Sequence[Record]) -> None:
+    def publish(self, records: Sequence[Record]) -> Delivery:
         """Send every record, flush once, and raise SinkUnavailable unless Kafka acknowledged them all."""
         if not records:
-            return
+            return Delivery.STORED
         try:
             producer = self._get_producer()
             counts = {topic: len(producer.partitions_for(topic)) for topic in {r.topic for r in records}}
@@ -125,6 +125,7 @@ class KafkaSink:
             raise SinkUnavailable(
                 f"Kafka did not acknowledge {len(failed)} of {len(records)} records: {failed[0].exception!r}"
             )
+        return Delivery.STORED
 
     def reachable(self) -> bool:
         """Whether a bootstrap server accepts a TCP connection (cheap: no producer is created)."""

@@ -1,0 +1,237 @@
+"""`make deploy`: the collector to Lambda + API Gateway on LocalStack, and the shop to an S3 website.
+
+Runs `chalice deploy --stage localstack` (or --stage bench) against LocalStack (AWS_ENDPOINT_URL), then:
+  - applies the collector settings set in this shell (any variable of chalicelib/settings.py's DEFAULTS,
+    e.g. KAFKA_BOOTSTRAP_SERVERS) on top of the stage's environment, as `chalice local` would see them;
+  - uploads frontend/ to the website bucket with the API's URL written into config.js;
+  - writes what it deployed to <runtime>/deployment.json for the other stages and prints the URLs.
+Before that it creates what the stage needs and Chalice does not make: the spool's queue and bucket, and
+the REST API under a fixed id (LocalStack's `_custom_id_` tag), so the API's URL survives a LocalStack
+restart and a redeploy: the shop, the generator and `make run` keep working with the URL they have.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import mimetypes
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from chalicelib.settings import DEFAULTS, setting
+from stack import localstack
+from stack.paths import REPO, runtime_dir
+
+APP_DIR = REPO / "chalice_app"
+FRONTEND_DIR = REPO / "frontend"
+STAGE = "localstack"
+API_STAGE = "api"
+APP_NAME = "clickstream-collector"
+# Longer than the drainer Lambda's timeout, so a batch is never handed out twice at once; SQS's longest
+# retention, so a spooled batch outlives any broker outage worth having.
+SPOOL_VISIBILITY_TIMEOUT_S = 20
+SPOOL_RETENTION_S = 14 * 24 * 3600
+
+
+def deployment_file(stage: str = STAGE) -> Path:
+    """What a stage's deploy recorded: <runtime>/deployment.json for the main stage, deployment-<stage>.json else."""
+    return runtime_dir() / ("deployment.json" if stage == STAGE else f"deployment-{stage}.json")
+
+
+def read_deployment(stage: str = STAGE) -> dict[str, str] | None:
+    """What the last deploy of `stage` recorded (its URLs), or None if it was never deployed here."""
+    try:
+        return json.loads(deployment_file(stage).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def stage_environment(stage: str) -> dict[str, str]:
+    """The environment variables chalice_app/.chalice/config.json gives the stage's functions."""
+    config = json.loads((APP_DIR / ".chalice" / "config.json").read_text())
+    return {k: str(v) for k, v in config["stages"][stage].get("environment_variables", {}).items()}
+
+
+def rest_api_id(stage: str) -> str:
+    """The stage's fixed API id: ten characters, as AWS's, derived from the app and the stage."""
+    return hashlib.sha256(f"{APP_NAME}-{stage}".encode()).hexdigest()[:10]
+
+
+def api_url(rest_api_id: str) -> str:
+    """The API's base URL as LocalStack serves it; no DNS needed (chalice prints AWS's form)."""
+    return f"{localstack.endpoint_url()}/restapis/{rest_api_id}/{API_STAGE}/_user_request_"
+
+
+def website_url(bucket: str) -> str:
+    """The S3 website's URL for a browser: *.localhost.localstack.cloud resolves to 127.0.0.1 by public DNS."""
+    _, port = localstack.listen()
+    return f"http://{bucket}.s3-website.localhost.localstack.cloud:{port}"
+
+
+def staged_app() -> Path:
+    """A copy of chalice_app/ in the runtime folder, deployed from there.
+
+    Chalice records what it deployed under .chalice/deployed/: that state belongs to this LocalStack
+    (which forgets everything when it restarts), not to the source tree, and two stacks (a developer's
+    and the test suite's) must not share it.
+    """
+    staging = runtime_dir() / "chalice_app"
+    for entry in staging.iterdir() if staging.exists() else ():
+        if entry.name == ".chalice":
+            continue  # its deployed/ state is what lets chalice update instead of create
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    ignore = shutil.ignore_patterns("__pycache__", "deployed", "deployments")
+    shutil.copytree(APP_DIR, staging, dirs_exist_ok=True, ignore=ignore)
+    return staging
+
+
+def ensure_spool(environment: dict[str, str]) -> None:
+    """The spool's queue and bucket (chalicelib/sinks/spool.py), unless they exist."""
+    sqs = localstack.client("sqs")
+    sqs.create_queue(
+        QueueName=setting("SPOOL_QUEUE", environment),
+        Attributes={
+            "VisibilityTimeout": str(SPOOL_VISIBILITY_TIMEOUT_S),
+            "MessageRetentionPeriod": str(SPOOL_RETENTION_S),
+        },
+    )
+    localstack.ensure_bucket(setting("SPOOL_BUCKET", environment))
+
+
+def spool_status(environment: dict[str, str] | None = None) -> str:
+    """How many batches wait in the spool for Kafka (and how many a drainer is publishing right now)."""
+    sqs = localstack.client("sqs")
+    queue = setting("SPOOL_QUEUE", environment)
+    try:
+        url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    except sqs.exceptions.QueueDoesNotExist:
+        return f"spool: no queue {queue} (make deploy creates it)"
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    waiting, draining = (int(attributes.get(n, 0)) for n in names)
+    return f"spool: {queue} holds {waiting} batch(es) waiting for Kafka, {draining} being drained"
+
+
+def pin_rest_api(stage: str, app_dir: Path) -> str:
+    """Make Chalice update the API with the stage's fixed id instead of creating one with a random id.
+
+    The API is created under that id (LocalStack honours a `_custom_id_` tag) when LocalStack lacks it, and
+    Chalice's record of what it deployed is pointed at it: Chalice then updates that API in place.
+    """
+    api_id = rest_api_id(stage)
+    apigateway = localstack.client("apigateway")
+    try:
+        apigateway.get_rest_api(restApiId=api_id)
+    except apigateway.exceptions.NotFoundException:
+        apigateway.create_rest_api(name=APP_NAME, tags={"_custom_id_": api_id})
+    record = app_dir / ".chalice" / "deployed" / f"{stage}.json"
+    deployed = json.loads(record.read_text()) if record.exists() else {"schema_version": "2.0", "backend": "api"}
+    resources = [r for r in deployed.get("resources", []) if r.get("name") != "rest_api"]
+    resources.append({"name": "rest_api", "resource_type": "rest_api", "rest_api_id": api_id, "rest_api_url": ""})
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({**deployed, "resources": resources}, indent=2))
+    return api_id
+
+
+def deploy_collector(stage: str) -> dict[str, str]:
+    overrides = {name: os.environ[name] for name in DEFAULTS if os.environ.get(name)}
+    # Chalice reads app.py here, at deploy time: it sees the stage's settings (the spool queue's name).
+    env = {**os.environ, **stage_environment(stage), **overrides, **localstack.aws_environment()}
+    ensure_spool(env)
+    chalice = Path(sys.executable).parent / "chalice"
+    app_dir = staged_app()
+    api_id = pin_rest_api(stage, app_dir)
+    subprocess.run([str(chalice), "deploy", "--stage", stage], cwd=app_dir, env=env, check=True)
+    deployed = json.loads((app_dir / ".chalice" / "deployed" / f"{stage}.json").read_text())
+    resources = {r["name"]: r for r in deployed["resources"]}
+    function = resources["api_handler"]["lambda_arn"].rsplit(":", 1)[-1]
+    assert resources["rest_api"]["rest_api_id"] == api_id, "chalice deployed another API than the pinned one"
+    functions = [
+        r["lambda_arn"].rsplit(":", 1)[-1] for r in resources.values() if r["resource_type"] == "lambda_function"
+    ]
+    if overrides:
+        lambda_client = localstack.client("lambda")
+        for name in functions:
+            current = lambda_client.get_function_configuration(FunctionName=name)
+            variables = {**current.get("Environment", {}).get("Variables", {}), **overrides}
+            lambda_client.update_function_configuration(FunctionName=name, Environment={"Variables": variables})
+            lambda_client.get_waiter("function_updated_v2").wait(FunctionName=name)
+    return {"function_name": function, "rest_api_id": api_id, "api_url": api_url(api_id)}
+
+
+def deploy_website(collector_url: str) -> dict[str, str]:
+    bucket = setting("WEBSITE_BUCKET")
+    s3 = localstack.ensure_bucket(bucket)
+    s3.put_bucket_website(Bucket=bucket, WebsiteConfiguration={"IndexDocument": {"Suffix": "index.html"}})
+    public_read = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*"}
+        ],
+    }
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(public_read))
+    for path in sorted(p for p in FRONTEND_DIR.rglob("*") if p.is_file()):
+        key = path.relative_to(FRONTEND_DIR).as_posix()
+        body = path.read_bytes()
+        if key == "config.js":
+            body = website_config(collector_url).encode()
+        content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
+        if content_type.startswith("text/") or key.endswith(".js"):
+            content_type = ("text/javascript" if key.endswith(".js") else content_type) + "; charset=utf-8"
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+    return {"website_bucket": bucket, "website_url": website_url(bucket)}
+
+
+def website_config(collector_url: str) -> str:
+    """The shop's config.js as deployed: the same shape as frontend/config.js, with the API's URL."""
+    return (
+        "// Written by `make deploy` (stack/deploy.py): the collector's API Gateway URL on LocalStack.\n"
+        f"export default {json.dumps({'collectorUrl': collector_url})};\n"
+    )
+
+
+def deploy(stage: str = STAGE) -> dict[str, str]:
+    """Deploy `stage` (and, for the main stage, the shop), record it, and return the record."""
+    if not localstack.healthy():
+        raise DeployError(f"LocalStack does not answer at {localstack.endpoint_url()}; run `make up` first")
+    started = time.monotonic()
+    deployment = deploy_collector(stage)
+    if stage == STAGE:  # one shop, talking to the main stage
+        deployment |= deploy_website(deployment["api_url"])
+    deployment["deploy_seconds"] = f"{time.monotonic() - started:.1f}"
+    deployment_file(stage).parent.mkdir(parents=True, exist_ok=True)
+    deployment_file(stage).write_text(json.dumps(deployment, indent=2) + "\n")
+    return deployment
+
+
+class DeployError(RuntimeError):
+    """A deploy could not run (LocalStack is not there)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m stack.deploy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--stage", default=STAGE, help=f"a stage of chalice_app/.chalice/config.json ({STAGE})")
+    args = parser.parse_args(argv)
+    try:
+        deployment = deploy(args.stage)
+    except DeployError as exc:
+        sys.exit(f"deploy: {exc}")
+    print(
+        f"deploy: collector {deployment['function_name']} behind API Gateway {deployment['rest_api_id']} "
+        f"in {deployment['deploy_seconds']}s"
+    )
+    print(f"  API      {deployment['api_url']}  (try: curl {deployment['api_url']}/ping)")
+    if "website_url" in deployment:
+        print(f"  website  {deployment['website_url']}/index.html")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

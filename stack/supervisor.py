@@ -1,0 +1,210 @@
+"""The supervisor `make up` leaves running: it restarts a service that exited, with backoff, and redoes what
+the restart lost.
+
+Every second it checks each service by PID, in dependency order (Kafka, LocalStack, `chalice local`, the lake
+writer). A service that is gone is started again after a delay that doubles with each failed attempt (1 s up
+to 60 s) and resets once the service has stayed up for a minute. After LocalStack comes back, which forgets
+everything it held, the supervisor recreates the lake bucket, redeploys what was deployed (the API keeps its
+id, so its URL) and restarts the lake writer on a fresh checkpoint, which rebuilds the lake from Kafka.
+
+`make status` reads what it did from <runtime>/supervisor.json: restarts, the last error, the next attempt.
+`python -m stack hold NAME` keeps it from restarting a service until `python -m stack release NAME`.
+`make down` stops it first, so nothing it watches comes back.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chalicelib.settings import setting
+from stack import collector, deploy, kafka, localstack, spark
+from stack.paths import runtime_dir
+from stack.process import Service
+
+MIN_BACKOFF_S = 1.0
+MAX_BACKOFF_S = 60.0
+#: A service up this long after a restart counts as recovered: the next failure starts the backoff afresh.
+STABLE_AFTER_S = 60.0
+CHECK_EVERY_S = 1.0
+
+
+def service() -> Service:
+    return Service("supervisor", runtime_dir(), marker="stack.supervisor")
+
+
+def state_file() -> Path:
+    return runtime_dir() / "supervisor.json"
+
+
+def hold_file() -> Path:
+    return runtime_dir() / "supervisor-hold.json"
+
+
+def held() -> set[str]:
+    try:
+        return set(json.loads(hold_file().read_text()))
+    except (FileNotFoundError, ValueError):
+        return set()
+
+
+def hold(name: str, keep: bool = True) -> None:
+    """Keep the supervisor from restarting `name` (keep=False: let it again)."""
+    if name not in WATCHED:
+        raise ValueError(f"no service {name!r}; the supervisor watches {', '.join(WATCHED)}")
+    names = held() | {name} if keep else held() - {name}
+    hold_file().parent.mkdir(parents=True, exist_ok=True)
+    hold_file().write_text(json.dumps(sorted(names)))
+
+
+@dataclass
+class Record:
+    """What the supervisor knows of one service."""
+
+    restarts: int = 0
+    failed_attempts: int = 0
+    last_exit_at: float | None = None
+    last_restart_at: float | None = None
+    #: Why the last attempt to bring it back failed.
+    last_error: str | None = None
+    next_attempt_at: float | None = None
+
+
+def _recover_localstack() -> None:
+    # The lake writer's checkpoint and the lake were in LocalStack's S3, which comes back empty: a job that
+    # ran on would write a lake with a hole (and batch logs a fresh job would misread). So it stops first; its
+    # own watch starts it afresh, and it rebuilds the lake from the topics' earliest offsets.
+    spark.stop()
+    localstack.start()
+    localstack.ensure_bucket(setting("LAKE_BUCKET"))
+    for stage in (deploy.STAGE, "bench"):
+        if deploy.read_deployment(stage) is not None:
+            deploy.deploy(stage)
+
+
+#: name -> (its Service, how to bring it back), in the order they depend on each other.
+WATCHED: dict[str, tuple[Callable[[], Service], Callable[[], None]]] = {
+    "kafka": (kafka.service, kafka.start),
+    "localstack": (localstack.service, _recover_localstack),
+    "collector": (collector.service, collector.start),
+    "spark": (spark.service, spark.start),
+}
+
+
+@dataclass
+class Supervisor:
+    records: dict[str, Record] = field(default_factory=lambda: {name: Record() for name in WATCHED})
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def check(self, now: float) -> None:
+        """One round: bring back, in order, each watched service that is gone and due for an attempt."""
+        on_hold = held()
+        for name, (svc, recover) in WATCHED.items():
+            record = self.records[name]
+            if name in on_hold or self.stopping.is_set():
+                continue
+            # next_attempt_at is set from the moment a service is found gone until it is wholly back: a restart
+            # that started the process but failed after (a deploy, say) is tried again.
+            if svc().pid() is not None and record.next_attempt_at is None:
+                if record.last_restart_at and now - record.last_restart_at > STABLE_AFTER_S:
+                    record.failed_attempts = 0
+                continue
+            if record.next_attempt_at is None:
+                record.last_exit_at = now
+                record.next_attempt_at = now + MIN_BACKOFF_S
+                print(f"supervisor: {name} is gone (its log ends: {_last_words(svc())}); restarting", flush=True)
+            if now < record.next_attempt_at:
+                continue
+            try:
+                recover()
+            except (Exception, SystemExit) as exc:  # stack/*.start() raise SystemExit with the log's tail
+                record.failed_attempts += 1
+                record.last_error = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else repr(exc)
+                delay = min(MIN_BACKOFF_S * 2**record.failed_attempts, MAX_BACKOFF_S)
+                record.next_attempt_at = time.time() + delay
+                print(
+                    f"supervisor: {name} did not come back ({record.last_error}); next try in {delay:.0f}s", flush=True
+                )
+                continue
+            record.restarts += 1
+            record.last_restart_at = time.time()
+            record.next_attempt_at = None
+            print(f"supervisor: {name} is back (restart {record.restarts})", flush=True)
+
+    def save(self) -> None:
+        state = {"updated_at": time.time(), "services": {n: asdict(r) for n, r in self.records.items()}}
+        tmp = state_file().with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(state_file())
+
+    def run(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stopping.set())
+        print(f"supervisor: watching {', '.join(WATCHED)}", flush=True)
+        while not self.stopping.is_set():
+            self.check(time.time())
+            self.save()
+            self.stopping.wait(CHECK_EVERY_S)
+        print("supervisor: stopped", flush=True)
+
+
+def _last_words(svc: Service) -> str:
+    """The last line of a service's log: usually why it exited."""
+    lines = [line.strip() for line in svc.log_tail(5).splitlines() if line.strip()]
+    return lines[-1][:500] if lines else "no log"
+
+
+def start() -> None:
+    svc = service()
+    if svc.pid() is not None:
+        return
+    state_file().unlink(missing_ok=True)
+    svc.start([sys.executable, "-m", "stack.supervisor"])
+    print(f"supervisor: watching the stack (pid {svc.pid()}, log {svc.logfile})", flush=True)
+
+
+def stop() -> None:
+    if service().stop(timeout_s=30):
+        print("supervisor: stopped", flush=True)
+
+
+def read_state() -> dict[str, Any]:
+    try:
+        return json.loads(state_file().read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def status() -> str:
+    pid = service().pid()
+    if pid is None:
+        return "supervisor: not running (services that exit stay down)"
+    parts = []
+    now = time.time()
+    for name, record in read_state().get("services", {}).items():
+        if record["restarts"] or record["last_error"]:
+            text = f"{name} restarted {record['restarts']}x"
+            if record["last_restart_at"]:
+                text += time.strftime(", last at %H:%M:%S", time.localtime(record["last_restart_at"]))
+            if record["next_attempt_at"]:
+                text += f", DOWN, next try in {max(0, record['next_attempt_at'] - now):.0f}s"
+            if record["last_error"]:
+                text += f" (last error: {record['last_error']})"
+            parts.append(text)
+    on_hold = sorted(held())
+    return (
+        f"supervisor: running (pid {pid}); "
+        + ("; ".join(parts) or "no restarts")
+        + (f"; on hold: {', '.join(on_hold)}" if on_hold else "")
+    )
+
+
+if __name__ == "__main__":
+    Supervisor().run()
