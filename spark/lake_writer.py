@@ -324,6 +324,23 @@ def latest_query(df: DataFrame, args: argparse.Namespace) -> StreamingQuery:
 # --- run ------------------------------------------------------------------------------------------------
 
 
+def _kafka_offsets(text: str | None) -> dict[tuple[str, str], int]:
+    """A Kafka source's offsets ({"topic": {"partition": offset}}) by (topic, partition); {} for another source
+    (the latest query reads the lake: {"logOffset": n}) or no offsets yet."""
+    try:
+        document = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(document, dict):
+        return {}
+    return {
+        (topic, partition): int(offset)
+        for topic, parts in document.items()
+        if isinstance(parts, dict)
+        for partition, offset in parts.items()
+    }
+
+
 class ProgressLog(StreamingQueryListener):
     """One JSON line per micro-batch in the log, and the last progress of each query in the status file."""
 
@@ -339,9 +356,9 @@ class ProgressLog(StreamingQueryListener):
         progress = event.progress
         processed = lag = 0
         for source in progress.sources:
-            end, latest = json.loads(source.endOffset or "{}"), json.loads(source.latestOffset or "{}")
-            processed += sum(int(o) for parts in end.values() for o in parts.values())
-            lag += sum(int(o) - int(end.get(t, {}).get(p, 0)) for t, parts in latest.items() for p, o in parts.items())
+            end, latest = _kafka_offsets(source.endOffset), _kafka_offsets(source.latestOffset)
+            processed += sum(end.values())
+            lag += sum(offset - end.get(partition, 0) for partition, offset in latest.items())
         line = {
             "query": progress.name,
             "batch": progress.batchId,

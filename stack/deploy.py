@@ -103,18 +103,25 @@ def ensure_spool(environment: dict[str, str]) -> None:
     localstack.ensure_bucket(setting("SPOOL_BUCKET", environment))
 
 
-def spool_status(environment: dict[str, str] | None = None) -> str:
-    """How many batches wait in the spool for Kafka (and how many a drainer is publishing right now)."""
+def spool_depth(environment: dict[str, str] | None = None) -> tuple[int, int] | None:
+    """Batches waiting in the spool for Kafka, and batches a drainer holds right now; None without a queue."""
     sqs = localstack.client("sqs")
-    queue = setting("SPOOL_QUEUE", environment)
     try:
-        url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+        url = sqs.get_queue_url(QueueName=setting("SPOOL_QUEUE", environment))["QueueUrl"]
     except sqs.exceptions.QueueDoesNotExist:
-        return f"spool: no queue {queue} (make deploy creates it)"
+        return None
     names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
     waiting, draining = (int(attributes.get(n, 0)) for n in names)
-    return f"spool: {queue} holds {waiting} batch(es) waiting for Kafka, {draining} being drained"
+    return waiting, draining
+
+
+def spool_status(environment: dict[str, str] | None = None) -> str:
+    queue = setting("SPOOL_QUEUE", environment)
+    depth = spool_depth(environment)
+    if depth is None:
+        return f"spool: no queue {queue} (make deploy creates it)"
+    return f"spool: {queue} holds {depth[0]} batch(es) waiting for Kafka, {depth[1]} being drained"
 
 
 def pin_rest_api(stage: str, app_dir: Path) -> str:

@@ -123,9 +123,9 @@ def _started_queries(svc: Service) -> set[str]:
     return {json.loads(line)["query_started"] for line in run if line.startswith('{"query_started"')}
 
 
-def stop(name: str = "spark") -> None:
-    # SIGTERM to the driver: it lets the running micro-batch finish, then stops Spark.
-    if service(name).stop(timeout_s=150):
+def stop(name: str = "spark", timeout_s: float = 150) -> None:
+    """SIGTERM to the driver: it lets the running micro-batch finish, then stops Spark; killed after `timeout_s`."""
+    if service(name).stop(timeout_s=timeout_s):
         print(f"{name}: stopped", flush=True)
 
 

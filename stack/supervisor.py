@@ -80,8 +80,9 @@ class Record:
 def _recover_localstack() -> None:
     # The lake writer's checkpoint and the lake were in LocalStack's S3, which comes back empty: a job that
     # ran on would write a lake with a hole (and batch logs a fresh job would misread). So it stops first; its
-    # own watch starts it afresh, and it rebuilds the lake from the topics' earliest offsets.
-    spark.stop()
+    # own watch starts it afresh, and it rebuilds the lake from the topics' earliest offsets. It is killed at
+    # once: a graceful stop would wait for a micro-batch that cannot reach S3.
+    spark.stop(timeout_s=0)
     localstack.start()
     localstack.ensure_bucket(setting("LAKE_BUCKET"))
     for stage in (deploy.STAGE, "bench"):

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from chalicelib.sinks import Sink
+from chalicelib.sinks import Record, Sink
 from chalicelib.sinks.spool import decode_batch
 
 log = logging.getLogger(__name__)
@@ -19,26 +19,30 @@ class Drainer:
         self.sink = sink
         self._client = client
 
-    def drain(self, message_body: str) -> int:
-        """Publish one spooled batch; return its record count.
+    def drain(self, message_bodies: list[str]) -> int:
+        """Publish spooled batches, all with one flush; return their record count.
 
-        Raises SinkUnavailable while Kafka does not take it: the invocation fails, and SQS hands the message
-        out again after its visibility timeout. A message that is not a spooled batch is logged and dropped,
+        Raises SinkUnavailable while Kafka does not take them: the invocation fails, and SQS hands the messages
+        out again after their visibility timeout. A message that is not a spooled batch is logged and dropped,
         since no retry could ever publish it.
         """
-        try:
-            message = orjson.loads(message_body)
-            if "s3" in message:
-                location = message["s3"]
-                body = self._client("s3").get_object(Bucket=location["bucket"], Key=location["key"])["Body"].read()
-            else:
-                body = message["inline"]
-            records = decode_batch(body)
-        except (ValueError, KeyError, TypeError) as exc:
-            log.error("dropping a spool message that holds no batch: %r", exc)
-            return 0
+        records: list[Record] = []
+        claimed: list[dict[str, str]] = []
+        s3 = self._client("s3")
+        for body in message_bodies:
+            try:
+                message = orjson.loads(body)
+                if "s3" in message:
+                    location = message["s3"]
+                    stored = s3.get_object(Bucket=location["bucket"], Key=location["key"])
+                    records += decode_batch(stored["Body"].read())
+                    claimed.append(location)
+                else:
+                    records += decode_batch(message["inline"])
+            except (ValueError, KeyError, TypeError, s3.exceptions.NoSuchKey) as exc:
+                log.error("dropping a spool message that holds no batch: %r", exc)
         self.sink.publish(records)
-        if "s3" in message:
-            self._client("s3").delete_object(Bucket=location["bucket"], Key=location["key"])
-        log.info("drained a spooled batch of %d records", len(records))
+        for location in claimed:
+            s3.delete_object(Bucket=location["bucket"], Key=location["key"])
+        log.info("drained %d spooled batches, %d records", len(message_bodies), len(records))
         return len(records)

@@ -1,0 +1,173 @@
+"""A whole supervised stack of the fault suite's own (`make up` and `make deploy` in a fresh runtime on free
+ports), and what its tests need to drive traffic at it and read the lake back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import requests
+
+from chalicelib import service as collector_service
+from stack.services import fresh_stack_environment
+from tests.conftest import REPO
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    deployment: dict[str, str]
+
+    def stack(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """`python -m stack ARGS` against this stack."""
+        return subprocess.run(
+            [sys.executable, "-m", "stack", *args],
+            env=self.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        )
+
+
+@pytest.fixture(scope="package")
+def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """`make up` (services and supervisor) and `make deploy` on a stack of its own; `make down` after.
+
+    The suite's process takes this stack's environment for the duration, so stack/ and lake/ functions
+    called in the tests talk to it.
+    """
+    env = fresh_stack_environment(tmp_path_factory.mktemp("fault-runtime"))
+    env["SPARK_TRIGGER"] = "1 second"
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    collector_service.reset()
+    try:
+        subprocess.run([sys.executable, "-m", "stack", "up"], env=env, cwd=REPO, check=True, timeout=600)
+        subprocess.run([sys.executable, "-m", "stack.deploy"], env=env, cwd=REPO, check=True, timeout=600)
+        from stack.deploy import read_deployment
+
+        deployment = read_deployment()
+        assert deployment is not None
+        yield Stack(env, deployment)
+    finally:
+        subprocess.run([sys.executable, "-m", "stack", "down"], env=env, cwd=REPO, timeout=600)
+        os.environ.clear()
+        os.environ.update(saved)
+        collector_service.reset()
+
+
+def kill_group(pid: int | None) -> None:
+    assert pid is not None, "the service is not running"
+    os.killpg(pid, signal.SIGKILL)
+
+
+@dataclass
+class Traffic:
+    """Synthetic events posted through API Gateway by a few threads at a steady rate, every answer recorded."""
+
+    url: str
+    rate: float
+    batch: int = 25
+    threads: int = 4
+    statuses: Counter[int] = field(default_factory=Counter)
+    accepted: set[str] = field(default_factory=set)
+    longest_wait_s: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _workers: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self, seed: int) -> Traffic:
+        for n in range(self.threads):
+            worker = threading.Thread(target=self._run, args=(seed * 100 + n,), daemon=True)
+            worker.start()
+            self._workers.append(worker)
+        return self
+
+    def stop(self) -> Traffic:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(timeout=120)
+        return self
+
+    def _run(self, seed: int) -> None:
+        from generator.synthetic import synthetic_events
+
+        session = requests.Session()
+        interval = self.batch * self.threads / self.rate
+        started = time.monotonic()
+        sent = 0
+        while not self._stop.is_set():
+            events = synthetic_events(self.batch, seed=seed * 10_000 + sent)
+            sent += 1
+            posted = time.monotonic()
+            try:
+                response = session.post(f"{self.url}/collect", json=events, timeout=60)
+                status = response.status_code
+                rejected = {e["id"] for e in response.json().get("errors", [])} if status in (200, 202) else None
+            except requests.RequestException:
+                status, rejected = 0, None  # no answer at all
+            waited = time.monotonic() - posted
+            with self._lock:
+                self.statuses[status] += 1
+                self.longest_wait_s = max(self.longest_wait_s, waited)
+                if rejected is not None:
+                    self.accepted |= {e["id"] for e in events} - rejected
+            time.sleep(max(0.0, started + sent * interval - time.monotonic()))
+
+
+def lake_counts(wanted: set[str], timeout_s: float) -> Counter[str]:
+    """How often each wanted id is in the lake (pyarrow through _spark_metadata), once all are (or at timeout)."""
+    from lake.reader import LAKE_PREFIX, read
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            table = read(LAKE_PREFIX, columns=["id"])
+            ids = table.column("id").to_pylist() if table.num_rows else []
+        except OSError:  # LocalStack still coming back
+            ids = []
+        found = Counter(i for i in ids if i in wanted)
+        if set(found) >= wanted or time.monotonic() > deadline:
+            return found
+        time.sleep(2)
+
+
+def wait_until(condition: Any, timeout_s: float, every_s: float = 0.5) -> float | None:
+    """Seconds until condition() held, or None at the timeout."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        try:
+            if condition():
+                return time.monotonic() - started
+        except Exception:  # the service being waited for is not there yet
+            pass
+        time.sleep(every_s)
+    return None
+
+
+FIGURES: dict[str, dict[str, Any]] = {}
+
+
+def report(name: str, figures: dict[str, Any]) -> None:
+    """Keep what a fault test measured; pytest prints it at the end of the run (and on the terminal now)."""
+    FIGURES[name] = figures
+    print(f"\nfault {name}: {figures}", flush=True)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES:
+        terminalreporter.section("fault matrix figures")
+        for name, figures in FIGURES.items():
+            terminalreporter.write_line(f"{name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
