@@ -18,7 +18,7 @@ export const PRODUCTS = [
 const PACKAGE_ID = "acme.shop.web";
 const LOG_LIMIT = 20;
 const TOAST_MS = 4000;
-const MARKS = { pending: "⏳", accepted: "✅", rejected: "❌", failed: "❌", beacon: "📤" };
+const MARKS = { pending: "⏳", accepted: "✅", rejected: "❌", failed: "💾", beacon: "📤", dropped: "🗑️" };
 
 const $ = (id) => document.getElementById(id);
 const money = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD" });
@@ -86,7 +86,7 @@ function setStatus(item, status, reason) {
 
 function showResult(event, { status, reason }) {
   if (status === "accepted") counts.accepted += 1;
-  if (status === "rejected" || status === "failed") counts.rejected += 1;
+  if (status === "rejected") counts.rejected += 1;
   const item = $("event-log").querySelector(`[data-event-id="${event.id}"]`);
   if (item) setStatus(item, status, reason); // else: already scrolled out of the last 20
   updateStatus();

@@ -6,10 +6,21 @@
 //   const tracker = createTracker({ collectorUrl, packageId: "acme.shop.web", onResult: (event, outcome) => … });
 //   tracker.track("view", { page: "/product/101", product_id: 101, product_name: "Laptop Pro", price: 1299 });
 //
-// outcome.status is "accepted", "rejected" (the collector said why: outcome.reason), "failed" (gave up after
-// maxRetries) or "beacon" (handed to the browser on page exit: nobody can read the answer).
+// outcome.status is "accepted", "rejected" (the collector said why: outcome.reason), "failed" (this page gave up
+// after maxRetries), "beacon" (handed to the browser on page exit: nobody can read the answer) or "dropped"
+// (pushed out of the stored queue by newer events).
+//
+// The queue is kept in localStorage until the collector answers each event: events a page could not send
+// (the collector unreachable, retries given up, the tab closed) and those handed to a beacon, whose answer no
+// page can see, are sent again on the next page view of the site. Event ids make a resend harmless: the lake
+// deduplicates on them. The stored queue is bounded (maxStoredEvents, maxStoredBytes); the oldest events go
+// first, counted under DROPPED_KEY. Tabs of one site share it: each merges its queue into what is stored.
 
 const CUSTOMER_KEY = "acme.clickstream.customer_id";
+const QUEUE_KEY = "acme.clickstream.queue";
+const DROPPED_KEY = "acme.clickstream.dropped";
+// Ids the collector answered, remembered so that no tab stores them again; a bound keeps it small.
+const SETTLED_MEMORY = 10_000;
 // text/plain is a CORS-safelisted type: no preflight for fetch, and the only JSON sendBeacon can send
 // cross-origin. The collector accepts it.
 const CONTENT_TYPE = "text/plain;charset=UTF-8";
@@ -63,6 +74,8 @@ export function createTracker({
   batchSize = 10,
   flushIntervalMs = 2000,
   maxRetries = 5,
+  maxStoredEvents = 1000,
+  maxStoredBytes = 1_000_000,
   storage = defaultStorage(),
   onResult = () => {},
 }) {
@@ -76,7 +89,9 @@ export function createTracker({
   }
 
   // Events not yet answered, oldest first. The first `inFlight` of them are in a request right now.
-  const queue = [];
+  // Those an earlier page left unanswered go first.
+  const queue = loadStored();
+  const settled = new Set();
   let inFlight = 0;
   let pumping = null; // the promise of the send loop while it runs: one request at a time keeps the order
   let timer = null;
@@ -88,6 +103,41 @@ export function createTracker({
       console.error("tracker: onResult failed", error);
     }
   };
+
+  function loadStored() {
+    try {
+      const stored = JSON.parse(read(storage, QUEUE_KEY) ?? "[]");
+      return Array.isArray(stored) ? stored.filter((event) => typeof event?.id === "string") : [];
+    } catch {
+      return []; // unreadable: start afresh rather than never sending again
+    }
+  }
+
+  // Merge this page's queue into the stored one: what another tab (or an earlier attempt of this page) stored
+  // stays unless the collector answered it here; then the bounds, oldest out first.
+  function persist() {
+    if (!storage) return;
+    const mine = new Set(queue.map((event) => event.id));
+    const kept = [...loadStored().filter((event) => !mine.has(event.id) && !settled.has(event.id)), ...queue];
+    let bytes = byteLength(JSON.stringify(kept));
+    let dropped = 0;
+    while (kept.length && (kept.length > maxStoredEvents || bytes > maxStoredBytes)) {
+      const event = kept.shift();
+      bytes -= byteLength(JSON.stringify(event)) + 1;
+      dropped += 1;
+      report(event, "dropped", "the stored queue is full: the oldest events go first");
+    }
+    if (dropped) write(storage, DROPPED_KEY, String(Number(read(storage, DROPPED_KEY) || 0) + dropped));
+    write(storage, QUEUE_KEY, JSON.stringify(kept));
+  }
+
+  function markSettled(events) {
+    for (const event of events) settled.add(event.id);
+    for (const id of settled) {
+      if (settled.size <= SETTLED_MEMORY) break;
+      settled.delete(id);
+    }
+  }
 
   function track(type, fields = {}) {
     // Trimmed to the schema's limits, so an odd browser cannot make its every event invalid.
@@ -102,6 +152,7 @@ export function createTracker({
     for (const [key, value] of Object.entries(fields)) if (value !== undefined) details[key] = value;
     const event = { id: uuid(), type, package_id: packageId, event: details };
     queue.push(event);
+    persist();
     if (queue.length - inFlight >= batchSize) flush();
     else if (!timer) timer = setTimeout(flush, flushIntervalMs);
     return event;
@@ -143,6 +194,7 @@ export function createTracker({
           queue.splice(0, batch.length);
           inFlight = 0;
           settle(batch, response.status, answer);
+          persist();
           return;
         }
         failure = `HTTP ${response.status}`;
@@ -152,8 +204,10 @@ export function createTracker({
       }
       inFlight = 0;
       if (attempt >= maxRetries) {
+        // This page stops trying; the events stay stored, for the next page view.
         queue.splice(0, batch.length);
-        for (const event of batch) report(event, "failed", `gave up after ${attempt + 1} attempts: ${failure}`);
+        const kept = storage ? "; kept for the next page view" : "";
+        for (const event of batch) report(event, "failed", `gave up after ${attempt + 1} attempts: ${failure}${kept}`);
         return;
       }
       // Exponential backoff with jitter, so many pages do not come back at the same instant.
@@ -169,9 +223,11 @@ export function createTracker({
       // Some events are too large and nothing was accepted: drop those, send the others again first.
       const others = batch.filter((_, index) => !reasons.has(index));
       queue.unshift(...others);
+      markSettled(batch.filter((_, index) => reasons.has(index)));
       batch.forEach((event, index) => reasons.has(index) && report(event, "rejected", reasons.get(index)));
       return;
     }
+    markSettled(batch);
     const whole = statusCode >= 400 && !reasons.size; // the whole body was refused
     const message = answer.message ?? `HTTP ${statusCode}`;
     batch.forEach((event, index) => {
@@ -203,8 +259,13 @@ export function createTracker({
       handed += chunk.length;
       for (const event of chunk) report(event, "beacon");
     }
+    // Out of this page's queue, but still stored (not settled): no page can see a beacon's answer, so the
+    // next page view sends them again.
     queue.splice(inFlight, handed);
+    persist();
   }
+
+  if (queue.length) timer = setTimeout(flush, 0); // what an earlier page left, at once
 
   addEventListener("pagehide", flushOnExit);
   document.addEventListener("visibilitychange", () => {

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,35 @@ def deployment(kafka_settings: Any, localstack_endpoint: str, runtime: Path) -> 
     """The collector and the shop deployed by `make deploy`'s script, pointed at the suite's broker."""
     subprocess.run([sys.executable, "-m", "stack.deploy"], check=True, cwd=REPO)
     return json.loads((runtime / "deployment.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def lake_writer(kafka_settings: Any, localstack_endpoint: str) -> Iterator[None]:
+    """The Spark lake writer (as `make up` runs it) on the suite's broker and LocalStack, for one test module."""
+    from chalicelib.settings import setting
+    from stack import localstack, spark
+    from stack.process import free_port
+
+    localstack.ensure_bucket(setting("LAKE_BUCKET"))
+    os.environ.update(SPARK_UI_PORT=str(free_port()), SPARK_TRIGGER="1 second")
+    spark.start()
+    try:
+        yield
+    finally:
+        spark.stop()
+
+
+def lake_ids(prefix: str, wanted: set[str], timeout_s: float = 120) -> Counter[str]:
+    """How often each wanted id is in the lake (read with pyarrow), once all are there (or the timeout passed)."""
+    from lake.reader import read
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        table = read(prefix, columns=["id"])
+        found = Counter(i for i in (table.column("id").to_pylist() if table.num_rows else []) if i in wanted)
+        if set(found) >= wanted or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
 
 
 @pytest.fixture

@@ -11,31 +11,19 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from chalicelib.collector import Collector, RequestInfo
-from chalicelib.settings import Settings, setting
+from chalicelib.settings import Settings
 from chalicelib.sinks.kafka import KafkaSink
 from generator.synthetic import synthetic_events
 from lake.reader import INVALID_PREFIX, LAKE_PREFIX, read
-from stack import localstack, spark
-from stack.process import free_port
+from stack import spark
+from tests.conftest import lake_ids
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def lake_writer(kafka_settings: Settings, localstack_endpoint: str) -> Iterator[None]:
-    localstack.ensure_bucket(setting("LAKE_BUCKET"))
-    os.environ.update(SPARK_UI_PORT=str(free_port()), SPARK_TRIGGER="1 second")
-    spark.start()
-    try:
-        yield
-    finally:
-        spark.stop()
 
 
 @pytest.fixture(scope="module")
@@ -47,17 +35,6 @@ def post(collector: Collector, events: list[dict[str, Any]]) -> dict[str, Any]:
     outcome = collector.collect(json.dumps(events).encode(), RequestInfo("application/json", "127.0.0.1", "pytest"))
     assert outcome.status_code == 200, outcome.body
     return outcome.body
-
-
-def lake_ids(prefix: str, wanted: set[str], timeout_s: float = 120) -> Counter[str]:
-    """How often each wanted id is in the lake, once all are there (or the timeout passed)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        table = read(prefix, columns=["id"])
-        found = Counter(i for i in (table.column("id").to_pylist() if table.num_rows else []) if i in wanted)
-        if set(found) >= wanted or time.monotonic() > deadline:
-            return found
-        time.sleep(1)
 
 
 def test_valid_and_invalid_events_land_once_with_metadata(
