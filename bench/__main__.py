@@ -97,6 +97,14 @@ def make_run_on_a_fresh_stack() -> dict[str, Any]:
     }
 
 
+def measured(measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """One measurement's figures; one that failed or found nothing says what was missing, and the bench goes on."""
+    try:
+        return measure()
+    except (Exception, SystemExit) as exc:  # stack/*.start() raise SystemExit with the service's log
+        return {"missing": f"{type(exc).__name__}: {str(exc).strip()[:2000]}"}
+
+
 def bench_settings() -> Settings:
     """This shell's settings with the bench stage's topics (chalice_app/.chalice/config.json)."""
     config = json.loads((REPO / "chalice_app" / ".chalice" / "config.json").read_text())
@@ -156,30 +164,30 @@ def main() -> int:
     result["seed_per_event_eps"] = round(_rate(len(seed_values), seed_way))
     seed_producer.close()
 
-    result["chalice_local"] = _chalice_local(bodies, total)
-    result["chalice_local_eps"] = result["chalice_local"]["eps"]
-    api_gateway = _api_gateway(bodies, total)
-    if api_gateway is not None:
-        result["api_gateway_lambda"] = api_gateway
+    result["chalice_local"] = measured(lambda: _chalice_local(bodies, total))
+    result["api_gateway_lambda"] = measured(lambda: _api_gateway(bodies, total))
+    chalice_local_eps = result["chalice_local"].get("eps")
+    result["chalice_local_eps"] = chalice_local_eps
 
     result["ratios"] = {
         "collector_vs_raw": round(result["collector_in_process_eps"] / result["raw_producer_eps"], 3),
-        "chalice_local_vs_raw": round(result["chalice_local_eps"] / result["raw_producer_eps"], 3),
         "collector_vs_seed": round(result["collector_in_process_eps"] / result["seed_per_event_eps"], 1),
-        "chalice_local_vs_seed": round(result["chalice_local_eps"] / result["seed_per_event_eps"], 1),
     }
-    if api_gateway is not None:
-        result["ratios"]["api_gateway_lambda_vs_chalice_local"] = round(
-            api_gateway["eps"] / result["chalice_local_eps"], 3
-        )
+    if chalice_local_eps:
+        result["ratios"]["chalice_local_vs_raw"] = round(chalice_local_eps / result["raw_producer_eps"], 3)
+        result["ratios"]["chalice_local_vs_seed"] = round(chalice_local_eps / result["seed_per_event_eps"], 1)
+        if "eps" in result["api_gateway_lambda"]:
+            result["ratios"]["api_gateway_lambda_vs_chalice_local"] = round(
+                result["api_gateway_lambda"]["eps"] / chalice_local_eps, 3
+            )
     result["targets"] = {
         "collector >= 0.5 x raw": result["ratios"]["collector_vs_raw"] >= 0.5,
         "collector >= 20 x seed": result["ratios"]["collector_vs_seed"] >= 20,
     }
-    result["lake_e2e_latency"] = lake.e2e_latency()
-    result["spark_throughput"] = lake.spark_throughput(settings)
-    result["peak_rss_mb"] = peak_rss()
-    result["make_run_cold_services"] = make_run_on_a_fresh_stack()
+    result["lake_e2e_latency"] = measured(lake.e2e_latency)
+    result["spark_throughput"] = measured(lambda: lake.spark_throughput(settings))
+    result["peak_rss_mb"] = measured(peak_rss)
+    result["make_run_cold_services"] = measured(make_run_on_a_fresh_stack)
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "kafka": kafka.version()}
 
     out = REPO / "bench-results" / "collector.json"
@@ -239,11 +247,11 @@ def _chalice_local(bodies: list[bytes], total: int) -> dict[str, float]:
         svc.stop()
 
 
-def _api_gateway(bodies: list[bytes], total: int) -> dict[str, float] | None:
+def _api_gateway(bodies: list[bytes], total: int) -> dict[str, Any]:
     """The bench stage deployed on LocalStack: API Gateway -> Lambda (local process) -> Kafka."""
     deployment = read_deployment("bench")
     if deployment is None:
-        return None
+        return {"missing": "the bench stage is not deployed (make bench deploys it)"}
     return _over_http(deployment["api_url"], bodies, total)
 
 

@@ -81,6 +81,8 @@ def e2e_latency(rate: int = 1000, seconds: float = 30, tick: float = 0.1) -> dic
     stop.set()
     watcher.join()
     latencies = [seen[i] - posted[i] for i in posted if i in seen]
+    if not latencies:
+        return {"missing": f"none of the {len(posted)} events posted reached the lake within 120 s"}
     return {
         "rate_events_per_s": rate,
         "events": len(posted),

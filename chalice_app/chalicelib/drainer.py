@@ -28,21 +28,27 @@ class Drainer:
         """
         records: list[Record] = []
         claimed: list[dict[str, str]] = []
-        s3 = self._client("s3")
         for body in message_bodies:
             try:
                 message = orjson.loads(body)
                 if "s3" in message:
                     location = message["s3"]
-                    stored = s3.get_object(Bucket=location["bucket"], Key=location["key"])
-                    records += decode_batch(stored["Body"].read())
+                    records += decode_batch(self._claimed_batch(location))
                     claimed.append(location)
                 else:
                     records += decode_batch(message["inline"])
-            except (ValueError, KeyError, TypeError, s3.exceptions.NoSuchKey) as exc:
+            except (ValueError, KeyError, TypeError, LookupError) as exc:
                 log.error("dropping a spool message that holds no batch: %r", exc)
         self.sink.publish(records)
         for location in claimed:
-            s3.delete_object(Bucket=location["bucket"], Key=location["key"])
+            self._client("s3").delete_object(Bucket=location["bucket"], Key=location["key"])
         log.info("drained %d spooled batches, %d records", len(message_bodies), len(records))
         return len(records)
+
+    def _claimed_batch(self, location: dict[str, str]) -> bytes:
+        """A large batch from the spool bucket; LookupError if it is gone (no retry would bring it back)."""
+        s3 = self._client("s3")
+        try:
+            return s3.get_object(Bucket=location["bucket"], Key=location["key"])["Body"].read()
+        except s3.exceptions.NoSuchKey as exc:
+            raise LookupError(f"spooled batch s3://{location['bucket']}/{location['key']} is gone") from exc

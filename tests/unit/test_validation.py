@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jsonschema
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.validation import SCHEMA, schema_violation
+from chalicelib.validation import SCHEMA, ClockWindow, lake_violation, schema_violation
 from generator.synthetic import synthetic_events
 
 REFERENCE = jsonschema.Draft7Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
@@ -139,3 +140,38 @@ def test_a_view_without_product_or_query_is_explained() -> None:
     for field in ("product_id", "product_name", "price", "query"):
         event["event"].pop(field, None)
     assert schema_violation(event) == "$.event: a view names a product_id or a search query"
+
+
+def _at(timestamp: str) -> dict[str, Any]:
+    (event,) = synthetic_events(1, seed=9)
+    event["event"]["timestamp"] = timestamp
+    return event
+
+
+WINDOW = ClockWindow(earliest=datetime(2000, 1, 1, tzinfo=UTC), ahead=timedelta(days=1))
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def test_a_timestamp_must_name_a_real_instant() -> None:
+    for impossible in ("2026-04-31T10:00:00Z", "2023-02-29T10:00:00Z", "2100-02-29T00:00:00+00:00"):
+        event = _at(impossible)
+        assert schema_violation(event) is None  # the schema's pattern lets them through
+        assert "not a real instant" in (lake_violation(event, WINDOW, NOW) or "")
+    for real in ("2024-02-29T10:00:00Z", "2000-02-29T00:00:00.123456789+00:00", "2026-12-02T11:59:59Z"):
+        assert lake_violation(_at(real), WINDOW, NOW) is None
+
+
+def test_client_clocks_outside_the_window_are_invalid_with_a_reason() -> None:
+    assert "before 2000-01-01T00:00:00Z" in (lake_violation(_at("1999-12-31T23:59:59Z"), WINDOW, NOW) or "")
+    assert "ahead of the collector's clock" in (lake_violation(_at("2026-12-02T12:00:01Z"), WINDOW, NOW) or "")
+    assert "ahead" in (lake_violation(_at("9999-12-31T23:59:59Z"), WINDOW, NOW) or "")
+
+
+def test_integers_must_be_whole_and_fit_the_lake_column() -> None:
+    event = _at("2026-11-30T10:00:00Z")
+    event["type"] = "purchase"
+    event["event"].update(product_id=1.0, product_name="p", price=2)
+    assert schema_violation(event) is None  # JSON Schema counts 1.0 as an integer
+    assert "not a whole number" in (lake_violation(event, WINDOW, NOW) or "")
+    event["event"]["product_id"] = 2**31 - 1
+    assert lake_violation(event, WINDOW, NOW) is None
