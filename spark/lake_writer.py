@@ -166,6 +166,12 @@ def _date_partitions(df: DataFrame, moment: Column) -> DataFrame:
     return df.withColumn("dt", F.date_format(moment, "yyyy-MM-dd")).withColumn("hour", F.date_format(moment, "HH"))
 
 
+def _text(column: str) -> Column:
+    """A Kafka key or value as text. Casting bytes to a string keeps invalid UTF-8, which Parquet readers then
+    refuse to decode (pyarrow raises): such bytes become U+FFFD, as the collector's decoding makes them."""
+    return F.make_valid_utf8(F.col(column).cast("string"))
+
+
 def _first_problem(checks: list[tuple[Column, str]]) -> Column:
     """The reason of the first check that holds, or null: a row's one reason for being invalid."""
     reason = F.lit(None).cast("string")
@@ -180,14 +186,14 @@ def parse_raw_records(records: DataFrame, event_schema: dict[str, Any]) -> DataF
 
     Works on a stream and on a static frame alike (tests/spark checks the collector agrees with it).
     """
-    value = F.col("value").cast("string")
+    value = _text("value")
     record = F.from_json(value, raw_record_schema(event_schema), {"columnNameOfCorruptRecord": CORRUPT_RECORD})
     parsed = records.select(record.alias("r"), value.alias("value_text"), "key", *_kafka_columns())
     details = event_schema["properties"]["event"]["properties"]
     top = [name for name in event_schema["properties"] if name not in ("id", "event")]
     rows = parsed.select(
         # The collector keys each record by event id: a value that cannot be parsed still has its id.
-        F.coalesce(F.col("r.id"), F.col("key").cast("string")).alias("id"),
+        F.coalesce(F.col("r.id"), _text("key")).alias("id"),
         *[F.col(f"r.{name}").alias(name) for name in top],
         *[F.col(f"r.event.{name}").alias(name) for name in details if name != "timestamp"],
         # try_: a string that names no instant (31 April) is null here, and filed as invalid below.
@@ -259,10 +265,10 @@ def unfileable_raw_records(spark: SparkSession, args: argparse.Namespace, event_
 
 def invalid_events(spark: SparkSession, args: argparse.Namespace) -> DataFrame:
     """Rejected events and refused requests, with their reasons."""
-    value = F.col("value").cast("string")
+    value = _text("value")
     record = F.from_json(value, INVALID_RECORD_SCHEMA, {"columnNameOfCorruptRecord": CORRUPT_RECORD}).alias("r")
     parsed = read_topic(spark, args, args.invalid_topic).select(
-        record, value.alias("value_text"), F.col("key").cast("string").alias("id"), *_kafka_columns()
+        record, value.alias("value_text"), _text("key").alias("id"), *_kafka_columns()
     )
     unreadable = F.col("value_text").isNull() | F.col(f"r.{CORRUPT_RECORD}").isNotNull() | F.col("r.reason").isNull()
     rows = parsed.select(

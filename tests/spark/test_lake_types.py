@@ -36,6 +36,8 @@ def spark() -> Iterator[Any]:
         .config("spark.ui.enabled", "false")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", "1")
+        # As the lake writer writes them (spark/lake_writer.py's main).
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         .getOrCreate()
     )
     yield session
@@ -145,3 +147,36 @@ def test_crafted_edges_agree(spark: Any) -> None:
     stored = {name for name, row in rows.items() if row["reason"] is None}
     accepted = {e["id"] for e in events if schema_violation(e) is None and lake_violation(e, ANY_TIME) is None}
     assert stored == accepted == {"feb-29-2024", "nanos"}
+
+
+json_like = st.one_of(
+    st.binary(max_size=60),
+    st.builds(lambda event, cut: orjson.dumps(event)[:cut], edge_events(), st.integers(0, 400)),
+    st.builds(lambda event: collector_record(event), edge_events()),
+    st.sampled_from([b"", b"null", b"[]", b"{}", b'"x"', b"\xff\xfe{", b'{"id": null}']),
+)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(st.tuples(st.none() | st.binary(max_size=20), st.none() | json_like), min_size=1, max_size=30))
+def test_any_bytes_become_rows_a_parquet_reader_reads(
+    spark: Any, tmp_path_factory: pytest.TempPathFactory, records: list[tuple[bytes | None, bytes | None]]
+) -> None:
+    """Whatever a producer writes, parsing never raises and yields one row per record, each either a lake row or
+    an invalid one with a reason, in Parquet that pyarrow decodes (no invalid UTF-8 slips through)."""
+    import pyarrow.parquet as pq
+    from pyspark.sql import functions as F
+
+    frame = spark.createDataFrame(
+        [(key, value, "raw", 0, n, datetime(2026, 12, 1)) for n, (key, value) in enumerate(records)],
+        "key binary, value binary, topic string, partition int, offset long, timestamp timestamp",
+    )
+    out = tmp_path_factory.mktemp("parsed")
+    parsed = parse_raw_records(frame, SCHEMA)
+    # Only lake rows keep event_timestamp (an invalid one may be Spark's year 0, which no Python datetime holds).
+    parsed = parsed.withColumn("event_timestamp", F.when(F.col("reason").isNull(), F.col("event_timestamp")))
+    parsed.write.mode("overwrite").parquet(str(out))
+    rows = pq.read_table(out).to_pylist()
+    assert sorted(r["kafka_offset"] for r in rows) == list(range(len(records)))
+    for row in rows:
+        assert row["reason"] is not None or (row["id"] and row["event_timestamp"] and row["customer_id"])
