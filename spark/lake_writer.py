@@ -33,12 +33,11 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
-from chalicelib.collector import METADATA_FIELDS
+from chalicelib.contract import METADATA_FIELDS, is_int32
 from chalicelib.settings import setting
 
 HERE = Path(__file__).resolve().parent
 EVENT_SCHEMA_FILE = HERE.parent / "schemas" / "acme.clickstream.raw.events.json"
-INT32_MAX = 2**31 - 1
 
 
 # --- schema ---------------------------------------------------------------------------------------------
@@ -51,7 +50,7 @@ def spark_type(prop: dict[str, Any]) -> T.DataType:
     if kind == "object":
         return T.StructType([T.StructField(name, spark_type(p)) for name, p in prop["properties"].items()])
     if kind == "integer":
-        return T.IntegerType() if prop.get("maximum", INT32_MAX + 1) <= INT32_MAX else T.LongType()
+        return T.IntegerType() if is_int32(prop) else T.LongType()
     return {"string": T.StringType(), "number": T.DoubleType(), "boolean": T.BooleanType()}[kind]
 
 

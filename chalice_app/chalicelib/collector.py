@@ -14,14 +14,12 @@ from typing import Any
 
 import orjson
 
+from chalicelib.contract import METADATA_FIELDS
 from chalicelib.settings import Settings
 from chalicelib.sinks import Delivery, Record, Sink, SinkUnavailable
 from chalicelib.validation import SCHEMA_ID, SCHEMA_VERSION, ClockWindow, lake_violation, schema_violation
 
 log = logging.getLogger(__name__)
-
-#: The "collector" object added to every record, in this order (all strings; received_at is ISO-8601 UTC).
-METADATA_FIELDS = ("correlation_id", "received_at", "source_ip", "user_agent", "schema_id", "schema_version")
 
 # sendBeacon can only send text/plain cross-origin without a CORS preflight, so JSON comes as either.
 ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain")

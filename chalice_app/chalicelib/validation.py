@@ -16,6 +16,8 @@ from typing import Any
 
 import jsonschema_rs
 
+from chalicelib.contract import integer_range
+
 SCHEMA: dict[str, Any] = json.loads((Path(__file__).parent / "event_schema.json").read_text(encoding="utf-8"))
 SCHEMA_ID: str = SCHEMA["$id"]
 SCHEMA_VERSION: str = SCHEMA["self"]["version"]
@@ -49,11 +51,6 @@ def _rule_description(schema_path: list[str | int]) -> str:
         if isinstance(node, dict) and "description" in node:
             description = node["description"]
     return description
-
-
-#: The lake's integer columns (spark/lake_writer.py): 32 bits when the schema's maximum fits, else 64.
-INT32_MAX = 2**31 - 1
-INT64_RANGE = (-(2**63), 2**63 - 1)
 
 
 @dataclass(frozen=True)
@@ -108,7 +105,7 @@ def _typed_violation(value: dict[str, Any], schema: dict[str, Any], path: str) -
             if problem is not None:
                 return problem
         elif "integer" in kinds:
-            low, high = (-(2**31), INT32_MAX) if prop.get("maximum", INT32_MAX + 1) <= INT32_MAX else INT64_RANGE
+            low, high = integer_range(prop)
             if isinstance(item, float) or not low <= item <= high:
                 return f"{where}: {item!r} is not a whole number from {low} to {high}"
         elif "number" in kinds and not math.isfinite(float(item)):

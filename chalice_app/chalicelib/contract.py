@@ -1,0 +1,24 @@
+"""What every stage agrees on about a record, in the standard library only: the collector writes it, the lake
+writer (which must not need the Lambda's packages), the readers and the schema generator read it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: The "collector" object added to every raw record, in this order (all strings; received_at is ISO-8601 UTC).
+METADATA_FIELDS = ("correlation_id", "received_at", "source_ip", "user_agent", "schema_id", "schema_version")
+
+INT32_RANGE = (-(2**31), 2**31 - 1)
+INT64_RANGE = (-(2**63), 2**63 - 1)
+
+
+def is_int32(prop: dict[str, Any]) -> bool:
+    """Whether a JSON Schema integer's bounds fit 32 bits: its lake column (and Avro/Protobuf field) is then
+    32-bit, else 64-bit."""
+    low, high = INT32_RANGE
+    return prop.get("maximum", high + 1) <= high and prop.get("minimum", low - 1) >= low
+
+
+def integer_range(prop: dict[str, Any]) -> tuple[int, int]:
+    """The values the lake column of a JSON Schema integer holds."""
+    return INT32_RANGE if is_int32(prop) else INT64_RANGE
