@@ -40,10 +40,10 @@ status: $(STAMP) ## say what runs
 	$(PY) -m stack status
 
 local: $(STAMP) ## run the collector in the foreground with `chalice local` on :60000 (needs Kafka: make up)
-	cd chalice_app && ../$(VENV)/bin/chalice local --host 127.0.0.1 --port $${COLLECTOR_PORT:-60000} --stage dev
+	$(PY) -m stack local
 
 run: kafka-jars ## the whole pipeline: start it, deploy, send traffic through API Gateway, wait for the lake, report
-	$(PY) -m stack.pipeline
+	$(PY) -m run
 
 test: kafka-jars browser lint ## lint, schema check and every test (the suite starts its own Kafka, LocalStack, Spark)
 	$(PY) schemas/generate.py --check

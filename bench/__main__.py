@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import requests
@@ -29,17 +28,17 @@ from kafka import KafkaProducer
 
 from bench import lake
 from chalicelib.collector import Collector, RequestInfo
+from chalicelib.contract import read_deployment
 from chalicelib.settings import Settings
 from chalicelib.sinks.kafka import KafkaSink, producer_config
+from generator.sender import SEED_BATCH_SIZE
 from generator.synthetic import synthetic_events
-from stack import kafka, localstack, spark
-from stack.collector import service as collector_service
-from stack.deploy import read_deployment
-from stack.paths import REPO, runtime_dir
-from stack.process import Service, free_port, group_peak_rss_mb, wait_for_port
-from stack.services import fresh_stack_environment
+from stack import chalice_local, kafka, localstack, spark
+from stack.lifecycle import fresh_stack_environment
+from stack.paths import REPO
+from stack.process import ServiceError, free_port, group_peak_rss_mb, wait_for_port
 
-BATCH = 987
+BATCH = SEED_BATCH_SIZE
 BATCHES = int(os.environ.get("BENCH_BATCHES", "30"))
 SEED_EVENTS = int(os.environ.get("BENCH_SEED_EVENTS", "2000"))
 REPEATS = 3
@@ -61,7 +60,7 @@ def peak_rss() -> dict[str, Any]:
     services = {
         "kafka": kafka.service(),
         "localstack_with_lambdas": localstack.service(),
-        "chalice_local": collector_service(),
+        "chalice_local": chalice_local.service(),
         "spark_lake_writer": spark.service(),
     }
     figures: dict[str, Any] = {name: group_peak_rss_mb(svc.pid()) for name, svc in services.items()}
@@ -79,7 +78,7 @@ def make_run_on_a_fresh_stack() -> dict[str, Any]:
         started = time.monotonic()
         try:
             run = subprocess.run(
-                [sys.executable, "-m", "stack.pipeline", "--events", "200"],
+                [sys.executable, "-m", "run", "--events", "200"],
                 env=env,
                 cwd=REPO,
                 capture_output=True,
@@ -101,7 +100,7 @@ def measured(measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """One measurement's figures; one that failed or found nothing says what was missing, and the bench goes on."""
     try:
         return measure()
-    except (Exception, SystemExit) as exc:  # stack/*.start() raise SystemExit with the service's log
+    except Exception as exc:  # e.g. ServiceError, with the service's log
         return {"missing": f"{type(exc).__name__}: {str(exc).strip()[:2000]}"}
 
 
@@ -150,7 +149,7 @@ def main() -> int:
     producer.close()
 
     # The seed: default producer settings, one synchronous round trip per event.
-    seed_producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers.split(","))
+    seed_producer = KafkaProducer(bootstrap_servers=settings.kafka_servers)
     # The seed keyed each record by event id too.
     seed_values = [
         (e["id"].encode(), v) for b, vs in zip(batches, values, strict=True) for e, v in zip(b, vs, strict=True)
@@ -233,15 +232,11 @@ def _over_http(base_url: str, bodies: list[bytes], total: int) -> dict[str, floa
 def _chalice_local(bodies: list[bytes], total: int) -> dict[str, float]:
     """The collector behind its own `chalice local` on a free port, writing to the bench topics."""
     port = free_port()
-    svc = Service("bench-collector", runtime_dir(), marker=f"chalice local --host 127.0.0.1 --port {port}")
-    chalice = str(Path(sys.executable).parent / "chalice")
-    svc.start(
-        [chalice, "local", "--host", "127.0.0.1", "--port", str(port), "--stage", "bench", "--no-autoreload"],
-        cwd=REPO / "chalice_app",
-    )
+    svc = chalice_local.service(port, name="bench-chalice-local")
+    svc.start(chalice_local.command("bench", port), cwd=chalice_local.APP_DIR)
     try:
         if not wait_for_port("127.0.0.1", port, 30, alive=lambda: svc.pid() is not None):
-            raise SystemExit(f"bench: chalice local did not start:\n{svc.log_tail()}")
+            raise ServiceError(f"bench: chalice local did not start:\n{svc.log_tail()}")
         return _over_http(f"http://127.0.0.1:{port}", bodies, total)
     finally:
         svc.stop()

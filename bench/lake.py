@@ -23,12 +23,12 @@ import pyarrow.dataset as ds
 import requests
 
 from chalicelib.collector import Collector, RequestInfo
+from chalicelib.contract import read_deployment
 from chalicelib.settings import Settings, setting
 from chalicelib.sinks.kafka import KafkaSink
 from generator.synthetic import synthetic_events
 from lake.reader import LAKE_PREFIX, committed_files, filesystem
 from stack import kafka, localstack, spark
-from stack.deploy import read_deployment
 from stack.process import free_port, group_peak_rss_mb
 
 BENCH_PACKAGE = "acme.bench"
@@ -148,7 +148,7 @@ def _catch_up(settings: Settings, events: int) -> dict[str, Any]:
             if lake.get("offsets", -1) >= events:
                 break
             if time.monotonic() - ready > 600:
-                raise SystemExit("bench: the bench lake writer did not catch up in 10 minutes")
+                raise TimeoutError("bench: the bench lake writer did not catch up in 10 minutes")
             time.sleep(0.5)
         elapsed = time.monotonic() - ready
         peak_rss = group_peak_rss_mb(spark.service("spark-bench").pid())

@@ -19,21 +19,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from generator.sender import ReplayState, Sender, Stopped, batched
+from chalicelib.contract import read_deployment, runtime_dir
+from chalicelib.settings import setting
+from generator.sender import SEED_BATCH_SIZE, GaveUp, Refused, ReplayState, Sender, Stopped, batched
 from generator.synthetic import synthetic_events
-from stack.paths import runtime_dir
 
-#: The seed's generator sent batches of 987.
-DEFAULT_BATCH = 987
-DEFAULT_URL = "http://localhost:60000"
+DEFAULT_BATCH = SEED_BATCH_SIZE
+DEFAULT_URL = f"http://localhost:{setting('COLLECTOR_PORT')}"
 DEFAULT_FILE = Path(__file__).resolve().parent / "data" / "events.json"
 
 
 def deployed_api_url() -> str:
-    deployment = runtime_dir() / "deployment.json"
-    if not deployment.exists():
-        sys.exit(f"generator: {deployment} not found: deploy the collector first (make deploy)")
-    return json.loads(deployment.read_text())["api_url"]
+    deployment = read_deployment()
+    if deployment is None:
+        sys.exit("generator: the collector is not deployed here: deploy it first (make deploy)")
+    return deployment["api_url"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -107,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             replay(sender, args)
     except Stopped:
         stopped = True
+    except (Refused, GaveUp) as exc:
+        print(json.dumps(sender.totals.summary()), flush=True)
+        print(exc, file=sys.stderr)
+        return 1
     print(json.dumps(sender.totals.summary()), flush=True)
     return 130 if stopped else 0
 

@@ -13,6 +13,9 @@ from typing import Any
 
 import requests
 
+#: The seed's generator sent batches of 987: the default batch of the generator, `make run` and the bench.
+SEED_BATCH_SIZE = 987
+
 #: Answers worth retrying: the collector's 503 (Kafka did not take the batch) and gateway trouble.
 RETRYABLE = {429, 500, 502, 503, 504}
 
@@ -34,6 +37,14 @@ class Totals:
             "retried": self.retried,
             "events_per_s": round(self.sent / elapsed, 1) if elapsed else None,
         }
+
+
+class Refused(Exception):
+    """The collector refused a batch as a whole (a 4xx that names no invalid event): resending cannot help."""
+
+
+class GaveUp(Exception):
+    """The collector did not answer a batch after every retry."""
 
 
 class Stopped(Exception):
@@ -70,13 +81,13 @@ class Sender:
                     self.totals.accepted += answer.get("valid_count", 0)
                     self.totals.rejected += answer.get("invalid_count", 0)
                     if response.status_code >= 400 and not answer.get("invalid_count"):
-                        raise SystemExit(f"generator: the collector refused a batch: {answer}")
+                        raise Refused(f"generator: the collector refused a batch: {answer}")
                     return answer
                 reason = f"HTTP {response.status_code}"
             except requests.ConnectionError as exc:
                 reason = f"connection failed ({exc.__class__.__name__})"
             if attempt == self.retries:
-                raise SystemExit(f"generator: giving up on a batch after {self.retries} retries: {reason}")
+                raise GaveUp(f"generator: giving up on a batch after {self.retries} retries: {reason}")
             self.totals.retried += 1
             print(f"generator: {reason}; retrying in {delay:.1f}s", file=sys.stderr, flush=True)
             time.sleep(delay)

@@ -15,11 +15,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from pyarrow import fs
 
-from chalicelib.settings import setting
-from stack import localstack
+from chalicelib.settings import LAKE_TABLES, aws_environment, lake_url, setting
 
-LAKE_PREFIX = "clickstream-data"
-INVALID_PREFIX = "clickstream-invalid"
+LAKE_PREFIX, INVALID_PREFIX = LAKE_TABLES  # the events and the invalid events
 PARTITIONING = ds.partitioning(pa.schema([("dt", pa.string()), ("hour", pa.string())]), flavor="hive")
 
 
@@ -31,16 +29,23 @@ def _filesystem(endpoint: str, region: str, key: str, secret: str) -> fs.S3FileS
 
 def filesystem() -> fs.S3FileSystem:
     """The lake's S3: LocalStack by default, or LAKE_S3_ENDPOINT (MinIO, AWS) with the AWS credentials."""
-    aws = localstack.aws_environment()
+    aws = aws_environment()
     endpoint = os.environ.get("LAKE_S3_ENDPOINT") or aws["AWS_ENDPOINT_URL"]
     return _filesystem(endpoint, aws["AWS_DEFAULT_REGION"], aws["AWS_ACCESS_KEY_ID"], aws["AWS_SECRET_ACCESS_KEY"])
 
 
+def table_path(prefix: str, bucket: str | None = None) -> str:
+    """bucket/key of a lake table: `prefix` in `bucket` if given; else where the lake writer writes it
+    (LAKE_PATH, LAKE_INVALID_PATH), or `prefix` in the lake bucket."""
+    if bucket is None and prefix in LAKE_TABLES:
+        return lake_url(prefix).split("://", 1)[-1]
+    return f"{bucket or setting('LAKE_BUCKET')}/{prefix}"
+
+
 def committed_files(prefix: str, bucket: str | None = None) -> list[str]:
     """The Parquet files of `prefix` that committed micro-batches added (bucket/key paths)."""
-    bucket = bucket or setting("LAKE_BUCKET")
     s3 = filesystem()
-    log_dir = f"{bucket}/{prefix}/_spark_metadata"
+    log_dir = f"{table_path(prefix, bucket)}/_spark_metadata"
     try:
         entries = s3.get_file_info(fs.FileSelector(log_dir))
     except FileNotFoundError:
@@ -71,7 +76,6 @@ def committed_files(prefix: str, bucket: str | None = None) -> list[str]:
 
 def read(prefix: str = LAKE_PREFIX, bucket: str | None = None, columns: list[str] | None = None) -> pa.Table:
     """The committed rows under `prefix` as one table, with dt and hour from the partition folders."""
-    bucket = bucket or setting("LAKE_BUCKET")
     files = committed_files(prefix, bucket)
     if not files:
         return pa.table({})
@@ -80,7 +84,7 @@ def read(prefix: str = LAKE_PREFIX, bucket: str | None = None, columns: list[str
         filesystem=filesystem(),
         format="parquet",
         partitioning=PARTITIONING,
-        partition_base_dir=f"{bucket}/{prefix}",
+        partition_base_dir=table_path(prefix, bucket),
     )
     return dataset.to_table(columns=columns)
 

@@ -21,9 +21,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from chalicelib.contract import runtime_dir
 from chalicelib.settings import setting
 from lake.reader import INVALID_PREFIX, LAKE_PREFIX, read
-from stack.paths import runtime_dir
 
 #: The lake's columns the report uses, with their types (an empty lake is read as a table without columns).
 EVENT_COLUMNS = pa.schema(
@@ -714,19 +714,25 @@ def default_output() -> Path:
     return runtime_dir() / "report" / "lake-report.html"
 
 
+def write_report(output: Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """The report of what the lake holds, written to `output` (default: <runtime>/report/); its path and totals."""
+    events = read(LAKE_PREFIX, columns=list(EVENT_COLUMNS.names))
+    invalid = read(INVALID_PREFIX, columns=list(INVALID_COLUMNS.names))
+    fig = figures(events, invalid)
+    output = output or default_output()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    source = f"s3://{setting('LAKE_BUCKET')}/{{{LAKE_PREFIX},{INVALID_PREFIX}}}"
+    output.write_text(render_html(fig, source=source), encoding="utf-8")
+    return output.resolve(), fig["totals"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lake.report", description=__doc__)
     parser.add_argument("--output", type=Path, help="where to write the HTML (default: <runtime>/report/)")
     args = parser.parse_args(argv)
-    events = read(LAKE_PREFIX, columns=list(EVENT_COLUMNS.names))
-    invalid = read(INVALID_PREFIX, columns=list(INVALID_COLUMNS.names))
-    fig = figures(events, invalid)
-    output = args.output or default_output()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    source = f"s3://{setting('LAKE_BUCKET')}/{{{LAKE_PREFIX},{INVALID_PREFIX}}}"
-    output.write_text(render_html(fig, source=source), encoding="utf-8")
-    print(json.dumps(fig["totals"], indent=2))
-    print(f"report: {output.resolve()}")
+    output, totals = write_report(args.output)
+    print(json.dumps(totals, indent=2))
+    print(f"report: {output}")
     return 0
 
 

@@ -34,7 +34,7 @@ from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 from chalicelib.contract import METADATA_FIELDS, is_int32
-from chalicelib.settings import setting
+from chalicelib.settings import lake_url, setting
 
 HERE = Path(__file__).resolve().parent
 EVENT_SCHEMA_FILE = HERE.parent / "schemas" / "acme.clickstream.raw.events.json"
@@ -99,10 +99,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--raw-topic", default=setting("KAFKA_RAW_TOPIC"))
     parser.add_argument("--invalid-topic", default=setting("KAFKA_INVALID_TOPIC"))
     parser.add_argument("--latest-topic", default=setting("KAFKA_LATEST_TOPIC"))
-    parser.add_argument("--lake-path", default=os.environ.get("LAKE_PATH") or f"s3a://{bucket}/clickstream-data")
-    parser.add_argument(
-        "--invalid-path", default=os.environ.get("LAKE_INVALID_PATH") or f"s3a://{bucket}/clickstream-invalid"
-    )
+    parser.add_argument("--lake-path", default=lake_url("clickstream-data"))
+    parser.add_argument("--invalid-path", default=lake_url("clickstream-invalid"))
     parser.add_argument(
         "--checkpoint", default=os.environ.get("SPARK_CHECKPOINT") or f"s3a://{bucket}/_checkpoints/lake-writer"
     )

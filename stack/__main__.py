@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from stack import kafka, localstack, spark, supervisor
-from stack.services import down, status, up
+from stack import chalice_local, kafka, localstack, spark, supervisor
+from stack.lifecycle import down, status, up
+from stack.process import ServiceError
 
 COMMANDS = {
     "up": up,
@@ -14,6 +15,7 @@ COMMANDS = {
     "status": lambda: print("\n".join(status())),
     "kafka-jars": lambda: print(kafka.fetch_jars()),
     "localstack-install": localstack.install,
+    "local": chalice_local.run_in_foreground,
     "spark-jars": lambda: print(spark.fetch_jars()),
 }
 
@@ -31,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
         return 0
-    COMMANDS[args.command]()
+    try:
+        COMMANDS[args.command]()
+    except ServiceError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     return 0
 
 

@@ -23,32 +23,20 @@ import sys
 import time
 from pathlib import Path
 
+from chalicelib.contract import MAIN_STAGE, deployment_file
 from chalicelib.settings import DEFAULTS, setting
 from stack import localstack
 from stack.paths import REPO, runtime_dir
 
 APP_DIR = REPO / "chalice_app"
 FRONTEND_DIR = REPO / "frontend"
-STAGE = "localstack"
+STAGE = MAIN_STAGE
 API_STAGE = "api"
 APP_NAME = "clickstream-collector"
 # Longer than the drainer Lambda's timeout, so a batch is never handed out twice at once; SQS's longest
 # retention, so a spooled batch outlives any broker outage worth having.
 SPOOL_VISIBILITY_TIMEOUT_S = 20
 SPOOL_RETENTION_S = 14 * 24 * 3600
-
-
-def deployment_file(stage: str = STAGE) -> Path:
-    """What a stage's deploy recorded: <runtime>/deployment.json for the main stage, deployment-<stage>.json else."""
-    return runtime_dir() / ("deployment.json" if stage == STAGE else f"deployment-{stage}.json")
-
-
-def read_deployment(stage: str = STAGE) -> dict[str, str] | None:
-    """What the last deploy of `stage` recorded (its URLs), or None if it was never deployed here."""
-    try:
-        return json.loads(deployment_file(stage).read_text())
-    except FileNotFoundError:
-        return None
 
 
 def stage_environment(stage: str) -> dict[str, str]:

@@ -11,15 +11,14 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 from string import Template
 
-from chalicelib.settings import Settings
+from chalicelib.settings import Settings, host_port
 from stack.paths import REPO, cache_dir, runtime_dir
-from stack.process import Service, port_open, wait_for_port
+from stack.process import Service, ServiceError, port_open, wait_for_port
 
 KAFKA_DIR = REPO / "kafka"
 POM = KAFKA_DIR / "pom.xml"
@@ -69,9 +68,8 @@ def fetch_jars() -> Path:
 
 
 def _host_port(settings: Settings) -> tuple[str, int]:
-    first = settings.kafka_bootstrap_servers.split(",")[0].strip()
-    host, _, port = first.rpartition(":")
-    return host or "127.0.0.1", int(port)
+    """Where the embedded broker listens: the first bootstrap server."""
+    return host_port(settings.kafka_servers[0])
 
 
 def controller_port() -> int:
@@ -142,7 +140,7 @@ def start(settings: Settings | None = None, timeout_s: float = 60.0) -> None:
     host, port = _host_port(settings)
     svc = service()
     if svc.pid() is None and port_open(host, port):
-        sys.exit(
+        raise ServiceError(
             f"kafka: {host}:{port} is taken by a process this stack did not start; stop it or set "
             "KAFKA_BOOTSTRAP_SERVERS to another port"
         )
@@ -164,7 +162,7 @@ def start(settings: Settings | None = None, timeout_s: float = 60.0) -> None:
         ],
     )
     if not wait_for_port(host, port, timeout_s, alive=lambda: svc.pid() is not None):
-        raise SystemExit(f"kafka: broker did not open {host}:{port}; last log lines:\n{svc.log_tail()}")
+        raise ServiceError(f"kafka: broker did not open {host}:{port}; last log lines:\n{svc.log_tail()}")
     create_topics(settings)
     print(
         f"kafka: broker {version()} up on {host}:{port} in {time.monotonic() - started:.1f}s "
@@ -182,7 +180,7 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
     while True:
         try:
             admin = KafkaAdminClient(
-                bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
+                bootstrap_servers=settings.kafka_servers,
                 request_timeout_ms=10000,
                 client_id="clickstream-stack",
             )
@@ -234,9 +232,7 @@ def delete_topics(topics: list[str]) -> None:
     from kafka.admin import KafkaAdminClient
 
     settings = Settings.from_env()
-    admin = KafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers.split(","), client_id="clickstream-stack"
-    )
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="clickstream-stack")
     try:
         admin.delete_topics(topics)
     finally:
@@ -247,7 +243,7 @@ def topic_counts(settings: Settings) -> dict[str, int]:
     """How many records each pipeline topic holds (sum of its partitions' end offsets)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers.split(","), group_id=None)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, group_id=None)
     try:
         counts = {}
         for topic in settings.topics:

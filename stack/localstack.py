@@ -19,8 +19,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from chalicelib.settings import REGION, aws_environment, gateway_listen
 from stack.paths import REPO, cache_dir, runtime_dir
-from stack.process import Service, port_open
+from stack.process import Service, ServiceError, port_open
 
 LOCALSTACK_DIR = REPO / "localstack"
 REQUIREMENTS = LOCALSTACK_DIR / "requirements.txt"
@@ -30,7 +31,6 @@ PLUGIN_DIR = LOCALSTACK_DIR / "lambda-local-executor"
 RUNTIME_SCRIPT_SUFFIX = "lambda_local_executor/runtime.py"
 DEFAULT_SERVICES = "s3,apigateway,lambda,iam,sts,sqs,cloudwatch,logs"
 HEALTHY = ("running", "available")
-REGION = "eu-west-1"
 
 
 def venv() -> Path:
@@ -46,9 +46,8 @@ def _runtime_libs() -> Path:
 
 
 def listen() -> tuple[str, int]:
-    """Where LocalStack listens: the first address of GATEWAY_LISTEN (default 127.0.0.1:4566)."""
-    host, _, port = (os.environ.get("GATEWAY_LISTEN") or "127.0.0.1:4566").split(",")[0].rpartition(":")
-    return (host if host not in ("", "0.0.0.0", "[::]") else "127.0.0.1"), int(port or 4566)
+    """Where LocalStack listens (GATEWAY_LISTEN)."""
+    return gateway_listen()
 
 
 def endpoint_url() -> str:
@@ -168,7 +167,7 @@ def start(timeout_s: float | None = None) -> None:
     svc = service()
     host, port = listen()
     if svc.pid() is None and port_open(host, port):
-        sys.exit(
+        raise ServiceError(
             f"localstack: {host}:{port} is taken by a process this stack did not start; stop it or set "
             "GATEWAY_LISTEN to another address"
         )
@@ -182,7 +181,7 @@ def start(timeout_s: float | None = None) -> None:
         if svc.pid() is None or time.monotonic() - started > timeout_s:
             tail = svc.log_tail()
             stop()
-            raise SystemExit(f"localstack: not healthy at {endpoint_url()}; last log lines:\n{tail}")
+            raise ServiceError(f"localstack: not healthy at {endpoint_url()}; last log lines:\n{tail}")
         time.sleep(0.1)
     print(f"localstack: {endpoint_url()} healthy in {time.monotonic() - started:.1f}s (pid {svc.pid()})", flush=True)
 
@@ -246,19 +245,6 @@ def status() -> str:
 
 
 # --- clients ----------------------------------------------------------------------------------------------
-
-
-def aws_environment() -> dict[str, str]:
-    """What AWS clients (boto3, chalice, awslocal) need to talk to this LocalStack.
-
-    The credentials are LocalStack's local-dev defaults, used only when none are set.
-    """
-    return {
-        "AWS_ENDPOINT_URL": os.environ.get("AWS_ENDPOINT_URL") or endpoint_url(),
-        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID") or "test",
-        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY") or "test",
-        "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION") or REGION,
-    }
 
 
 def client(name: str, **options: Any) -> Any:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from chalicelib.contract import runtime_dir
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -13,6 +15,4 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CLICKSTREAM_HOME") or Path.home() / ".cache" / "clickstream")
 
 
-def runtime_dir() -> Path:
-    """PIDs, logs and service data of this checkout: $CLICKSTREAM_RUNTIME, default <repo>/.runtime."""
-    return Path(os.environ.get("CLICKSTREAM_RUNTIME") or REPO / ".runtime")
+__all__ = ["REPO", "cache_dir", "runtime_dir"]

@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+class ServiceError(RuntimeError):
+    """A service of the stack did not start (its message carries the last lines of its log)."""
+
+
 @dataclass(frozen=True)
 class Service:
     name: str

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from stack import localstack
 from stack.paths import REPO, cache_dir, runtime_dir
-from stack.process import Service
+from stack.process import Service, ServiceError
 
 POM = REPO / "spark" / "pom.xml"
 JOB = REPO / "spark" / "lake_writer.py"
@@ -49,6 +49,15 @@ def fetch_jars() -> Path:
     return jars
 
 
+def ui_port(environ: Mapping[str, str] | None = None) -> int:
+    """The lake writer's Spark UI port: SPARK_UI_PORT, default 4040 (Spark's)."""
+    return int((os.environ if environ is None else environ).get("SPARK_UI_PORT") or "4040")
+
+
+def ui_url(environ: Mapping[str, str] | None = None) -> str:
+    return f"http://127.0.0.1:{ui_port(environ)}"
+
+
 def submit_args(environ: Mapping[str, str]) -> str:
     """PYSPARK_SUBMIT_ARGS for local mode: what `spark-submit` would take on a cluster."""
     aws = localstack.aws_environment()
@@ -59,7 +68,7 @@ def submit_args(environ: Mapping[str, str]) -> str:
         # One per core of a laptop. 1 cut the p50 latency at 1k events/s from 5.1 s to 3.9 s here, but also the
         # catch-up rate from ~24k to ~7k events/s: one core deduplicated and wrote everything.
         "spark.sql.shuffle.partitions": environ.get("SPARK_SHUFFLE_PARTITIONS") or "2",
-        "spark.ui.port": environ.get("SPARK_UI_PORT") or "4040",
+        "spark.ui.port": str(ui_port(environ)),
         "spark.hadoop.fs.s3a.endpoint": environ.get("LAKE_S3_ENDPOINT") or aws["AWS_ENDPOINT_URL"],
         "spark.hadoop.fs.s3a.endpoint.region": aws["AWS_DEFAULT_REGION"],
         # Bucket names with dots need path-style URLs; the local endpoints speak plain HTTP.
@@ -104,11 +113,11 @@ def start(timeout_s: float = 120.0, name: str = "spark", overrides: Mapping[str,
         if svc.pid() is None or time.monotonic() - started > timeout_s:
             tail = svc.log_tail(40)
             stop(name)
-            raise SystemExit(f"spark: the lake writer did not start; last log lines:\n{tail}")
+            raise ServiceError(f"spark: the lake writer did not start; last log lines:\n{tail}")
         time.sleep(0.5)
     print(
         f"spark: lake writer running in {time.monotonic() - started:.0f}s (pid {svc.pid()}, "
-        f"UI http://127.0.0.1:{env.get('SPARK_UI_PORT') or '4040'}, log {svc.logfile})",
+        f"UI {ui_url(env)}, log {svc.logfile})",
         flush=True,
     )
 

@@ -24,8 +24,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chalicelib.contract import read_deployment
 from chalicelib.settings import setting
-from stack import collector, deploy, kafka, localstack, spark
+from stack import chalice_local, deploy, kafka, localstack, spark
 from stack.paths import runtime_dir
 from stack.process import Service
 
@@ -86,7 +87,7 @@ def _recover_localstack() -> None:
     localstack.start()
     localstack.ensure_bucket(setting("LAKE_BUCKET"))
     for stage in (deploy.STAGE, "bench"):
-        if deploy.read_deployment(stage) is not None:
+        if read_deployment(stage) is not None:
             deploy.deploy(stage)
 
 
@@ -94,7 +95,7 @@ def _recover_localstack() -> None:
 WATCHED: dict[str, tuple[Callable[[], Service], Callable[[], None]]] = {
     "kafka": (kafka.service, kafka.start),
     "localstack": (localstack.service, _recover_localstack),
-    "collector": (collector.service, collector.start),
+    "chalice_local": (chalice_local.service, chalice_local.start),
     "spark": (spark.service, spark.start),
 }
 
@@ -125,7 +126,7 @@ class Supervisor:
                 continue
             try:
                 recover()
-            except (Exception, SystemExit) as exc:  # stack/*.start() raise SystemExit with the log's tail
+            except Exception as exc:  # ServiceError with the log's tail, or whatever a deploy raised
                 record.failed_attempts += 1
                 record.last_error = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else repr(exc)
                 delay = min(MIN_BACKOFF_S * 2**record.failed_attempts, MAX_BACKOFF_S)

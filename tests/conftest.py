@@ -33,7 +33,7 @@ def runtime(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def kafka_settings(runtime: Path) -> Iterator[Any]:
     """A Kafka broker of the suite's own, on free ports with fresh data."""
-    from chalicelib import service
+    from chalicelib import dependencies
     from chalicelib.settings import Settings
     from stack import kafka
     from stack.process import free_port
@@ -42,29 +42,29 @@ def kafka_settings(runtime: Path) -> Iterator[Any]:
     while controller_port == client_port:
         controller_port = free_port()
     os.environ.update(KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{client_port}", KAFKA_CONTROLLER_PORT=str(controller_port))
-    service.reset()
+    dependencies.reset()
     settings = Settings.from_env()
     kafka.start(settings)
     try:
         yield settings
     finally:
         kafka.stop()
-        service.reset()
+        dependencies.reset()
 
 
 @pytest.fixture(scope="session")
 def chalice_local_url(kafka_settings: Any) -> Iterator[str]:
     """The collector under `chalice local` (as `make up` runs it), on a free port, against the suite's broker."""
-    from stack import collector
+    from stack import chalice_local
     from stack.process import free_port
 
     # A short send timeout keeps the broker-down cases quick; the default (10 s) suits real use.
     os.environ.update(COLLECTOR_PORT=str(free_port()), KAFKA_SEND_TIMEOUT_S="3")
-    collector.start()
+    chalice_local.start()
     try:
-        yield collector.url()
+        yield chalice_local.url()
     finally:
-        collector.stop()
+        chalice_local.stop()
 
 
 @pytest.fixture(scope="session")

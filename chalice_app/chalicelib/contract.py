@@ -3,6 +3,9 @@ writer (which must not need the Lambda's packages), the readers and the schema g
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 #: The "collector" object added to every raw record, in this order (all strings; received_at is ISO-8601 UTC).
@@ -22,3 +25,26 @@ def is_int32(prop: dict[str, Any]) -> bool:
 def integer_range(prop: dict[str, Any]) -> tuple[int, int]:
     """The values the lake column of a JSON Schema integer holds."""
     return INT32_RANGE if is_int32(prop) else INT64_RANGE
+
+
+#: The stage `make deploy` deploys by default; its record is <runtime>/deployment.json.
+MAIN_STAGE = "localstack"
+
+
+def runtime_dir() -> Path:
+    """PIDs, logs, service data and deployment records of a checkout: $CLICKSTREAM_RUNTIME, default <repo>/.runtime
+    (this file is <repo>/chalice_app/chalicelib/contract.py in a checkout)."""
+    return Path(os.environ.get("CLICKSTREAM_RUNTIME") or Path(__file__).resolve().parents[2] / ".runtime")
+
+
+def deployment_file(stage: str = MAIN_STAGE) -> Path:
+    """What a stage's deploy recorded: <runtime>/deployment.json for the main stage, deployment-<stage>.json else."""
+    return runtime_dir() / ("deployment.json" if stage == MAIN_STAGE else f"deployment-{stage}.json")
+
+
+def read_deployment(stage: str = MAIN_STAGE) -> dict[str, str] | None:
+    """What the last deploy of `stage` recorded (function, API id and URL, website), or None if never deployed."""
+    try:
+        return json.loads(deployment_file(stage).read_text())
+    except FileNotFoundError:
+        return None

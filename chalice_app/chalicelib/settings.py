@@ -50,6 +50,8 @@ DEFAULTS: dict[str, str] = {
         ]
     ),
     "LOG_LEVEL": "INFO",
+    # `chalice local`'s port (the seed's), where the generator and the shop served locally send by default.
+    "COLLECTOR_PORT": "60000",
     # The Parquet lake (Spark writes it) and the shop's S3 website.
     "LAKE_BUCKET": "acme.eu-west-1.stg.data.lake",
     "WEBSITE_BUCKET": WEBSITE_BUCKET,
@@ -112,9 +114,54 @@ class Settings:
         )
 
     @property
+    def kafka_servers(self) -> list[str]:
+        """KAFKA_BOOTSTRAP_SERVERS as the list Kafka clients take."""
+        return [s.strip() for s in self.kafka_bootstrap_servers.split(",") if s.strip()]
+
+    @property
     def topics(self) -> tuple[str, ...]:
         """Every topic the pipeline uses, as the broker script creates them."""
         return (self.raw_topic, self.invalid_topic, self.latest_topic)
+
+
+#: The lake's tables (prefixes of the lake bucket by default) and the variables that move them elsewhere.
+LAKE_TABLES = {"clickstream-data": "LAKE_PATH", "clickstream-invalid": "LAKE_INVALID_PATH"}
+
+
+def lake_url(table: str, environ: Mapping[str, str] | None = None) -> str:
+    """Where a lake table lives, as s3a://bucket/key: its variable, else s3a://<LAKE_BUCKET>/<table>."""
+    env = os.environ if environ is None else environ
+    return (env.get(LAKE_TABLES[table]) or f"s3a://{setting('LAKE_BUCKET', env)}/{table}").rstrip("/")
+
+
+#: The region of the deployed resources and buckets (AWS_DEFAULT_REGION's default).
+REGION = "eu-west-1"
+
+
+def host_port(address: str) -> tuple[str, int]:
+    """host and port of "host:port" (IPv6 in brackets too); an empty host is 127.0.0.1."""
+    host, _, port = address.strip().rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def gateway_listen(environ: Mapping[str, str] | None = None) -> tuple[str, int]:
+    """Where LocalStack listens: the first address of GATEWAY_LISTEN (LocalStack's variable; 127.0.0.1:4566)."""
+    env = os.environ if environ is None else environ
+    host, port = host_port((env.get("GATEWAY_LISTEN") or "127.0.0.1:4566").split(",")[0])
+    return (host if host not in ("0.0.0.0", "::") else "127.0.0.1"), port
+
+
+def aws_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What AWS clients (boto3, chalice, awslocal, s3a, pyarrow) need to reach the stack's AWS: LocalStack unless
+    AWS_ENDPOINT_URL says otherwise. The credentials are LocalStack's local-dev defaults, used only when unset."""
+    env = os.environ if environ is None else environ
+    host, port = gateway_listen(env)
+    return {
+        "AWS_ENDPOINT_URL": env.get("AWS_ENDPOINT_URL") or f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": env.get("AWS_ACCESS_KEY_ID") or "test",
+        "AWS_SECRET_ACCESS_KEY": env.get("AWS_SECRET_ACCESS_KEY") or "test",
+        "AWS_DEFAULT_REGION": env.get("AWS_DEFAULT_REGION") or REGION,
+    }
 
 
 @lru_cache(maxsize=1)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stack.services import fresh_stack_environment
+from stack.lifecycle import fresh_stack_environment
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -37,7 +37,7 @@ def test_make_run_lands_every_event_then_make_down_stops_everything(tmp_path: Pa
     env = fresh_stack_environment(tmp_path / "runtime")
     try:
         run = subprocess.run(
-            [sys.executable, "-m", "stack.pipeline", "--events", "300", "--invalid-share", "0.1"],
+            [sys.executable, "-m", "run", "--events", "300", "--invalid-share", "0.1"],
             env=env,
             cwd=REPO,
             capture_output=True,

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import requests
 
-from chalicelib import service as collector_service
-from stack.services import fresh_stack_environment
+from chalicelib import dependencies
+from stack.lifecycle import fresh_stack_environment
 from tests.conftest import REPO
 
 
@@ -52,11 +52,11 @@ def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     saved = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)
-    collector_service.reset()
+    dependencies.reset()
     try:
         subprocess.run([sys.executable, "-m", "stack", "up"], env=env, cwd=REPO, check=True, timeout=600)
         subprocess.run([sys.executable, "-m", "stack.deploy"], env=env, cwd=REPO, check=True, timeout=600)
-        from stack.deploy import read_deployment
+        from chalicelib.contract import read_deployment
 
         deployment = read_deployment()
         assert deployment is not None
@@ -65,7 +65,7 @@ def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         subprocess.run([sys.executable, "-m", "stack", "down"], env=env, cwd=REPO, timeout=600)
         os.environ.clear()
         os.environ.update(saved)
-        collector_service.reset()
+        dependencies.reset()
 
 
 def kill_group(pid: int | None) -> None:

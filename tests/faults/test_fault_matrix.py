@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from chalicelib.contract import read_deployment
 from chalicelib.settings import Settings
 from generator.sender import Sender
 from generator.synthetic import synthetic_events
 from stack import kafka, localstack, spark
-from stack.deploy import read_deployment, spool_depth
+from stack.deploy import spool_depth
 from tests.faults.conftest import Stack, Traffic, kill_group, lake_counts, report, wait_until
 
 # Each test waits for recoveries and for the lake: longer than the suite's default timeout.

@@ -11,7 +11,7 @@ from chalice.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib import service
+from chalicelib import dependencies
 from chalicelib.settings import Settings
 from generator.synthetic import synthetic_events
 from tests.conftest import APP_DIR, read_topic
@@ -214,7 +214,7 @@ def test_unreachable_kafka_is_503_and_nothing_accepted(client: Client, monkeypat
 
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
     monkeypatch.setenv("KAFKA_SEND_TIMEOUT_S", "2")
-    service.reset()
+    dependencies.reset()
     try:
         response = post(client, synthetic_events(5, seed=17))
         assert response.status_code == 503
@@ -225,7 +225,7 @@ def test_unreachable_kafka_is_503_and_nothing_accepted(client: Client, monkeypat
         assert client.http.get("/ping").json_body["kafka"]["reachable"] is False
     finally:
         monkeypatch.undo()
-        service.reset()
+        dependencies.reset()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

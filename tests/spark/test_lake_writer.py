@@ -163,7 +163,7 @@ def test_records_of_any_producer_never_stop_the_lake(
         f"{tag}-wrong-type": json.dumps({**wrong_type, "id": f"{tag}-wrong-type"}).encode(),
     }
     keyless = {**good, "id": f"{tag}-keyless-but-valid"}
-    producer = KafkaProducer(bootstrap_servers=kafka_settings.kafka_bootstrap_servers.split(","), acks="all")
+    producer = KafkaProducer(bootstrap_servers=kafka_settings.kafka_servers, acks="all")
     for key, value in raw_poison.items():
         producer.send(kafka_settings.raw_topic, key=key.encode(), value=value)
     producer.send(kafka_settings.raw_topic, key=None, value=json.dumps(keyless).encode())

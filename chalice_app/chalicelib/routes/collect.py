@@ -6,7 +6,7 @@ from chalice import Blueprint, Response
 
 from chalicelib.collector import RequestInfo
 from chalicelib.cors import cors_headers, preflight_headers
-from chalicelib.service import get_collector
+from chalicelib.dependencies import get_collector
 
 bp = Blueprint(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from chalice import Blueprint
 from chalice.app import SQSEvent
 
-from chalicelib.service import get_drainer
+from chalicelib.dependencies import get_drainer
 from chalicelib.settings import setting
 
 bp = Blueprint(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from chalice import Blueprint, Response
 
 from chalicelib.cors import cors_headers
-from chalicelib.service import get_collector
+from chalicelib.dependencies import get_collector
 from chalicelib.validation import SCHEMA_ID
 
 bp = Blueprint(__name__)

@@ -12,7 +12,7 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from chalicelib.settings import Settings
+from chalicelib.settings import Settings, host_port
 from chalicelib.sinks import Delivery, Record, SinkUnavailable
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     """The producer's settings; the benchmark's raw producer uses the same ones."""
     timeout_ms = int(settings.kafka_send_timeout_s * 1000)
     return {
-        "bootstrap_servers": settings.kafka_bootstrap_servers.split(","),
+        "bootstrap_servers": settings.kafka_servers,
         # Only what every in-sync replica has is acknowledged, and retries never duplicate a record.
         "acks": "all",
         "enable_idempotence": True,
@@ -129,10 +129,9 @@ class KafkaSink:
 
     def reachable(self) -> bool:
         """Whether a bootstrap server accepts a TCP connection (cheap: no producer is created)."""
-        for server in self._settings.kafka_bootstrap_servers.split(","):
-            host, _, port = server.strip().rpartition(":")
+        for server in self._settings.kafka_servers:
             try:
-                with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                with socket.create_connection(host_port(server), timeout=1.0):
                     return True
             except OSError:
                 continue

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from typing import Any
 
-from generator.sender import Sender, batched
+from generator.sender import SEED_BATCH_SIZE, Sender, batched
 from generator.synthetic import synthetic_events
 from lake.reader import INVALID_PREFIX, LAKE_PREFIX, read
-from stack import localstack
+from lake.report import write_report
+from stack import localstack, spark
 from stack.deploy import deploy
-from stack.services import up
+from stack.lifecycle import up
 
 
 def send(api_url: str, count: int, seed: int, invalid_share: float) -> tuple[set[str], set[str], dict[str, Any]]:
@@ -29,7 +28,7 @@ def send(api_url: str, count: int, seed: int, invalid_share: float) -> tuple[set
     events = synthetic_events(count, seed=seed, invalid_share=invalid_share)
     sender = Sender(api_url)
     rejected: set[str] = set()
-    for batch in batched(events, 987):
+    for batch in batched(events, SEED_BATCH_SIZE):
         rejected |= {e["id"] for e in sender.post(batch)["errors"]}
     return {e["id"] for e in events} - rejected, rejected, sender.totals.summary()
 
@@ -50,7 +49,7 @@ def wait_for_lake(accepted: set[str], rejected: set[str], timeout_s: float) -> f
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stack.pipeline", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m run", description=__doc__)
     parser.add_argument("--events", type=int, default=2000, help="synthetic events to send (default 2000)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--invalid-share", type=float, default=0.05)
@@ -70,9 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    report = subprocess.run(
-        [sys.executable, "-m", "lake.report"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    report, _ = write_report()
     lake_rows, invalid_rows = read(LAKE_PREFIX, columns=["id"]).num_rows, read(INVALID_PREFIX, columns=["id"]).num_rows
     summary = {
         "sent": totals["sent"],
@@ -85,7 +82,6 @@ def main(argv: list[str] | None = None) -> int:
         "lake_caught_up_after_last_send_s": round(landed_after, 1),
         "run_seconds": round(time.monotonic() - started, 1),
     }
-    ui_port = os.environ.get("SPARK_UI_PORT") or "4040"
     print(
         "\n".join(
             [
@@ -94,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
                 *[f"  {key:34s} {value}" for key, value in summary.items()],
                 f"  shop website                       {deployment['website_url']}/index.html",
                 f"  collector API                      {deployment['api_url']}",
-                f"  Spark UI                           http://127.0.0.1:{ui_port}",
+                f"  Spark UI                           {spark.ui_url()}",
                 f"  LocalStack                         {localstack.endpoint_url()}",
-                f"  lake report                        {report.splitlines()[-1].removeprefix('report: ')}",
+                f"  lake report                        {report}",
                 "  stop everything with `make down`",
             ]
         ),

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from chalicelib.settings import setting
-from stack import collector, deploy, kafka, localstack, spark, supervisor
+from stack import chalice_local, deploy, kafka, localstack, spark, supervisor
 from stack.process import free_port
 
 
@@ -14,7 +14,7 @@ def up(supervised: bool = True) -> None:
     kafka.start()
     localstack.start()
     localstack.ensure_bucket(setting("LAKE_BUCKET"))
-    collector.start()
+    chalice_local.start()
     spark.start()
     if supervised:
         supervisor.start()
@@ -24,13 +24,13 @@ def down() -> None:
     # The supervisor first: it would bring back what the next lines stop.
     supervisor.stop()
     spark.stop()
-    collector.stop()
+    chalice_local.stop()
     localstack.stop()
     kafka.stop()
 
 
 def status() -> list[str]:
-    lines = [kafka.status(), localstack.status(), collector.status(), spark.status(), supervisor.status()]
+    lines = [kafka.status(), localstack.status(), chalice_local.status(), spark.status(), supervisor.status()]
     if localstack.healthy():
         lines.append(deploy.spool_status())
     return lines
