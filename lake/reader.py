@@ -86,7 +86,9 @@ def read(prefix: str = LAKE_PREFIX, bucket: str | None = None, columns: list[str
         partitioning=PARTITIONING,
         partition_base_dir=table_path(prefix, bucket),
     )
-    return dataset.to_table(columns=columns)
+    # A lake written by an earlier version lacks the columns added since: ask only for those it has.
+    present = set(dataset.schema.names)
+    return dataset.to_table(columns=None if columns is None else [c for c in columns if c in present])
 
 
 def count(prefix: str = LAKE_PREFIX) -> int:

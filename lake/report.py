@@ -42,6 +42,8 @@ EVENT_COLUMNS = pa.schema(
 )
 INVALID_COLUMNS = pa.schema(
     [
+        ("code", pa.string()),
+        ("path", pa.string()),
         ("reason", pa.string()),
         ("status_code", pa.int32()),
         ("ingested_timestamp", pa.timestamp("us", tz="UTC")),
@@ -69,6 +71,34 @@ VIOLATION_KINDS: tuple[tuple[str, str], ...] = (
     (r"(less|greater) than (or equal to )?the (minimum|maximum)|must be (bigger|smaller) than", "out of range"),
     (r"is (shorter|longer) than|must be (shorter|longer) than", "wrong length"),
     (r"is not of types? |must be (number|string|integer|object|array|boolean|null)", "wrong type"),
+)
+#: Problem codes (chalicelib/validation.py's Problem, the collector's refusals, the lake writer's own): (regex on
+#: the code, kind). Rows with a code are grouped by it; the reason's wording is only read for older rows.
+CODE_KINDS: tuple[tuple[str, str], ...] = (
+    (r"^(schema|record)\.required$", "missing"),
+    (r"^schema\.additional_properties$", "unexpected property"),
+    (r"^schema\.(enum|const)$", "not an allowed value"),
+    (r"^schema\.(any_of|one_of.*)$", "fits none of the allowed shapes"),
+    (r"^schema\.format\.", "wrong format"),
+    (r"^schema\.(exclusive_)?(minimum|maximum)$", "out of range"),
+    (r"^schema\.(min|max)_length$", "wrong length"),
+    (r"^schema\.type$", "wrong type"),
+    (r"^lake\.timestamp\.instant$", "not a real instant"),
+    (r"^lake\.timestamp\.window$", "outside the clock window"),
+    (r"^lake\.integer\.range$", "not a whole number in range"),
+    (r"^lake\.number\.finite$", "not a finite number"),
+    (r"^event\.shape$", "not a JSON object"),
+    (r"^record\.empty$", "an empty record"),
+    (r"^record\.shape$", "not an event record"),
+    (r"^body\.content_type$", "content type not accepted"),
+    (r"^body\.size$", "body too large"),
+    (r"^body\.malformed$", "body is not valid JSON"),
+    (r"^body\.encoding$", "body is not UTF-8"),
+    (r"^body\.depth$", "body is nested too deeply"),
+    (r"^body\.shape$", "body is not an event or an array"),
+    (r"^batch\.empty$", "empty array"),
+    (r"^batch\.size$", "too many events in one batch"),
+    (r"^size\.event$", "an event too large"),
 )
 #: Refused requests (the whole body, with an HTTP status): (regex on the reason, what went wrong).
 REFUSAL_KINDS: tuple[tuple[str, str], ...] = (
@@ -107,6 +137,7 @@ def _invalid_group_sql() -> tuple[str, list[str]]:
     # A generic form for an unknown wording: quoted values and numbers blanked out, so values do not split it.
     generic = r"""left(regexp_replace(regexp_replace({0}, '"[^"]*"|''[^'']*''', '…', 'g'), '[0-9]+', 'N', 'g'), 80)"""
     message = r"regexp_replace(reason, '^\$[^\s:]*:?\s*', '')"
+    coded, coded_parameters = _case("code", CODE_KINDS, "code")
     kind, kind_parameters = _case("reason", VIOLATION_KINDS, generic.format(message))
     refusal, refusal_parameters = _case("reason", REFUSAL_KINDS, generic.format("reason"))
     # A missing property is reported on its parent ("$.event: \"price\" is a required property"): name it.
@@ -117,6 +148,9 @@ def _invalid_group_sql() -> tuple[str, list[str]]:
     path = r"regexp_extract(reason, '^(\$[^\s:]*)', 1)"
     sql = f"""
         SELECT CASE
+            WHEN code IS NOT NULL THEN
+                CASE WHEN status_code IS NOT NULL THEN 'HTTP ' || status_code ELSE coalesce(path, '$') END
+                || ': ' || ({coded})
             WHEN status_code IS NOT NULL THEN 'HTTP ' || status_code || ': ' || coalesce(({refusal}), 'no reason')
             WHEN reason IS NULL THEN '(no reason)'
             WHEN reason = 'event must be a JSON object' THEN '$: not a JSON object'
@@ -128,7 +162,7 @@ def _invalid_group_sql() -> tuple[str, list[str]]:
         END AS problem, reason
         FROM invalid
     """
-    return sql, refusal_parameters + kind_parameters
+    return sql, coded_parameters + refusal_parameters + kind_parameters
 
 
 def bucket_seconds(first: datetime | None, last: datetime | None) -> int:
@@ -301,8 +335,8 @@ def figures(events: pa.Table, invalid: pa.Table) -> dict[str, Any]:
             """
         )
         con.execute(
-            "CREATE TEMP VIEW invalid AS SELECT reason, status_code, ingested_timestamp::TIMESTAMP AS ingested "
-            "FROM invalid_arrow"
+            "CREATE TEMP VIEW invalid AS SELECT code, path, reason, status_code, "
+            "ingested_timestamp::TIMESTAMP AS ingested FROM invalid_arrow"
         )
         return {
             "empty": events.num_rows == 0 and invalid.num_rows == 0,

@@ -73,6 +73,10 @@ def raw_record_schema(event_schema: dict[str, Any]) -> T.StructType:
 INVALID_RECORD_SCHEMA = T.StructType(
     [
         T.StructField("index", T.LongType()),
+        # The problem's code (machine-readable: schema.required, lake.timestamp.instant, body.size...) and the
+        # JSON path it is at; records of an older collector have neither.
+        T.StructField("code", T.StringType()),
+        T.StructField("path", T.StringType()),
         T.StructField("reason", T.StringType()),
         # Whatever the client sent, kept as JSON text (it did not match the schema, so it has no fixed type).
         T.StructField("payload", T.StringType()),
@@ -169,12 +173,17 @@ def _text(column: str) -> Column:
     return F.make_valid_utf8(F.col(column).cast("string"))
 
 
-def _first_problem(checks: list[tuple[Column, str]]) -> Column:
-    """The reason of the first check that holds, or null: a row's one reason for being invalid."""
-    reason = F.lit(None).cast("string")
-    for failed, text in reversed(checks):
-        reason = F.when(failed, F.lit(text)).otherwise(reason)
-    return reason
+def _with_first_problem(rows: DataFrame, checks: list[tuple[Column, str, str, str]]) -> DataFrame:
+    """`rows` with the code, path and reason of the first check (failed, code, path, reason) that holds, or nulls:
+    a row's one problem."""
+    for position, name in ((1, "code"), (2, "path"), (3, "reason")):
+        # A CASE chain: element_at(array, first_index) would be shorter, but Spark answers its last element for
+        # a null index.
+        value = F.lit(None).cast("string")
+        for check in reversed(checks):
+            value = F.when(check[0], F.lit(check[position])).otherwise(value)
+        rows = rows.withColumn(name, value)
+    return rows
 
 
 def parse_raw_records(records: DataFrame, event_schema: dict[str, Any]) -> DataFrame:
@@ -204,24 +213,31 @@ def parse_raw_records(records: DataFrame, event_schema: dict[str, Any]) -> DataF
     ).withColumn("received_at", F.try_to_timestamp("received_at"))
     required = [n for n in event_schema["required"] if n != "event"]
     required_details = [n for n in event_schema["properties"]["event"]["required"] if n != "timestamp"]
+    stamp = "$.event.timestamp"
     checks = [
-        (F.col("value_text").isNull() | (F.length("value_text") == 0), "record has no value"),
-        (F.col(CORRUPT_RECORD).isNotNull(), "record is not a JSON event with the schema's types"),
-        *[(F.col(name).isNull(), f"$.{name}: missing") for name in required],
-        *[(F.col(name).isNull(), f"$.event.{name}: missing") for name in required_details],
-        (F.col("event_timestamp_text").isNull(), "$.event.timestamp: missing"),
-        (F.col("event_timestamp").isNull(), "$.event.timestamp: not a real instant"),
+        (F.col("value_text").isNull() | (F.length("value_text") == 0), "record.empty", "$", "record has no value"),
+        (
+            F.col(CORRUPT_RECORD).isNotNull(),
+            "record.shape",
+            "$",
+            "record is not a JSON event with the schema's types",
+        ),
+        *[(F.col(n).isNull(), "record.required", f"$.{n}", f"$.{n}: missing") for n in required],
+        *[(F.col(n).isNull(), "record.required", f"$.event.{n}", f"$.event.{n}: missing") for n in required_details],
+        (F.col("event_timestamp_text").isNull(), "record.required", stamp, f"{stamp}: missing"),
+        (F.col("event_timestamp").isNull(), "lake.timestamp.instant", stamp, f"{stamp}: not a real instant"),
         # Spark counts a year 0; Python, pyarrow's readers and the collector start at year 1.
-        (F.year("event_timestamp") < 1, "$.event.timestamp: before year 1"),
+        (F.year("event_timestamp") < 1, "lake.timestamp.instant", stamp, f"{stamp}: before year 1"),
     ]
-    rows = rows.withColumn("reason", _first_problem(checks))
+    rows = _with_first_problem(rows, checks)
     return _date_partitions(rows, F.coalesce("event_timestamp", "kafka_timestamp"))
 
 
 def events(spark: SparkSession, args: argparse.Namespace, event_schema: dict[str, Any]) -> DataFrame:
     """Valid events, one row each, flattened, deduplicated by id."""
     rows = parse_raw_records(read_topic(spark, args, args.raw_topic), event_schema)
-    rows = rows.where(F.col("reason").isNull()).drop("reason", "event_timestamp_text", CORRUPT_RECORD, "value_text")
+    rows = rows.where(F.col("reason").isNull())
+    rows = rows.drop("code", "path", "reason", "event_timestamp_text", CORRUPT_RECORD, "value_text")
     # The watermark runs on the Kafka time (when the collector produced), not the client's clock: rows behind
     # the watermark are dropped by the deduplication, and client clocks can be far off.
     return rows.withWatermark("kafka_timestamp", args.dedupe_window).dropDuplicatesWithinWatermark(["id"])
@@ -250,6 +266,8 @@ def unfileable_raw_records(spark: SparkSession, args: argparse.Namespace, event_
     rows = parse_raw_records(read_topic(spark, args, args.raw_topic), event_schema).where(F.col("reason").isNotNull())
     rows = rows.select(
         "id",
+        "code",
+        "path",
         "reason",
         F.substring("value_text", 1, KEPT_VALUE_CHARS).alias("body"),
         F.length("value_text").cast("long").alias("body_bytes"),
@@ -272,10 +290,12 @@ def invalid_events(spark: SparkSession, args: argparse.Namespace) -> DataFrame:
         "id",
         # A record another producer wrote to the invalid topic is kept too, as text, with a reason of ours.
         F.when(unreadable, F.lit("record is not an invalid-event record")).otherwise(F.col("r.reason")).alias("reason"),
+        F.when(unreadable, F.lit("record.shape")).otherwise(F.col("r.code")).alias("code"),
+        F.when(unreadable, F.lit("$")).otherwise(F.col("r.path")).alias("path"),
         *[
             F.col(f"r.{f.name}").alias(f.name)
             for f in INVALID_RECORD_SCHEMA.fields
-            if f.name not in ("collector", "reason", "body", "body_bytes", CORRUPT_RECORD)
+            if f.name not in ("collector", "code", "path", "reason", "body", "body_bytes", CORRUPT_RECORD)
         ],
         F.when(unreadable, F.substring("value_text", 1, KEPT_VALUE_CHARS)).otherwise(F.col("r.body")).alias("body"),
         F.when(unreadable, F.length("value_text").cast("long")).otherwise(F.col("r.body_bytes")).alias("body_bytes"),

@@ -17,7 +17,7 @@ import orjson
 from chalicelib.contract import METADATA_FIELDS
 from chalicelib.settings import Settings
 from chalicelib.sinks import Delivery, Record, Sink, SinkUnavailable
-from chalicelib.validation import SCHEMA_ID, SCHEMA_VERSION, ClockWindow, lake_violation, schema_violation
+from chalicelib.validation import SCHEMA_ID, SCHEMA_VERSION, ClockWindow, Problem, lake_problem, schema_problem
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ class _Rejected(Exception):
     """The whole request is refused before anything reaches Kafka."""
 
     status_code: int
+    #: A Problem code: body.* for the body, batch.* for its events together, size.event for one too large.
+    code: str
     reason: str
     errors: list[dict[str, Any]] = field(default_factory=list)
 
@@ -96,7 +98,9 @@ class Collector:
             records, errors = self._records(events, meta)
         except _Rejected as rejected:
             self._keep_rejected_request(body, rejected, meta)
-            return answer(rejected.status_code, "rejected", rejected.errors, message=rejected.reason)
+            return answer(
+                rejected.status_code, "rejected", rejected.errors, message=rejected.reason, code=rejected.code
+            )
 
         counts.update(processed_count=len(events), valid_count=len(events) - len(errors), invalid_count=len(errors))
         try:
@@ -118,9 +122,15 @@ class Collector:
         settings = self.settings
         media_type = (request.content_type or "application/json").split(";")[0].strip().lower()
         if media_type not in ACCEPTED_CONTENT_TYPES:
-            raise _Rejected(415, f"content type {media_type!r} is not accepted; send application/json or text/plain")
+            raise _Rejected(
+                415,
+                "body.content_type",
+                f"content type {media_type!r} is not accepted; send application/json or text/plain",
+            )
         if len(body) > settings.max_body_bytes:
-            raise _Rejected(413, f"body of {len(body)} bytes exceeds the limit of {settings.max_body_bytes} bytes")
+            raise _Rejected(
+                413, "body.size", f"body of {len(body)} bytes exceeds the limit of {settings.max_body_bytes} bytes"
+            )
         try:
             # Strict: NaN, Infinity, numbers that overflow a double, invalid UTF-8 and nesting deeper than
             # 1024 are all refused, so whatever is accepted can be written back as valid JSON.
@@ -128,18 +138,22 @@ class Collector:
         except orjson.JSONDecodeError as exc:
             message = str(exc)
             if "depth limit" in message:
-                raise _Rejected(400, f"body is nested too deeply to parse: {message}") from None
+                raise _Rejected(400, "body.depth", f"body is nested too deeply to parse: {message}") from None
             if "UTF-8" in message:
-                raise _Rejected(400, f"body is not UTF-8: {message}") from None
-            raise _Rejected(400, f"body is not valid JSON: {message}") from None
+                raise _Rejected(400, "body.encoding", f"body is not UTF-8: {message}") from None
+            raise _Rejected(400, "body.malformed", f"body is not valid JSON: {message}") from None
         if isinstance(parsed, dict):
             return [parsed]
         if not isinstance(parsed, list):
-            raise _Rejected(400, f"body must be an event object or an array of events, not {type(parsed).__name__}")
+            raise _Rejected(
+                400, "body.shape", f"body must be an event object or an array of events, not {type(parsed).__name__}"
+            )
         if not parsed:
-            raise _Rejected(400, "body is an empty array: there are no events to collect")
+            raise _Rejected(400, "batch.empty", "body is an empty array: there are no events to collect")
         if len(parsed) > settings.max_batch_events:
-            raise _Rejected(413, f"batch of {len(parsed)} events exceeds the limit of {settings.max_batch_events}")
+            raise _Rejected(
+                413, "batch.size", f"batch of {len(parsed)} events exceeds the limit of {settings.max_batch_events}"
+            )
         return parsed
 
     def _records(self, events: list[Any], meta: dict[str, Any]) -> tuple[list[Record], list[dict[str, Any]]]:
@@ -155,33 +169,35 @@ class Collector:
             size = len(encoded)
             if size > settings.max_event_bytes:
                 reason = f"event of {size} bytes exceeds the limit of {settings.max_event_bytes} bytes"
-                oversized.append({"index": index, "id": event_id, "reason": reason})
+                oversized.append({"index": index, "id": event_id, "code": "size.event", "path": "$", "reason": reason})
                 continue
-            reason = self._violation(event)
-            if reason is None:
+            problem = self._problem(event)
+            if problem is None:
                 # The event serialised once, with the metadata spliced in before its closing brace: a valid
                 # event is a non-empty object that has no "collector" key (the schema forbids other keys).
                 records.append(Record(settings.raw_topic, event_id.encode(), encoded[:-1] + meta_field))
                 continue
-            errors.append({"index": index, "id": event_id, "reason": reason})
-            invalid = {"index": index, "reason": reason, "payload": event, "collector": meta}
+            described = {"code": problem.code, "path": problem.path, "reason": problem.reason}
+            errors.append({"index": index, "id": event_id, **described})
+            invalid = {"index": index, **described, "payload": event, "collector": meta}
             key = event_id.encode() if isinstance(event_id, str) else None
             records.append(Record(settings.invalid_topic, key, _dumps(invalid)))
         if oversized:
-            raise _Rejected(413, f"{len(oversized)} event(s) exceed the per-event size limit", oversized)
+            raise _Rejected(413, "size.event", f"{len(oversized)} event(s) exceed the per-event size limit", oversized)
         return records, errors
 
-    def _violation(self, event: Any) -> str | None:
+    def _problem(self, event: Any) -> Problem | None:
         """Why the lake cannot take `event`: the schema first, then the lake's column types and clock window."""
         if not isinstance(event, dict):
-            return "event must be a JSON object"
-        return schema_violation(event) or lake_violation(event, self.clock_window)
+            return Problem("event.shape", "$", "event must be a JSON object")
+        return schema_problem(event) or lake_problem(event, self.clock_window)
 
     def _keep_rejected_request(self, body: bytes, rejected: _Rejected, meta: dict[str, Any]) -> None:
         """Keep a refused request in the invalid topic with its reason (best effort: the client has its 4xx)."""
         limit = self.settings.rejected_body_bytes
         invalid = {
             "index": None,
+            "code": rejected.code,
             "reason": rejected.reason,
             "status_code": rejected.status_code,
             "body": body[:limit].decode("utf-8", errors="replace"),

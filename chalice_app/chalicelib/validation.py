@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jsonschema_rs
 
@@ -28,18 +28,44 @@ SCHEMA_VERSION: str = SCHEMA["self"]["version"]
 _validator = jsonschema_rs.Draft7Validator(SCHEMA)
 
 
-def schema_violation(event: Any) -> str | None:
-    """Why `event` breaks the schema (its first error, with the JSON path), or None if it is valid."""
+class Problem(NamedTuple):
+    """Why an event (or a request) is invalid, in the bad-row spirit: a code for machines, a reason for people."""
+
+    #: Stable and machine-readable, e.g. "schema.required", "schema.format.timestamp", "lake.timestamp.instant".
+    code: str
+    #: The JSON path of the offending value ("$" for the whole event); for a missing property, the property's.
+    path: str
+    #: What is wrong, for a person; starts with the path.
+    reason: str
+
+
+def _snake(keyword: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in keyword)
+
+
+def schema_problem(event: Any) -> Problem | None:
+    """The first way `event` breaks the schema, or None if it is valid."""
     if _validator.is_valid(event):
         return None
     error = next(iter(_validator.iter_errors(event)))
     path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.instance_path)
-    if isinstance(
-        error.kind, (jsonschema_rs.ValidationErrorKind.AnyOf, jsonschema_rs.ValidationErrorKind.OneOfNotValid)
-    ):
+    kind = error.kind
+    if isinstance(kind, (jsonschema_rs.ValidationErrorKind.AnyOf, jsonschema_rs.ValidationErrorKind.OneOfNotValid)):
         # The library's message repeats the whole value; the rule's own description says what is wanted.
-        return f"{path}: {_rule_description(error.schema_path)}"
-    return f"{path}: {error.message}"
+        return Problem(f"schema.{_snake(kind.name)}", path, f"{path}: {_rule_description(error.schema_path)}")
+    reason = f"{path}: {error.message}"
+    if isinstance(kind, jsonschema_rs.ValidationErrorKind.Required):
+        return Problem("schema.required", f"{path}.{kind.property}", reason)
+    if isinstance(kind, jsonschema_rs.ValidationErrorKind.Pattern):
+        # The schema's only patterns are formats (the timestamp's): name the format by its field.
+        return Problem(f"schema.format.{path.rsplit('.', 1)[-1]}", path, reason)
+    return Problem(f"schema.{_snake(kind.name)}", path, reason)
+
+
+def schema_violation(event: Any) -> str | None:
+    """Why `event` breaks the schema (its first error, with the JSON path), or None if it is valid."""
+    problem = schema_problem(event)
+    return None if problem is None else problem.reason
 
 
 def _rule_description(schema_path: list[str | int]) -> str:
@@ -80,20 +106,26 @@ def parse_instant(text: str) -> datetime | None:
     return instant if instant.tzinfo is not None else None
 
 
-def lake_violation(event: dict[str, Any], window: ClockWindow, now: datetime | None = None) -> str | None:
+def lake_problem(event: dict[str, Any], window: ClockWindow, now: datetime | None = None) -> Problem | None:
     """Why a schema-valid `event` cannot be stored in the lake's typed columns, or None if it can."""
-    problem = _typed_violation(event, SCHEMA, "$")
+    problem = _typed_problem(event, SCHEMA, "$")
     if problem is not None:
         return problem
-    text = event["event"]["timestamp"]
+    path, text = "$.event.timestamp", event["event"]["timestamp"]
     instant = parse_instant(text)
     if instant is None:
-        return f"$.event.timestamp: {text!r} is not a real instant (a calendar date and a time of day)"
-    problem = window.violation(instant, now or datetime.now(UTC))
-    return None if problem is None else f"$.event.timestamp: {text!r} {problem}"
+        reason = f"{path}: {text!r} is not a real instant (a calendar date and a time of day)"
+        return Problem("lake.timestamp.instant", path, reason)
+    outside = window.violation(instant, now or datetime.now(UTC))
+    return None if outside is None else Problem("lake.timestamp.window", path, f"{path}: {text!r} {outside}")
 
 
-def _typed_violation(value: dict[str, Any], schema: dict[str, Any], path: str) -> str | None:
+def lake_violation(event: dict[str, Any], window: ClockWindow, now: datetime | None = None) -> str | None:
+    problem = lake_problem(event, window, now)
+    return None if problem is None else problem.reason
+
+
+def _typed_problem(value: dict[str, Any], schema: dict[str, Any], path: str) -> Problem | None:
     for name, prop in schema.get("properties", {}).items():
         item = value.get(name)
         if item is None:
@@ -101,13 +133,15 @@ def _typed_violation(value: dict[str, Any], schema: dict[str, Any], path: str) -
         kinds = prop["type"] if isinstance(prop["type"], list) else [prop["type"]]
         where = f"{path}.{name}"
         if "object" in kinds and isinstance(item, dict):
-            problem = _typed_violation(item, prop, where)
+            problem = _typed_problem(item, prop, where)
             if problem is not None:
                 return problem
         elif "integer" in kinds:
             low, high = integer_range(prop)
             if isinstance(item, float) or not low <= item <= high:
-                return f"{where}: {item!r} is not a whole number from {low} to {high}"
+                return Problem(
+                    "lake.integer.range", where, f"{where}: {item!r} is not a whole number from {low} to {high}"
+                )
         elif "number" in kinds and not math.isfinite(float(item)):
-            return f"{where}: {item!r} is not a finite number"
+            return Problem("lake.number.finite", where, f"{where}: {item!r} is not a finite number")
     return None

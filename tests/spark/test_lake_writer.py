@@ -63,8 +63,11 @@ def test_valid_and_invalid_events_land_once_with_metadata(
     assert row["dt"] == sample["event"]["timestamp"][:10] and row["hour"] == sample["event"]["timestamp"][11:13]
 
     invalid = [r for r in read(INVALID_PREFIX).to_pylist() if r["id"] in rejected]
-    reasons = {e["id"]: e["reason"] for e in body["errors"]}
-    assert all(r["reason"] == reasons[r["id"]] and json.loads(r["payload"])["id"] == r["id"] for r in invalid)
+    problems = {e["id"]: (e["code"], e["path"], e["reason"]) for e in body["errors"]}
+    assert all(
+        (r["code"], r["path"], r["reason"]) == problems[r["id"]] and json.loads(r["payload"])["id"] == r["id"]
+        for r in invalid
+    )
 
 
 def test_latest_topic_holds_the_processed_events(
@@ -179,16 +182,17 @@ def test_records_of_any_producer_never_stop_the_lake(
     filed = set(raw_poison) | {f"{tag}-invalid-garbage"}
     assert lake_ids(INVALID_PREFIX, filed) == Counter(dict.fromkeys(filed, 1))
     rows = {r["id"]: r for r in read(INVALID_PREFIX).to_pylist() if r["id"] in filed}
-    reasons = {key: rows[key]["reason"] for key in filed}
-    assert reasons == {
-        f"{tag}-not-json": "record is not a JSON event with the schema's types",
-        f"{tag}-empty": "record has no value",
-        f"{tag}-tombstone": "record has no value",
-        f"{tag}-array": "record is not a JSON event with the schema's types",
-        f"{tag}-shape": "$.package_id: missing",
-        f"{tag}-april-31": "$.event.timestamp: not a real instant",
-        f"{tag}-wrong-type": "record is not a JSON event with the schema's types",
-        f"{tag}-invalid-garbage": "record is not an invalid-event record",
+    problems = {key: (rows[key]["code"], rows[key]["path"], rows[key]["reason"]) for key in filed}
+    not_an_event = ("record.shape", "$", "record is not a JSON event with the schema's types")
+    assert problems == {
+        f"{tag}-not-json": not_an_event,
+        f"{tag}-empty": ("record.empty", "$", "record has no value"),
+        f"{tag}-tombstone": ("record.empty", "$", "record has no value"),
+        f"{tag}-array": not_an_event,
+        f"{tag}-shape": ("record.required", "$.package_id", "$.package_id: missing"),
+        f"{tag}-april-31": ("lake.timestamp.instant", "$.event.timestamp", "$.event.timestamp: not a real instant"),
+        f"{tag}-wrong-type": not_an_event,
+        f"{tag}-invalid-garbage": ("record.shape", "$", "record is not an invalid-event record"),
     }
     for key in raw_poison:
         assert rows[key]["kafka_topic"] == kafka_settings.raw_topic and rows[key]["kafka_offset"] >= 0

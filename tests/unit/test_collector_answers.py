@@ -36,30 +36,38 @@ def test_some_invalid_is_200_partial_with_a_reason_each() -> None:
     sink = MemorySink()
     status, body = answer(events(40, invalid_share=0.3), sink)
     assert (status, body["status"]) == (200, "partial")
-    assert body["invalid_count"] == len(body["errors"]) > 0 and all(e["reason"] for e in body["errors"])
-    assert sum(r.topic == SETTINGS.invalid_topic for r in sink.records) == body["invalid_count"]
+    assert body["invalid_count"] == len(body["errors"]) > 0
+    assert all(e["reason"] and e["code"] and e["path"].startswith("$") for e in body["errors"])
+    kept = [json.loads(r.value) for r in sink.records if r.topic == SETTINGS.invalid_topic]
+    assert [(k["index"], k["code"], k["path"]) for k in kept] == [
+        (e["index"], e["code"], e["path"]) for e in body["errors"]
+    ]
 
 
 @pytest.mark.parametrize(
-    ("body", "status", "message"),
+    ("body", "status", "code", "message"),
     [
-        (b"[{]", 400, "not valid JSON"),
-        (b'["\xff"]', 400, "not UTF-8"),
-        (b"[" * 2000 + b"]" * 2000, 400, "nested too deeply"),
-        (b"[NaN]", 400, "not valid JSON"),
-        (b"[]", 400, "empty array"),
-        (b"42", 400, "an event object or an array"),
-        (json.dumps([{"id": "x"}] * 1001).encode(), 413, "exceeds the limit of 1000"),
-        (b" " * (10 * 1024 * 1024 + 1), 413, "exceeds the limit of 10485760 bytes"),
-        (json.dumps([{"id": "x" * 40_000}]).encode(), 413, "per-event size limit"),
+        (b"[{]", 400, "body.malformed", "not valid JSON"),
+        (b'["\xff"]', 400, "body.encoding", "not UTF-8"),
+        (b"[" * 2000 + b"]" * 2000, 400, "body.depth", "nested too deeply"),
+        (b"[NaN]", 400, "body.malformed", "not valid JSON"),
+        (b"[]", 400, "batch.empty", "empty array"),
+        (b"42", 400, "body.shape", "an event object or an array"),
+        (json.dumps([{"id": "x"}] * 1001).encode(), 413, "batch.size", "exceeds the limit of 1000"),
+        (b" " * (10 * 1024 * 1024 + 1), 413, "body.size", "exceeds the limit of 10485760 bytes"),
+        (json.dumps([{"id": "x" * 40_000}]).encode(), 413, "size.event", "per-event size limit"),
     ],
 )
-def test_refused_bodies_are_4xx_with_a_reason_and_kept(body: bytes, status: int, message: str) -> None:
+def test_refused_bodies_are_4xx_with_a_code_and_reason_and_kept(
+    body: bytes, status: int, code: str, message: str
+) -> None:
     sink = MemorySink()
-    code, answered = answer(body, sink)
-    assert (code, answered["status"]) == (status, "rejected") and message in answered["message"]
+    status_code, answered = answer(body, sink)
+    assert (status_code, answered["status"], answered["code"]) == (status, "rejected", code)
+    assert message in answered["message"]
     (kept,) = sink.records  # the refusal itself, in the invalid topic
-    assert kept.topic == SETTINGS.invalid_topic and json.loads(kept.value)["status_code"] == status
+    record = json.loads(kept.value)
+    assert kept.topic == SETTINGS.invalid_topic and (record["status_code"], record["code"]) == (status, code)
 
 
 def test_no_valid_event_is_400_and_each_is_kept() -> None:

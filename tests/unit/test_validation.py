@@ -10,7 +10,7 @@ import jsonschema
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.validation import SCHEMA, ClockWindow, lake_violation, schema_violation
+from chalicelib.validation import SCHEMA, ClockWindow, lake_problem, lake_violation, schema_problem, schema_violation
 from generator.synthetic import synthetic_events
 
 REFERENCE = jsonschema.Draft7Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
@@ -175,3 +175,28 @@ def test_integers_must_be_whole_and_fit_the_lake_column() -> None:
     assert "not a whole number" in (lake_violation(event, WINDOW, NOW) or "")
     event["event"]["product_id"] = 2**31 - 1
     assert lake_violation(event, WINDOW, NOW) is None
+
+
+def test_each_problem_has_a_code_and_the_path_it_is_at() -> None:
+    def problem(change: Any) -> tuple[str, str] | None:
+        event = _at("2026-11-30T10:00:00Z")
+        change(event)
+        found = schema_problem(event) or lake_problem(event, WINDOW, NOW)
+        return None if found is None else (found.code, found.path)
+
+    assert problem(lambda e: None) is None
+    assert problem(lambda e: e["event"].pop("customer_id")) == ("schema.required", "$.event.customer_id")
+    assert problem(lambda e: e.update(type="hover")) == ("schema.enum", "$.type")
+    assert problem(lambda e: e.update(extra=1)) == ("schema.additional_properties", "$")
+    assert problem(lambda e: e.update(id="")) == ("schema.min_length", "$.id")
+    assert problem(lambda e: e["event"].update(timestamp="noon")) == ("schema.format.timestamp", "$.event.timestamp")
+    assert problem(lambda e: e["event"].update(page=5)) == ("schema.type", "$.event.page")
+    assert problem(lambda e: e.update(type="view", event={**e["event"], "query": None})) == ("schema.any_of", "$.event")
+    assert problem(lambda e: e["event"].update(timestamp="2026-04-31T10:00:00Z")) == (
+        "lake.timestamp.instant",
+        "$.event.timestamp",
+    )
+    assert problem(lambda e: e["event"].update(timestamp="1999-01-01T10:00:00Z")) == (
+        "lake.timestamp.window",
+        "$.event.timestamp",
+    )
