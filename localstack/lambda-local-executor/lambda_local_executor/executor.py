@@ -20,17 +20,12 @@ What this module adds on top of the protocol:
 from __future__ import annotations
 
 import atexit
-import contextlib
 import datetime
 import json
 import logging
-import math
 import os
-import shutil
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -38,7 +33,6 @@ import weakref
 from collections import deque
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from localstack.aws.api.lambda_ import PackageType
@@ -59,6 +53,10 @@ from werkzeug import Request
 
 from localstack import config
 
+from .interpreters import resolve_interpreter, runtime_libs, search_path
+from .invocations import Invocation, compose_logs
+from .processes import kill_process_tree, peak_rss_mb, signal_name
+
 LOG = logging.getLogger(__name__)
 
 RUNTIME_SCRIPT = Path(__file__).with_name("runtime.py")
@@ -68,200 +66,12 @@ CONTROL_MARK = "\x1elocal-lambda\x1e"
 STOP_GRACE_SECONDS = 1.0
 # Lines of runtime output kept per environment for get_logs().
 LOG_RING_LINES = 2000
-# Output kept per invocation (Tail shows the last 4 KiB; CloudWatch Logs gets all of it).
-MAX_INVOCATION_OUTPUT_CHARS = 1 << 20
-# Optional: force one interpreter for every Python runtime.
-ENV_PYTHON_OVERRIDE = "LAMBDA_LOCAL_PYTHON"
-# Optional: os.pathsep-separated dirs appended to the function's sys.path (e.g. boto3, as on AWS).
-ENV_RUNTIME_LIBS = "LAMBDA_LOCAL_RUNTIME_LIBS"
 
 # Executors with a live process, so that an interpreter exit never leaves one behind.
 _LIVE_EXECUTORS: weakref.WeakSet[LocalProcessRuntimeExecutor] = weakref.WeakSet()
 
 
-# --- interpreter selection ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Interpreter:
-    path: str
-    version: str  # "3.11"
-
-
-_interpreters: dict[str, Interpreter] = {}
-_interpreters_lock = threading.Lock()
-
-
-def _probe(candidate: str) -> Interpreter | None:
-    """Run a candidate interpreter once: resolves shims (pyenv) to the real binary, checks it."""
-    code = "import sys; print(sys.executable); print('%d.%d' % sys.version_info[:2])"
-    try:
-        out = subprocess.run(
-            [candidate, "-I", "-S", "-c", code],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-            stdin=subprocess.DEVNULL,
-        ).stdout.split()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if len(out) != 2:
-        return None
-    return Interpreter(path=out[0], version=out[1])
-
-
-def _search_path() -> str:
-    # Never pick an interpreter from LocalStack's own virtualenv via PATH.
-    venv_bin = os.path.join(sys.prefix, "bin")
-    entries = os.environ.get("PATH", os.defpath).split(os.pathsep)
-    return os.pathsep.join(p for p in entries if p and os.path.abspath(p) != venv_bin)
-
-
-def resolve_interpreter(runtime: str) -> Interpreter:
-    """Interpreter for a Lambda runtime like ``python3.11``; cached per runtime."""
-    if not runtime.startswith("python"):
-        raise LambdaRuntimeException(
-            f"Runtime '{runtime}' is not supported by the local-process Lambda executor (Python runtimes only)"
-        )
-    wanted = runtime[len("python") :]
-    with _interpreters_lock:
-        if runtime in _interpreters:
-            return _interpreters[runtime]
-
-        override = os.environ.get(ENV_PYTHON_OVERRIDE)
-        if override:
-            interpreter = _probe(override)
-            if interpreter is None:
-                raise LambdaRuntimeException(f"{ENV_PYTHON_OVERRIDE}={override} is not runnable")
-            if interpreter.version != wanted:
-                LOG.warning(
-                    "Running %s functions with %s=%s (Python %s)",
-                    runtime,
-                    ENV_PYTHON_OVERRIDE,
-                    interpreter.path,
-                    interpreter.version,
-                )
-        else:
-            found = shutil.which(runtime, path=_search_path())
-            interpreter = _probe(found) if found else None
-            if interpreter is None or interpreter.version != wanted:
-                # The base interpreter of LocalStack's venv: with -I -S it brings no packages along.
-                fallback = getattr(sys, "_base_executable", None) or sys.executable
-                interpreter = _probe(fallback)
-                if interpreter is None:
-                    raise LambdaRuntimeException(f"No Python interpreter usable for {runtime}")
-                LOG.warning(
-                    "%s not found on PATH; running %s functions with the local interpreter %s (Python %s)",
-                    runtime,
-                    runtime,
-                    interpreter.path,
-                    interpreter.version,
-                )
-        LOG.info("Lambda runtime %s -> %s", runtime, interpreter.path)
-        _interpreters[runtime] = interpreter
-        return interpreter
-
-
-def _runtime_libs(version: str) -> str:
-    # The pinned boto3/urllib3 need Python >= 3.9; older runtimes get no runtime libraries.
-    major, minor = (int(part) for part in version.split(".")[:2])
-    return os.environ.get(ENV_RUNTIME_LIBS, "") if (major, minor) >= (3, 9) else ""
-
-
-# --- process helpers ------------------------------------------------------------------------
-
-
-def _descendants(pid: int) -> list[int]:
-    """All descendant pids of ``pid`` (Linux /proc), including ones that left the process group."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # Format: "pid (comm) state ppid ..."; comm may contain spaces and parentheses.
-        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    result: list[int] = []
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            result.append(child)
-            todo.append(child)
-    return result
-
-
-def _signal_tree(pgid: int, pids: list[int], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-
-
-def kill_process_tree(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """Stop the runtime, its process group and every descendant; reaps the runtime."""
-    if proc.poll() is not None:
-        return
-    # Scan only while the runtime is alive: once reaped, its pid may belong to someone else.
-    pids = _descendants(proc.pid)
-    if grace > 0:
-        _signal_tree(proc.pid, pids, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pids += _descendants(proc.pid)
-    # SIGKILL even if the runtime exited on SIGTERM: its children may still be alive.
-    _signal_tree(proc.pid, pids, signal.SIGKILL)
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        LOG.warning("Lambda runtime process %s did not die after SIGKILL", proc.pid)
-
-
-def _peak_rss_mb(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) // 1024
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
-
-
 # --- executor -------------------------------------------------------------------------------
-
-
-@dataclass
-class _Invocation:
-    request_id: str
-    future: Future[tuple[bytes, bool]] = field(default_factory=Future)
-    output: list[str] = field(default_factory=list)
-    output_chars: int = 0
-    end_seen: threading.Event = field(default_factory=threading.Event)
-    outcome: str = "pending"  # pending | done | timeout | exited
-    exit_code: int | None = None
-    duration_ms: float | None = None
-    max_memory_mb: int | None = None
-
-    def capture(self, text: str) -> None:
-        if self.output_chars < MAX_INVOCATION_OUTPUT_CHARS:
-            self.output.append(text)
-            self.output_chars += len(text)
-            if self.output_chars >= MAX_INVOCATION_OUTPUT_CHARS:
-                self.output.append("[local-process executor: output truncated]\n")
 
 
 class _Endpoint(ExecutorEndpoint):
@@ -297,7 +107,7 @@ class LocalProcessRuntimeExecutor(RuntimeExecutor):
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
         self._port: int | None = None
-        self._invocation: _Invocation | None = None
+        self._invocation: Invocation | None = None
         self._ring: deque[str] = deque(maxlen=LOG_RING_LINES)
         self._init_duration_ms: float | None = None
         self._stopped = False
@@ -339,7 +149,7 @@ class LocalProcessRuntimeExecutor(RuntimeExecutor):
     def invoke(self, payload: dict[str, str]) -> InvocationResult:
         request_id = payload["invoke-id"]
         self._ensure_running()
-        invocation = _Invocation(request_id)
+        invocation = Invocation(request_id)
         with self._lock:
             self._invocation = invocation
             # So that endpoint.shutdown() (function update/delete) cancels a running invocation.
@@ -357,7 +167,7 @@ class LocalProcessRuntimeExecutor(RuntimeExecutor):
             with self._lock:
                 self._invocation = None
         elapsed_ms = (time.monotonic() - started) * 1000
-        logs = self._compose_logs(invocation, elapsed_ms, init_duration)
+        logs = compose_logs(invocation, self.function_version, elapsed_ms, init_duration)
         return InvocationResult(request_id, response, is_error=is_error, logs=logs)
 
     def get_logs(self) -> str:
@@ -404,10 +214,10 @@ class LocalProcessRuntimeExecutor(RuntimeExecutor):
                 "LAMBDA_TASK_ROOT": code_dir,
                 "LAMBDA_RUNTIME_DIR": str(RUNTIME_SCRIPT.parent),
                 "AWS_EXECUTION_ENV": f"AWS_Lambda_{cfg.runtime}",
-                "PATH": _search_path(),
+                "PATH": search_path(),
                 "LANG": "C.UTF-8",
                 "_LOCAL_LAMBDA_SYS_PATH": os.pathsep.join(layer_paths),
-                "_LOCAL_LAMBDA_RUNTIME_LIBS": _runtime_libs(version),
+                "_LOCAL_LAMBDA_RUNTIME_LIBS": runtime_libs(version),
                 "_LOCAL_LAMBDA_PARENT_PID": str(os.getpid()),
             }
         )
@@ -507,7 +317,7 @@ class LocalProcessRuntimeExecutor(RuntimeExecutor):
             if invocation is not None and invocation.outcome == "pending":
                 invocation.outcome = "exited"
                 invocation.exit_code = code
-                status = f"signal: {_signal_name(-code)}" if code < 0 else f"exit status {code}"
+                status = f"signal: {signal_name(-code)}" if code < 0 else f"exit status {code}"
                 message = f"RequestId: {invocation.request_id} Error: Runtime exited with error: {status}"
                 invocation.output.append(f"{message}\nRuntime.ExitError\n")
                 body = json.dumps({"errorType": "Runtime.ExitError", "errorMessage": message})
@@ -553,7 +363,7 @@ class LocalProcessRuntimeExecutor(RuntimeExecutor):
 
     # invocation helpers ----------------------------------------------------------------------
 
-    def _run_invocation(self, invocation: _Invocation, port: int | None, payload: dict[str, str]) -> tuple[bytes, bool]:
+    def _run_invocation(self, invocation: Invocation, port: int | None, payload: dict[str, str]) -> tuple[bytes, bool]:
         timeout = float(self.function_version.config.timeout)
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invoke",
@@ -588,7 +398,7 @@ class LocalProcessRuntimeExecutor(RuntimeExecutor):
             if not invocation.future.done():
                 invocation.future.set_result((body, is_error))
 
-    def _on_timeout(self, invocation: _Invocation, timeout: float) -> tuple[bytes, bool]:
+    def _on_timeout(self, invocation: Invocation, timeout: float) -> tuple[bytes, bool]:
         with self._lock:
             if invocation.outcome != "pending":  # answered (or crashed) right at the deadline
                 return invocation.future.result()
@@ -596,7 +406,7 @@ class LocalProcessRuntimeExecutor(RuntimeExecutor):
             proc = self._proc
             reader = self._reader
         if proc is not None:
-            invocation.max_memory_mb = _peak_rss_mb(proc.pid)
+            invocation.max_memory_mb = peak_rss_mb(proc.pid)
             kill_process_tree(proc, 0)
         if reader is not None:
             reader.join(timeout=2)
@@ -606,27 +416,6 @@ class LocalProcessRuntimeExecutor(RuntimeExecutor):
         message = f"RequestId: {invocation.request_id} Error: Task timed out after {timeout:.2f} seconds"
         body = json.dumps({"errorType": "Sandbox.Timedout", "errorMessage": message})
         return body.encode(), True
-
-    def _compose_logs(self, invocation: _Invocation, elapsed_ms: float, init_duration_ms: float | None) -> str:
-        """The AWS-shaped log of one invocation: START, the function's output, END, REPORT."""
-        request_id = invocation.request_id
-        output = "".join(invocation.output)
-        if output and not output.endswith("\n"):
-            output += "\n"
-        duration = invocation.duration_ms if invocation.duration_ms is not None else elapsed_ms
-        memory = self.function_version.config.memory_size
-        report = (
-            f"REPORT RequestId: {request_id}\tDuration: {duration:.2f} ms\t"
-            f"Billed Duration: {math.ceil(duration)} ms\tMemory Size: {memory} MB\t"
-        )
-        if invocation.max_memory_mb is not None:
-            report += f"Max Memory Used: {invocation.max_memory_mb} MB\t"
-        if init_duration_ms is not None:
-            report += f"Init Duration: {init_duration_ms:.2f} ms\t"
-        return (
-            f"START RequestId: {request_id} Version: {self.function_version.id.qualifier}\n"
-            f"{output}END RequestId: {request_id}\n{report}\n"
-        )
 
 
 @atexit.register
