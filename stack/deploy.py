@@ -112,6 +112,11 @@ def spool_status(environment: dict[str, str] | None = None) -> str:
     return f"spool: {queue} holds {depth[0]} batch(es) waiting for Kafka, {depth[1]} being drained"
 
 
+def deployed_record(app_dir: Path, stage: str) -> Path:
+    """Chalice's record of what it deployed for `stage`."""
+    return app_dir / ".chalice" / "deployed" / f"{stage}.json"
+
+
 def pin_rest_api(stage: str, app_dir: Path) -> str:
     """Make Chalice update the API with the stage's fixed id instead of creating one with a random id.
 
@@ -124,7 +129,7 @@ def pin_rest_api(stage: str, app_dir: Path) -> str:
         apigateway.get_rest_api(restApiId=api_id)
     except apigateway.exceptions.NotFoundException:
         apigateway.create_rest_api(name=APP_NAME, tags={"_custom_id_": api_id})
-    record = app_dir / ".chalice" / "deployed" / f"{stage}.json"
+    record = deployed_record(app_dir, stage)
     deployed = json.loads(record.read_text()) if record.exists() else {"schema_version": "2.0", "backend": "api"}
     resources = [r for r in deployed.get("resources", []) if r.get("name") != "rest_api"]
     resources.append({"name": "rest_api", "resource_type": "rest_api", "rest_api_id": api_id, "rest_api_url": ""})
@@ -142,21 +147,22 @@ def deploy_collector(stage: str) -> dict[str, str]:
     app_dir = staged_app()
     api_id = pin_rest_api(stage, app_dir)
     subprocess.run([str(chalice), "deploy", "--stage", stage], cwd=app_dir, env=env, check=True)
-    deployed = json.loads((app_dir / ".chalice" / "deployed" / f"{stage}.json").read_text())
-    resources = {r["name"]: r for r in deployed["resources"]}
-    function = resources["api_handler"]["lambda_arn"].rsplit(":", 1)[-1]
-    assert resources["rest_api"]["rest_api_id"] == api_id, "chalice deployed another API than the pinned one"
-    functions = [
-        r["lambda_arn"].rsplit(":", 1)[-1] for r in resources.values() if r["resource_type"] == "lambda_function"
-    ]
+    resources = {r["name"]: r for r in json.loads(deployed_record(app_dir, stage).read_text())["resources"]}
+    if resources["rest_api"]["rest_api_id"] != api_id:
+        raise DeployError(f"chalice deployed API {resources['rest_api']['rest_api_id']}, not the pinned {api_id}")
+    functions = {
+        name: r["lambda_arn"].rsplit(":", 1)[-1]
+        for name, r in resources.items()
+        if r["resource_type"] == "lambda_function"
+    }
     if overrides:
         lambda_client = localstack.client("lambda")
-        for name in functions:
+        for name in functions.values():
             current = lambda_client.get_function_configuration(FunctionName=name)
             variables = {**current.get("Environment", {}).get("Variables", {}), **overrides}
             lambda_client.update_function_configuration(FunctionName=name, Environment={"Variables": variables})
             lambda_client.get_waiter("function_updated_v2").wait(FunctionName=name)
-    return {"function_name": function, "rest_api_id": api_id, "api_url": api_url(api_id)}
+    return {"function_name": functions["api_handler"], "rest_api_id": api_id, "api_url": api_url(api_id)}
 
 
 def deploy_website(collector_url: str) -> dict[str, str]:

@@ -190,7 +190,7 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
-    kept = {settings.raw_topic: topic_retention(), settings.invalid_topic: topic_retention()}
+    kept = dict.fromkeys((settings.raw_topic, settings.invalid_topic), topic_retention())
     try:
         existing = set(admin.list_topics())
         missing = [t for t in settings.topics if t not in existing]

@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from chalicelib.settings import REGION, aws_environment, gateway_listen
+from chalicelib.settings import REGION, aws_environment, gateway_listen, gateway_url
 from stack.paths import REPO, cache_dir, runtime_dir
 from stack.process import Service, ServiceError, port_open
 
@@ -51,8 +51,7 @@ def listen() -> tuple[str, int]:
 
 
 def endpoint_url() -> str:
-    host, port = listen()
-    return f"http://{host}:{port}"
+    return gateway_url()
 
 
 def services() -> list[str]:

@@ -31,18 +31,22 @@ def build_sink(settings: Settings) -> Sink:
     return kafka
 
 
-@lru_cache(maxsize=1)
-def get_collector() -> Collector:
+def _logged_settings() -> Settings:
+    """The process's settings, with the collector's log level applied."""
     settings = get_settings()
     logging.getLogger("chalicelib").setLevel(settings.log_level)
+    return settings
+
+
+@lru_cache(maxsize=1)
+def get_collector() -> Collector:
+    settings = _logged_settings()
     return Collector(settings, build_sink(settings))
 
 
 @lru_cache(maxsize=1)
 def get_drainer() -> Drainer:
-    settings = get_settings()
-    logging.getLogger("chalicelib").setLevel(settings.log_level)
-    return Drainer(KafkaSink(settings), aws_client)
+    return Drainer(KafkaSink(_logged_settings()), aws_client)
 
 
 def reset() -> None:

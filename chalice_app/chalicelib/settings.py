@@ -151,13 +151,18 @@ def gateway_listen(environ: Mapping[str, str] | None = None) -> tuple[str, int]:
     return (host if host not in ("0.0.0.0", "::") else "127.0.0.1"), port
 
 
+def gateway_url(environ: Mapping[str, str] | None = None) -> str:
+    """LocalStack's URL, from GATEWAY_LISTEN."""
+    host, port = gateway_listen(environ)
+    return f"http://{host}:{port}"
+
+
 def aws_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """What AWS clients (boto3, chalice, awslocal, s3a, pyarrow) need to reach the stack's AWS: LocalStack unless
     AWS_ENDPOINT_URL says otherwise. The credentials are LocalStack's local-dev defaults, used only when unset."""
     env = os.environ if environ is None else environ
-    host, port = gateway_listen(env)
     return {
-        "AWS_ENDPOINT_URL": env.get("AWS_ENDPOINT_URL") or f"http://{host}:{port}",
+        "AWS_ENDPOINT_URL": env.get("AWS_ENDPOINT_URL") or gateway_url(env),
         "AWS_ACCESS_KEY_ID": env.get("AWS_ACCESS_KEY_ID") or "test",
         "AWS_SECRET_ACCESS_KEY": env.get("AWS_SECRET_ACCESS_KEY") or "test",
         "AWS_DEFAULT_REGION": env.get("AWS_DEFAULT_REGION") or REGION,

@@ -127,23 +127,6 @@ class Traffic:
             time.sleep(max(0.0, started + sent * interval - time.monotonic()))
 
 
-def lake_counts(wanted: set[str], timeout_s: float) -> Counter[str]:
-    """How often each wanted id is in the lake (pyarrow through _spark_metadata), once all are (or at timeout)."""
-    from lake.reader import LAKE_PREFIX, read
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            table = read(LAKE_PREFIX, columns=["id"])
-            ids = table.column("id").to_pylist() if table.num_rows else []
-        except OSError:  # LocalStack still coming back
-            ids = []
-        found = Counter(i for i in ids if i in wanted)
-        if set(found) >= wanted or time.monotonic() > deadline:
-            return found
-        time.sleep(2)
-
-
 def wait_until(condition: Any, timeout_s: float, every_s: float = 0.5) -> float | None:
     """Seconds until condition() held, or None at the timeout."""
     started = time.monotonic()

@@ -21,9 +21,11 @@ from chalicelib.contract import read_deployment
 from chalicelib.settings import Settings
 from generator.sender import Sender
 from generator.synthetic import synthetic_events
+from lake.reader import LAKE_PREFIX
 from stack import kafka, localstack, spark
 from stack.deploy import spool_depth
-from tests.faults.conftest import Stack, Traffic, kill_group, lake_counts, report, wait_until
+from tests.conftest import lake_ids
+from tests.faults.conftest import Stack, Traffic, kill_group, report, wait_until
 
 # Each test waits for recoveries and for the lake: longer than the suite's default timeout.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -49,7 +51,7 @@ def test_a_broker_killed_under_load_every_answer_is_200_or_202_and_nothing_is_lo
     drained_after = wait_until(lambda: spool_depth() == (0, 0), 180, every_s=1)
 
     accepted = traffic.accepted | ({e["id"] for e in large} - {e["id"] for e in large_answer.json()["errors"]})
-    landed = lake_counts(accepted, timeout_s=240)
+    landed = lake_ids(LAKE_PREFIX, accepted, timeout_s=240)
     report(
         "a. broker SIGKILL, 20 s down",
         {
@@ -78,7 +80,7 @@ def test_b_lake_writer_killed_mid_batch_comes_back_by_itself(fault_stack: Stack)
     back = wait_until(lambda: spark.service().pid() not in (None, before) and spark.progress(), 240)
     time.sleep(5)
     traffic.stop()
-    landed = lake_counts(traffic.accepted, timeout_s=240)
+    landed = lake_ids(LAKE_PREFIX, traffic.accepted, timeout_s=240)
     report(
         "b. lake writer SIGKILL",
         {
@@ -107,7 +109,7 @@ def test_c_localstack_killed_comes_back_with_the_same_api_and_the_lake_whole(fau
     before = Traffic(url, rate=200, threads=2).start(seed=3)
     time.sleep(5)
     before.stop()
-    assert lake_counts(before.accepted, timeout_s=120) == Counter(dict.fromkeys(before.accepted, 1))
+    assert lake_ids(LAKE_PREFIX, before.accepted, timeout_s=120) == Counter(dict.fromkeys(before.accepted, 1))
 
     kill_group(localstack.service().pid())
     killed = time.monotonic()
@@ -117,7 +119,7 @@ def test_c_localstack_killed_comes_back_with_the_same_api_and_the_lake_whole(fau
     after.stop()
     # The lake came back with LocalStack's S3 empty: rebuilt from Kafka, it holds every event ever accepted.
     everything = set(_every_raw_id())
-    landed = lake_counts(everything, timeout_s=300)
+    landed = lake_ids(LAKE_PREFIX, everything, timeout_s=300)
     report(
         "c. LocalStack SIGKILL",
         {
@@ -165,7 +167,7 @@ def test_d_lambda_killed_mid_invocation_the_retry_lands_once(fault_stack: Stack)
         os.kill(pid, signal.SIGKILL)
     posting.join(timeout=120)
     accepted = {e["id"] for e in events} - {e["id"] for e in answer.get("errors", [])}
-    landed = lake_counts(accepted, timeout_s=120)
+    landed = lake_ids(LAKE_PREFIX, accepted, timeout_s=120)
     report(
         "d. Lambda process SIGKILL mid-invocation",
         {
