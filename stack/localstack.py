@@ -45,6 +45,26 @@ def _runtime_libs() -> Path:
     return venv() / "lambda-runtime-libs"
 
 
+# The runtime-library sets, each named after the oldest Python it serves (the executor picks the newest that
+# fits a function's runtime). Below 3.9 botocore installs no more: such functions package their own boto3.
+RUNTIME_LIB_PYTHONS = ("3.9", "3.10")
+
+
+def runtime_requirements(python: str) -> list[str]:
+    """The runtime libraries' pins for one Python, their markers evaluated for it (pip would use its own)."""
+    from packaging.requirements import Requirement
+
+    pins = []
+    for line in RUNTIME_REQUIREMENTS.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        requirement = Requirement(line)
+        if requirement.marker is None or requirement.marker.evaluate({"python_version": python}):
+            pins.append(f"{requirement.name}{requirement.specifier}")
+    return pins
+
+
 def listen() -> tuple[str, int]:
     """Where LocalStack listens (GATEWAY_LISTEN)."""
     return gateway_listen()
@@ -71,7 +91,7 @@ def service() -> Service:
 
 def _install_digest() -> str:
     """Hash of everything the venv is built from: it is rebuilt when one of them changes."""
-    digest = hashlib.sha256(f"{sys.version_info[:2]}".encode())
+    digest = hashlib.sha256(f"{sys.version_info[:2]} {RUNTIME_LIB_PYTHONS}".encode())
     sources = sorted(
         p
         for p in PLUGIN_DIR.rglob("*")
@@ -108,7 +128,12 @@ def install() -> None:
         pip("install", "--no-deps", "--force-reinstall", str(source))
     # What AWS's Python runtime provides without packaging (boto3), for the Lambda processes.
     shutil.rmtree(_runtime_libs(), ignore_errors=True)
-    pip("install", "--target", str(_runtime_libs()), "-r", str(RUNTIME_REQUIREMENTS))
+    for python in RUNTIME_LIB_PYTHONS:
+        target = _runtime_libs() / python
+        # Pure-Python wheels for that Python, whatever LocalStack's own interpreter is.
+        # Every pin is listed, so no resolver run for LocalStack's own interpreter.
+        target_python = ["--python-version", python, "--only-binary=:all:", "--no-deps"]
+        pip("install", "--target", str(target), *target_python, *runtime_requirements(python))
     pip("check")
     stamp.write_text(digest + "\n")
     print(f"localstack: installed in {time.monotonic() - started:.0f}s", flush=True)

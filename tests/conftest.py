@@ -75,7 +75,18 @@ def localstack_endpoint(runtime: Path) -> Iterator[str]:
 
     os.environ["GATEWAY_LISTEN"] = f"127.0.0.1:{free_port()}"
     os.environ["AWS_ENDPOINT_URL"] = localstack.endpoint_url()
-    localstack.start()
+    # A TMPDIR of LocalStack's own, which the executor tests check no function inherits.
+    host_tmp = runtime / "localstack-tmpdir"
+    host_tmp.mkdir(exist_ok=True)
+    previous = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(host_tmp)
+    try:
+        localstack.start()
+    finally:
+        if previous is None:
+            del os.environ["TMPDIR"]
+        else:
+            os.environ["TMPDIR"] = previous
     try:
         yield localstack.endpoint_url()
     finally:
@@ -124,7 +135,7 @@ def lake_ids(prefix: str, wanted: set[str], timeout_s: float = 120) -> Counter[s
 
 @pytest.fixture
 def make_function(localstack_endpoint: str) -> Iterator[Callable[..., str]]:
-    """Create a python3.11 Lambda function from {path: source}; deleted after the test."""
+    """Create a Lambda function (python3.11 unless told) from {path: source}; deleted after the test."""
     from tests.localstack.lambda_support import create_function, lambda_client
 
     client = lambda_client()

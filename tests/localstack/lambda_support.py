@@ -24,20 +24,33 @@ def lambda_client() -> Any:
     )
 
 
+EXECUTABLE_SUFFIX = ".sh"
+
+
 def build_zip(files: dict[str, str]) -> bytes:
+    """A deployment package; ``*.sh`` files are executable, as a wrapper script must be."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, content in files.items():
-            archive.writestr(name, content)
+            entry = zipfile.ZipInfo(name)
+            entry.create_system = 3  # Unix: the mode below is honoured on unzip
+            mode = 0o755 if name.endswith(EXECUTABLE_SUFFIX) else 0o644
+            entry.external_attr = (0o100000 | mode) << 16
+            archive.writestr(entry, content)
     return buffer.getvalue()
 
 
 def create_function(
-    lambda_client: Any, name: str, files: dict[str, str], handler: str = "app.handler", **extra: Any
+    lambda_client: Any,
+    name: str,
+    files: dict[str, str],
+    handler: str = "app.handler",
+    runtime: str = "python3.11",
+    **extra: Any,
 ) -> None:
     lambda_client.create_function(
         FunctionName=name,
-        Runtime="python3.11",
+        Runtime=runtime,
         Role=ROLE_ARN,
         Handler=handler,
         Code={"ZipFile": build_zip(files)},

@@ -79,7 +79,10 @@ def handler(event, context):
     return {
         "env": {k: os.environ.get(k) for k in
                 ["FOO", "AWS_LAMBDA_FUNCTION_NAME", "AWS_REGION", "_HANDLER", "AWS_ENDPOINT_URL",
-                 "LAMBDA_TASK_ROOT", "AWS_LAMBDA_FUNCTION_TIMEOUT"]},
+                 "LAMBDA_TASK_ROOT", "AWS_LAMBDA_FUNCTION_TIMEOUT", "AWS_LAMBDA_RUNTIME_API", "LANG",
+                 "LC_CTYPE", "TZ", "TMPDIR"]},
+        "localstack_variables": sorted(k for k in os.environ if k.startswith("LOCALSTACK_")),
+        "private_variables": sorted(k for k in os.environ if k.startswith("_LOCAL_LAMBDA")),
         "cwd": os.getcwd(),
         "sys_path_0": sys.path[0],
         "vendored": vendored_dep.VALUE,
@@ -107,6 +110,12 @@ def test_environment_and_import_isolation(localstack_endpoint: str, make_functio
     assert env["_HANDLER"] == "app.handler"
     assert env["AWS_ENDPOINT_URL"] == localstack_endpoint
     assert env["AWS_LAMBDA_FUNCTION_TIMEOUT"] == "7"
+    # As AWS's Python runtimes set them; LocalStack's internals and the host's TMPDIR stay out.
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", env["AWS_LAMBDA_RUNTIME_API"]), env
+    assert (env["LANG"], env["LC_CTYPE"], env["TZ"]) == ("en_US.UTF-8", "C.UTF-8", ":UTC")
+    assert env["TMPDIR"] is None
+    assert body["localstack_variables"] == ["LOCALSTACK_HOSTNAME"]
+    assert body["private_variables"] == []
     # The unpacked deployment package is the working directory and comes first on sys.path.
     assert body["cwd"] == env["LAMBDA_TASK_ROOT"] == body["sys_path_0"]
     assert body["vendored"] == "from the zip"
@@ -169,6 +178,7 @@ def test_exception_is_reported_as_unhandled_function_error(localstack_endpoint: 
     assert result["error"] == "Unhandled"
     assert result["payload"]["errorType"] == "ValueError"
     assert result["payload"]["errorMessage"] == "boom: bad input"
+    assert re.fullmatch(r"[0-9a-f-]{36}", result["payload"]["requestId"])  # the failed request's
     assert any("app.py" in frame for frame in result["payload"]["stackTrace"])
     assert "[ERROR] ValueError: boom: bad input" in result["log"]
     assert "Traceback" in result["log"]
@@ -199,6 +209,97 @@ def test_import_error_is_reported_per_invocation(localstack_endpoint: str, make_
     assert result["error"] == "Unhandled"
     assert result["payload"]["errorType"] == "Runtime.ImportModuleError"
     assert "not_packaged_module" in result["payload"]["errorMessage"]
+    assert result["payload"]["requestId"] == ""  # AWS: an init error belongs to no request
+
+
+WRAPPED = """
+import os, sys
+
+def handler(event, context):
+    return {"wrapped_by": os.environ.get("WRAPPED_BY"), "argv0": sys.argv[0], "flags": sys.flags.dont_write_bytecode}
+"""
+# A wrapper as AWS documents them: it gets the runtime's command line, may change it, and must exec it.
+WRAPPER = """#!/bin/sh
+export WRAPPED_BY="$0"
+runtime="$1"
+shift
+exec "$runtime" -B "$@"
+"""
+
+
+def test_exec_wrapper_starts_the_runtime_from_task_and_layer_paths(
+    localstack_endpoint: str, make_function: Any
+) -> None:
+    client = lambda_client()
+    layer = client.publish_layer_version(
+        LayerName="lpe-wrapper-layer", Content={"ZipFile": build_zip({"bin/wrap.sh": WRAPPER})}
+    )["LayerVersionArn"]
+    in_task = make_function(
+        "lpe-wrapper-task",
+        {"app.py": WRAPPED, "wrap.sh": WRAPPER},
+        Environment={"Variables": {"AWS_LAMBDA_EXEC_WRAPPER": "/var/task/wrap.sh"}},
+    )
+    in_layer = make_function(
+        "lpe-wrapper-layer",
+        {"app.py": WRAPPED},
+        Layers=[layer],
+        Environment={"Variables": {"AWS_LAMBDA_EXEC_WRAPPER": "/opt/bin/wrap.sh"}},
+    )
+
+    task_result, layer_result = invoke(client, in_task), invoke(client, in_layer)
+
+    assert task_result["error"] is None and layer_result["error"] is None, (task_result, layer_result)
+    # The wrapper ran (its variable is set), from the function's code folder and from the layer...
+    assert task_result["payload"]["wrapped_by"].endswith("/wrap.sh")
+    assert layer_result["payload"]["wrapped_by"].endswith("/bin/wrap.sh")
+    assert task_result["payload"]["wrapped_by"] != layer_result["payload"]["wrapped_by"]
+    # ...and the option it added reached the interpreter it exec'd.
+    assert task_result["payload"]["flags"] == layer_result["payload"]["flags"] == 1
+    assert task_result["payload"]["argv0"].endswith("runtime.py")
+
+
+BIG = """
+def handler(event, context):
+    return "x" * event["chars"]
+"""
+
+
+def test_response_over_six_megabytes_is_refused_as_aws_does(localstack_endpoint: str, make_function: Any) -> None:
+    name = make_function("lpe-big", {"app.py": BIG}, MemorySize=512, Timeout=30)
+    client = lambda_client()
+
+    fits = invoke(client, name, {"chars": 6_291_556 - 2})  # the limit exactly, JSON quotes included
+    too_big = invoke(client, name, {"chars": 6_291_556 - 1})
+
+    assert fits["error"] is None and len(fits["payload"]) == 6_291_554
+    assert too_big["error"] == "Unhandled"
+    assert too_big["payload"] == {
+        "errorType": "Function.ResponseSizeTooLarge",
+        "errorMessage": "Response payload size (6291557 bytes) exceeded maximum allowed payload size (6291556 bytes).",
+    }
+
+
+RUNTIME_REPORT = """
+import sys
+import boto3, urllib3
+
+def handler(event, context):
+    return {"python": "%d.%d" % sys.version_info[:2], "boto3": boto3.__version__, "urllib3": urllib3.__version__}
+"""
+
+
+@pytest.mark.parametrize(("lambda_runtime", "urllib3_major"), [("python3.9", "1"), ("python3.12", "2")])
+def test_each_runtime_runs_on_its_own_python_with_boto3(
+    localstack_endpoint: str, make_function: Any, lambda_runtime: str, urllib3_major: str
+) -> None:
+    name = make_function(f"lpe-{lambda_runtime.replace('.', '')}", {"app.py": RUNTIME_REPORT}, runtime=lambda_runtime)
+
+    result = invoke(lambda_client(), name)
+
+    assert result["error"] is None, result
+    assert result["payload"]["python"] == lambda_runtime.removeprefix("python")
+    assert result["payload"]["boto3"] == "1.42.34"
+    assert result["payload"]["urllib3"].split(".")[0] == urllib3_major
 
 
 SLEEP_ONE = """

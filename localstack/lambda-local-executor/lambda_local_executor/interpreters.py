@@ -1,4 +1,4 @@
-"""Which Python runs a function: its runtime's interpreter on PATH (``python3.11``), else the local one."""
+"""Which Python runs a function: its runtime's interpreter (``python3.11``, PATH or pyenv), else the local one."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from localstack.services.lambda_.invocation.runtime_executor import LambdaRuntimeException
 
@@ -16,7 +17,7 @@ LOG = logging.getLogger(__name__)
 
 # Optional: force one interpreter for every Python runtime.
 ENV_PYTHON_OVERRIDE = "LAMBDA_LOCAL_PYTHON"
-# Optional: os.pathsep-separated dirs appended to the function's sys.path (e.g. boto3, as on AWS).
+# Optional: a folder of runtime-library sets, one per oldest Python served, appended to sys.path (boto3, as on AWS).
 ENV_RUNTIME_LIBS = "LAMBDA_LOCAL_RUNTIME_LIBS"
 
 
@@ -47,6 +48,18 @@ def _probe(candidate: str) -> Interpreter | None:
     if len(out) != 2:
         return None
     return Interpreter(path=out[0], version=out[1])
+
+
+def _candidates(runtime: str) -> list[str]:
+    """``python3.11`` on PATH, then pyenv's installed 3.11.x, newest first (its shims run only pyenv's global)."""
+    found = [shutil.which(runtime, path=search_path()) or ""]
+    versions = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    prefix = runtime[len("python") :] + "."
+    if versions.is_dir():
+        installed = [entry for entry in versions.iterdir() if entry.name.startswith(prefix)]
+        installed.sort(key=lambda entry: [int(part) if part.isdigit() else -1 for part in entry.name.split(".")])
+        found += [str(entry / "bin" / runtime) for entry in reversed(installed)]
+    return [path for path in found if path and os.access(path, os.X_OK)]
 
 
 def search_path() -> str:
@@ -81,16 +94,17 @@ def resolve_interpreter(runtime: str) -> Interpreter:
                     interpreter.version,
                 )
         else:
-            found = shutil.which(runtime, path=search_path())
-            interpreter = _probe(found) if found else None
-            if interpreter is None or interpreter.version != wanted:
+            interpreter = next(
+                (found for found in map(_probe, _candidates(runtime)) if found and found.version == wanted), None
+            )
+            if interpreter is None:
                 # The base interpreter of LocalStack's venv: with -I -S it brings no packages along.
                 fallback = getattr(sys, "_base_executable", None) or sys.executable
                 interpreter = _probe(fallback)
                 if interpreter is None:
                     raise LambdaRuntimeException(f"No Python interpreter usable for {runtime}")
                 LOG.warning(
-                    "%s not found on PATH; running %s functions with the local interpreter %s (Python %s)",
+                    "%s not found (PATH, pyenv); running %s functions with the local interpreter %s (Python %s)",
                     runtime,
                     runtime,
                     interpreter.path,
@@ -101,8 +115,20 @@ def resolve_interpreter(runtime: str) -> Interpreter:
         return interpreter
 
 
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".")[:2])
+
+
 def runtime_libs(version: str) -> str:
-    # The pinned urllib3 (2.x) needs Python >= 3.10, and botocore takes urllib3 < 1.27 below 3.10: older
-    # runtimes get no runtime libraries (such a function packages its own boto3).
-    major, minor = (int(part) for part in version.split(".")[:2])
-    return os.environ.get(ENV_RUNTIME_LIBS, "") if (major, minor) >= (3, 10) else ""
+    """The runtime libraries for a Python version: the newest set under ``$LAMBDA_LOCAL_RUNTIME_LIBS`` made for it.
+
+    Each set is a folder named after the oldest Python it serves (``3.9``, ``3.10``): botocore takes
+    urllib3 < 1.27 below 3.10, so one set cannot serve every runtime. No set fits → none (the function
+    packages its own boto3).
+    """
+    root = os.environ.get(ENV_RUNTIME_LIBS)
+    if not root or not os.path.isdir(root):
+        return ""
+    wanted = _version_key(version)
+    sets = [name for name in os.listdir(root) if name.replace(".", "").isdigit() and _version_key(name) <= wanted]
+    return os.path.join(root, max(sets, key=_version_key)) if sets else ""

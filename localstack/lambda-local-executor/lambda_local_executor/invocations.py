@@ -1,13 +1,17 @@
-"""One invocation: its outcome, the output it printed, and the AWS-shaped log LocalStack shows for it."""
+"""One invocation: its outcome, its output, the AWS-shaped log LocalStack shows for it, AWS's error answers."""
 
 from __future__ import annotations
 
+import datetime
+import json
 import math
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from localstack.services.lambda_.invocation.lambda_models import FunctionVersion
+
+from .processes import signal_name
 
 # Output kept per invocation (Tail shows the last 4 KiB; CloudWatch Logs gets all of it).
 MAX_INVOCATION_OUTPUT_CHARS = 1 << 20
@@ -55,3 +59,37 @@ def compose_logs(
         f"START RequestId: {request_id} Version: {function_version.id.qualifier}\n"
         f"{output}END RequestId: {request_id}\n{report}\n"
     )
+
+
+# AWS Lambda's limit on a synchronous invocation's response, in bytes, and how it reports a larger one.
+MAX_RESPONSE_BYTES = 6_291_556
+
+
+def error_body(error_type: str, message: str) -> bytes:
+    return json.dumps({"errorMessage": message, "errorType": error_type}).encode()
+
+
+def checked_response(body: bytes, is_error: bool) -> tuple[bytes, bool]:
+    """The function's answer, or ``Function.ResponseSizeTooLarge`` if AWS would refuse to return it."""
+    if len(body) <= MAX_RESPONSE_BYTES:
+        return body, is_error
+    message = (
+        f"Response payload size ({len(body)} bytes) exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."
+    )
+    return error_body("Function.ResponseSizeTooLarge", message), True
+
+
+def exit_error(invocation: Invocation, code: int) -> tuple[bytes, bool]:
+    """What AWS answers when the runtime process dies during an invocation; logged in its output too."""
+    status = f"signal: {signal_name(-code)}" if code < 0 else f"exit status {code}"
+    message = f"RequestId: {invocation.request_id} Error: Runtime exited with error: {status}"
+    invocation.output.append(f"{message}\nRuntime.ExitError\n")
+    return error_body("Runtime.ExitError", message), True
+
+
+def timeout_error(invocation: Invocation, timeout: float) -> tuple[bytes, bool]:
+    now = datetime.datetime.now(datetime.UTC)
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    invocation.output.append(f"{stamp} {invocation.request_id} Task timed out after {timeout:.2f} seconds\n")
+    message = f"RequestId: {invocation.request_id} Error: Task timed out after {timeout:.2f} seconds"
+    return error_body("Sandbox.Timedout", message), True

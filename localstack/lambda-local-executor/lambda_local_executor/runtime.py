@@ -1,7 +1,7 @@
 """Lambda runtime process for the local-process executor.
 
-The executor (``executor.py``, inside LocalStack) starts one of these per execution
-environment as ``python -I -S -u -X utf8 runtime.py <function-name> <environment-id>``,
+The executor (``executor.py``, inside LocalStack; ``environment.py`` builds the command line) starts one
+of these per execution environment as ``python -I -S -u -X utf8 runtime.py <function-name> <environment-id>``,
 with the function's code directory as working directory and an already-listening loopback
 socket inherited as file descriptor ``_LOCAL_LAMBDA_LISTEN_FD``.
 
@@ -9,8 +9,8 @@ It speaks the same protocol as LocalStack's containerised runtime init:
 
 * LocalStack (via the executor) sends ``POST /invoke`` with
   ``{"invoke-id", "invoked-function-arn", "payload", "trace-id"}``;
-* we answer at ``$LOCALSTACK_RUNTIME_ENDPOINT``: ``/status/<id>/ready`` once initialised,
-  ``/invocations/<request-id>/response`` or ``/invocations/<request-id>/error`` per invocation.
+* we answer at LocalStack's runtime endpoint (``$_LOCAL_LAMBDA_RUNTIME_ENDPOINT``): ``/status/<id>/ready``
+  once initialised, ``/invocations/<request-id>/response`` or ``/invocations/<request-id>/error`` per invocation.
 
 Handler output is not captured here: stdout/stderr go to a pipe read by the executor, which
 assembles the per-invocation log. After each invocation we write a control line (prefixed with
@@ -40,13 +40,15 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-# Keep in sync with executor.CONTROL_MARK.
+# Keep in sync with output.CONTROL_MARK.
 CONTROL_MARK = "\x1elocal-lambda\x1e"
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _INVOCATIONS: queue.Queue[dict[str, Any]] = queue.Queue()
 _HANDLER_CACHE: dict[str, Callable[..., Any]] = {}
 _current_request_id = ""
+# Where LocalStack's callbacks go; given by the executor under a private name, removed before the handler loads.
+_RUNTIME_ENDPOINT = ""
 
 
 class InitError(Exception):
@@ -88,7 +90,7 @@ def _control(message: str) -> None:
 
 
 def _post(path: str, body: bytes) -> None:
-    url = os.environ["LOCALSTACK_RUNTIME_ENDPOINT"] + path
+    url = _RUNTIME_ENDPOINT + path
     request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
     try:
         with _OPENER.open(request, timeout=30) as response:
@@ -193,7 +195,8 @@ def _invoke(invocation: dict[str, Any]) -> None:
             outcome = ("error", _error_payload("Runtime.MarshalError", message, None, request_id))
     except InitError as exc:
         _print_error(exc.error_type, exc.message, exc.__cause__)
-        outcome = ("error", _error_payload(exc.error_type, exc.message, exc.__cause__, request_id))
+        # As AWS's runtime: an init failure belongs to no request, so its payload names none.
+        outcome = ("error", _error_payload(exc.error_type, exc.message, exc.__cause__, ""))
     except Exception as exc:
         _print_error(type(exc).__name__, str(exc), exc)
         outcome = (
@@ -269,8 +272,11 @@ def _setup_sys_path(task_root: str) -> None:
 
 
 def main() -> None:
+    global _RUNTIME_ENDPOINT
     listen_fd = int(os.environ.pop("_LOCAL_LAMBDA_LISTEN_FD"))
     parent_pid = int(os.environ.pop("_LOCAL_LAMBDA_PARENT_PID"))
+    _RUNTIME_ENDPOINT = os.environ.pop("_LOCAL_LAMBDA_RUNTIME_ENDPOINT")
+    runtime_id = os.environ.pop("_LOCAL_LAMBDA_RUNTIME_ID")
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
 
     task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
@@ -288,7 +294,7 @@ def main() -> None:
         _load_handler()
     except InitError as exc:
         _print_error(exc.error_type, exc.message, exc.__cause__)
-    _post(f"/status/{os.environ['LOCALSTACK_RUNTIME_ID']}/ready", b"")
+    _post(f"/status/{runtime_id}/ready", b"")
 
     while True:
         _invoke(_INVOCATIONS.get())
