@@ -33,7 +33,7 @@ from chalicelib.settings import Settings
 from chalicelib.sinks.kafka import KafkaSink, producer_config
 from generator.sender import SEED_BATCH_SIZE
 from generator.synthetic import synthetic_events
-from stack import chalice_local, kafka, localstack, spark
+from stack import chalice_local, cluster, kafka, localstack, spark
 from stack.lifecycle import fresh_stack_environment
 from stack.paths import REPO
 from stack.process import ServiceError, free_port, group_peak_rss_mb, wait_for_port
@@ -112,6 +112,7 @@ def bench_settings() -> Settings:
 
 
 def main() -> int:
+    cluster.apply_defaults()
     settings = bench_settings()
     kafka.create_topics(settings)
     events = synthetic_events(BATCH * BATCHES, seed=1)

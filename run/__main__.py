@@ -18,7 +18,7 @@ from generator.sender import SEED_BATCH_SIZE, Sender, batched
 from generator.synthetic import synthetic_events
 from lake.reader import INVALID_PREFIX, LAKE_PREFIX, read
 from lake.report import write_report
-from stack import localstack, spark
+from stack import cluster, localstack, spark
 from stack.deploy import deploy
 from stack.lifecycle import up
 
@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--invalid-share", type=float, default=0.05)
     parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for the lake")
     args = parser.parse_args(argv)
+    cluster.apply_defaults()
 
     started = time.monotonic()
     up()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from stack import chalice_local, kafka, localstack, spark, supervisor
+from stack import chalice_local, cluster, kafka, localstack, spark, supervisor
 from stack.lifecycle import down, status, up
 from stack.process import ServiceError
 
@@ -25,9 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=sorted([*COMMANDS, "hold", "release"]))
     parser.add_argument("service", nargs="?", help="hold/release: the service the supervisor leaves alone or not")
     args = parser.parse_args(argv)
+    cluster.apply_defaults()
     if args.command in ("hold", "release"):
         if not args.service:
-            parser.error(f"{args.command} needs a service: {', '.join(supervisor.WATCHED)}")
+            parser.error(f"{args.command} needs a service: {', '.join(supervisor.watched())}")
         try:
             supervisor.hold(args.service, keep=args.command == "hold")
         except ValueError as exc:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from chalicelib.contract import MAIN_STAGE, deployment_file
 from chalicelib.settings import DEFAULTS, setting
-from stack import localstack
+from stack import cluster, localstack
 from stack.paths import REPO, runtime_dir
 
 APP_DIR = REPO / "chalice_app"
@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--stage", default=STAGE, help=f"a stage of chalice_app/.chalice/config.json ({STAGE})")
     args = parser.parse_args(argv)
+    cluster.apply_defaults()
     try:
         deployment = deploy(args.stage)
     except DeployError as exc:

@@ -1,4 +1,5 @@
-"""Apache Kafka, embedded: jars from Maven Central, one KRaft node started with `java`, the pipeline's topics.
+"""Apache Kafka, embedded: jars from Maven Central, KRaft nodes started with `java` (one, or three with CLUSTER=1),
+the pipeline's topics.
 
 The version is pinned in kafka/pom.xml; `mvn` copies the broker's runtime classpath into the cache once.
 """
@@ -13,6 +14,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
@@ -67,43 +69,90 @@ def fetch_jars() -> Path:
     return libs
 
 
-def _host_port(settings: Settings) -> tuple[str, int]:
-    """Where the embedded broker listens: the first bootstrap server."""
-    return host_port(settings.kafka_servers[0])
+@dataclass(frozen=True)
+class Node:
+    """One Kafka node of the embedded stack (broker and KRaft controller in one process)."""
+
+    node_id: int
+    host: str
+    port: int
+    controller_port: int
+
+    @property
+    def name(self) -> str:
+        return "kafka" if self.node_id == 1 else f"kafka-{self.node_id}"
+
+    @property
+    def folder(self) -> Path:
+        return runtime_dir() / self.name
+
+    @property
+    def config(self) -> Path:
+        return self.folder / "server.properties"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.folder / "data"
+
+    def service(self) -> Service:
+        return Service(self.name, runtime_dir(), marker=f"kafka.Kafka {self.config}")
 
 
-def controller_port() -> int:
-    return int(os.environ.get("KAFKA_CONTROLLER_PORT") or "9093")
+def nodes(settings: Settings | None = None) -> list[Node]:
+    """The embedded stack's nodes: one per address of KAFKA_BOOTSTRAP_SERVERS, each with its controller port
+    from KAFKA_CONTROLLER_PORT (as many, comma-separated)."""
+    settings = settings or Settings.from_env()
+    servers = [host_port(server) for server in settings.kafka_servers]
+    controllers = [int(p) for p in (os.environ.get("KAFKA_CONTROLLER_PORT") or "9093").split(",") if p.strip()]
+    if len(controllers) != len(servers):
+        raise ServiceError(
+            f"kafka: {len(servers)} address(es) in KAFKA_BOOTSTRAP_SERVERS but {len(controllers)} controller port(s) "
+            "in KAFKA_CONTROLLER_PORT: the embedded stack runs one node per address and needs one port each"
+        )
+    pairs = zip(servers, controllers, strict=True)
+    return [Node(i, host, port, controller) for i, ((host, port), controller) in enumerate(pairs, 1)]
 
 
-def data_dir() -> Path:
-    return runtime_dir() / "kafka" / "data"
+def replication(count: int) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) for a cluster of `count` nodes: 3 and 2 from three nodes on."""
+    replicas = min(count, 3)
+    return replicas, 2 if replicas >= 3 else 1
 
 
 def service() -> Service:
-    return Service("kafka", runtime_dir(), marker=f"kafka.Kafka {runtime_dir() / 'kafka'}")
+    """The first node's service (the only one unless CLUSTER=1)."""
+    return nodes()[0].service()
 
 
-def _write_config(settings: Settings) -> Path:
-    host, port = _host_port(settings)
+def _write_config(node: Node, all_nodes: list[Node], settings: Settings) -> None:
+    if len(all_nodes) == 1:
+        # One node bootstraps its quorum dynamically (formatted --standalone), as Kafka's quickstart does.
+        quorum = f"controller.quorum.bootstrap.servers={node.host}:{node.controller_port}"
+    else:
+        quorum = "controller.quorum.voters=" + ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in all_nodes)
+    replicas, min_isr = replication(len(all_nodes))
     text = Template((KAFKA_DIR / "server.properties").read_text()).substitute(
-        host=host,
-        port=port,
-        controller_port=controller_port(),
-        log_dirs=data_dir(),
+        node_id=node.node_id,
+        quorum=quorum,
+        host=node.host,
+        port=node.port,
+        controller_port=node.controller_port,
+        log_dirs=node.data_dir,
         partitions=settings.topic_partitions,
+        replicas=replicas,
+        min_isr=min_isr,
     )
-    config = runtime_dir() / "kafka" / "server.properties"
-    config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(text)
-    return config
+    node.folder.mkdir(parents=True, exist_ok=True)
+    node.config.write_text(text)
 
 
-def _format_storage(config: Path, classpath: str) -> None:
+def _format_storage(node: Node, all_nodes: list[Node], classpath: str) -> None:
     """Format KRaft storage the first time only: the data folder then survives restarts."""
-    if (data_dir() / "meta.properties").exists():
+    if (node.data_dir / "meta.properties").exists():
         return
-    cluster_id = _cluster_id()
+    # Every node of a cluster carries the same cluster id.
+    cluster_id = next(filter(None, (_formatted_cluster_id(n) for n in all_nodes)), None) or _cluster_id()
+    standalone = ["--standalone"] if len(all_nodes) == 1 else []
     subprocess.run(
         [
             java(),
@@ -111,16 +160,25 @@ def _format_storage(config: Path, classpath: str) -> None:
             classpath,
             "kafka.tools.StorageTool",
             "format",
-            "--standalone",
+            *standalone,
             "--ignore-formatted",
             "-t",
             cluster_id,
             "-c",
-            str(config),
+            str(node.config),
         ],
         check=True,
         stdout=subprocess.DEVNULL,
     )
+
+
+def _formatted_cluster_id(node: Node) -> str | None:
+    try:
+        text = (node.data_dir / "meta.properties").read_text()
+    except FileNotFoundError:
+        return None
+    match = re.search(r"^cluster\.id=(\S+)", text, re.MULTILINE)
+    return match.group(1) if match else None
 
 
 def _cluster_id() -> str:
@@ -135,38 +193,38 @@ def _cluster_id() -> str:
             return cluster_id
 
 
-def start(settings: Settings | None = None, timeout_s: float = 60.0) -> None:
+def start(settings: Settings | None = None, timeout_s: float = 60.0, only: str | None = None) -> None:
+    """Start every node that is not running (or only the one named), wait for their ports, create the topics."""
     settings = settings or Settings.from_env()
-    host, port = _host_port(settings)
-    svc = service()
-    if svc.pid() is None and port_open(host, port):
-        raise ServiceError(
-            f"kafka: {host}:{port} is taken by a process this stack did not start; stop it or set "
-            "KAFKA_BOOTSTRAP_SERVERS to another port"
-        )
+    all_nodes = nodes(settings)
+    chosen = [n for n in all_nodes if only in (None, n.name)]
     classpath = str(fetch_jars() / "*")
-    config = _write_config(settings)
-    _format_storage(config, classpath)
-    started = time.monotonic()
     heap = os.environ.get("KAFKA_HEAP_OPTS") or "-Xms256m -Xmx512m"
-    svc.start(
-        [
-            java(),
-            *heap.split(),
-            "-XX:+UseG1GC",
-            f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}",
-            "-cp",
-            classpath,
-            "kafka.Kafka",
-            str(config),
-        ],
-    )
-    if not wait_for_port(host, port, timeout_s, alive=lambda: svc.pid() is not None):
-        raise ServiceError(f"kafka: broker did not open {host}:{port}; last log lines:\n{svc.log_tail()}")
+    started = time.monotonic()
+    # All processes first: a node of three opens its port only once a quorum of controllers is up.
+    for node in chosen:
+        svc = node.service()
+        if svc.pid() is not None:
+            continue
+        if port_open(node.host, node.port):
+            raise ServiceError(
+                f"kafka: {node.host}:{node.port} is taken by a process this stack did not start; stop it or set "
+                "KAFKA_BOOTSTRAP_SERVERS to another port"
+            )
+        _write_config(node, all_nodes, settings)
+        _format_storage(node, all_nodes, classpath)
+        log4j = f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}"
+        svc.start([java(), *heap.split(), "-XX:+UseG1GC", log4j, "-cp", classpath, "kafka.Kafka", str(node.config)])
+    for node in chosen:
+        svc = node.service()
+        if not wait_for_port(node.host, node.port, timeout_s, alive=lambda svc=svc: svc.pid() is not None):
+            raise ServiceError(
+                f"kafka: {node.name} did not open {node.host}:{node.port}; last log lines:\n{svc.log_tail()}"
+            )
     create_topics(settings)
+    where = ", ".join(f"{n.host}:{n.port} (pid {n.service().pid()})" for n in chosen)
     print(
-        f"kafka: broker {version()} up on {host}:{port} in {time.monotonic() - started:.1f}s "
-        f"(pid {svc.pid()}, data {data_dir()})",
+        f"kafka: {version()} up on {where} in {time.monotonic() - started:.1f}s, data under {runtime_dir()}",
         flush=True,
     )
 
@@ -196,9 +254,15 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
         missing = [t for t in settings.topics if t not in existing]
         if missing:
             try:
+                replicas, min_isr = replication(len(settings.kafka_servers))
                 admin.create_topics(
                     [
-                        NewTopic(t, settings.topic_partitions, 1, topic_configs=_retention_config(kept.get(t)))
+                        NewTopic(
+                            t,
+                            settings.topic_partitions,
+                            replicas,
+                            topic_configs={"min.insync.replicas": str(min_isr), **_retention_config(kept.get(t))},
+                        )
                         for t in missing
                     ]
                 )
@@ -255,17 +319,44 @@ def topic_counts(settings: Settings) -> dict[str, int]:
 
 
 def stop() -> None:
-    if service().stop(timeout_s=30):
-        print("kafka: stopped", flush=True)
+    for node in reversed(nodes()):
+        if node.service().stop(timeout_s=30):
+            print(f"{node.name}: stopped", flush=True)
+
+
+def under_replicated(settings: Settings) -> int:
+    """Partitions of the pipeline's topics with fewer in-sync replicas than replicas."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="clickstream-stack")
+    try:
+        described = admin.describe_topics(list(settings.topics))
+    finally:
+        admin.close()
+    return sum(len(p["isr_nodes"]) < len(p["replica_nodes"]) for topic in described for p in topic["partitions"])
 
 
 def status() -> str:
-    pid = service().pid()
-    if pid is None:
-        return "kafka: not running"
     settings = Settings.from_env()
-    host, port = _host_port(settings)
-    if not port_open(host, port):
-        return f"kafka: running (pid {pid}) on {host}:{port} but NOT answering; log {service().logfile}"
-    counts = ", ".join(f"{topic} {n}" for topic, n in topic_counts(settings).items())
-    return f"kafka: running (pid {pid}) on {host}:{port}; records: {counts}"
+    all_nodes = nodes(settings)
+    states = []
+    for node in all_nodes:
+        pid = node.service().pid()
+        if pid is None:
+            states.append(f"{node.name} not running")
+        elif not port_open(node.host, node.port):
+            states.append(f"{node.name} (pid {pid}) on {node.host}:{node.port} NOT answering")
+        else:
+            states.append(f"{node.name} (pid {pid}) on {node.host}:{node.port}")
+    if not any(node.service().pid() for node in all_nodes):
+        return "kafka: not running"
+    line = "kafka: " + ", ".join(states)
+    try:
+        counts = ", ".join(f"{topic} {n}" for topic, n in topic_counts(settings).items())
+        if len(all_nodes) > 1:
+            replicas, min_isr = replication(len(all_nodes))
+            lagging = under_replicated(settings)
+            line += f"; replication {replicas}, min.insync {min_isr}, under-replicated partitions {lagging}"
+        return f"{line}; records: {counts}"
+    except Exception as exc:  # a cluster without quorum answers nothing: say so instead of failing status
+        return f"{line}; topics unreadable ({type(exc).__name__}: {exc})"

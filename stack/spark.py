@@ -1,4 +1,5 @@
-"""The lake writer (spark/lake_writer.py) as a background PySpark job on local[*], against LocalStack's S3.
+"""The lake writer (spark/lake_writer.py) as a background PySpark job on local[*] (or, with CLUSTER=1, a standalone
+master and worker started here from PySpark's jars), against LocalStack's S3.
 
 Jars beside PySpark's own (the Kafka connector, hadoop-aws and the AWS SDK) are resolved by mvn from
 spark/pom.xml into the cache once. s3a reaches LocalStack by default; MinIO (or AWS) by setting
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from stack import localstack
 from stack.paths import REPO, cache_dir, runtime_dir
-from stack.process import Service, ServiceError
+from stack.process import Service, ServiceError, wait_for_port
 
 POM = REPO / "spark" / "pom.xml"
 JOB = REPO / "spark" / "lake_writer.py"
@@ -79,7 +80,116 @@ def submit_args(environ: Mapping[str, str]) -> str:
         "spark.hadoop.fs.s3a.secret.key": aws["AWS_SECRET_ACCESS_KEY"],
     }
     master = environ.get("SPARK_MASTER") or "local[*]"
+    if master.startswith("spark://"):
+        conf.update(
+            {
+                # The worker is on this machine: its executors take the jars from the same folder.
+                "spark.executor.extraClassPath": f"{jars_dir()}/*",
+                "spark.executor.memory": environ.get("SPARK_EXECUTOR_MEMORY") or "1g",
+                "spark.cores.max": environ.get("SPARK_CORES_MAX") or "2",
+            }
+        )
     return " ".join(["--master", master, *[f"--conf {k}={v}" for k, v in conf.items()], "pyspark-shell"])
+
+
+# --- the standalone cluster (CLUSTER=1) -----------------------------------------------------------------
+
+
+def spark_home() -> Path:
+    """PySpark's own distribution: its jars and bin/spark-class start the master and the worker."""
+    import pyspark
+
+    return Path(pyspark.__file__).parent
+
+
+def master_address(environ: Mapping[str, str] | None = None) -> tuple[str, int]:
+    url = (os.environ if environ is None else environ).get("SPARK_MASTER") or ""
+    if not url.startswith("spark://"):
+        raise ServiceError(f"spark: SPARK_MASTER={url!r} names no standalone master (spark://host:port)")
+    host, _, port = url.removeprefix("spark://").rpartition(":")
+    return host, int(port)
+
+
+def _webui_port(variable: str, default: int) -> int:
+    # Spark's own variable names; the defaults are Spark's too.
+    return int(os.environ.get(variable) or default)
+
+
+def master_service() -> Service:
+    host, port = master_address()
+    return Service("spark-master", runtime_dir(), marker=f"deploy.master.Master --host {host} --port {port}")
+
+
+def _worker_dir() -> Path:
+    return runtime_dir() / "spark-worker"
+
+
+def _spark_class() -> str:
+    return str(spark_home() / "bin" / "spark-class")
+
+
+def worker_service() -> Service:
+    return Service("spark-worker", runtime_dir(), marker=f"deploy.worker.Worker --work-dir {_worker_dir()}")
+
+
+def _daemon_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "SPARK_HOME": str(spark_home()),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        # The worker's executors start Python workers with the project's interpreter (same machine).
+        "PYSPARK_PYTHON": sys.executable,
+    }
+
+
+def start_master(timeout_s: float = 60) -> None:
+    svc = master_service()
+    if svc.pid() is not None:
+        return
+    host, port = master_address()
+    ui = _webui_port("SPARK_MASTER_WEBUI_PORT", 8080)
+    options = ["--host", host, "--port", str(port), "--webui-port", str(ui)]
+    svc.start([_spark_class(), "org.apache.spark.deploy.master.Master", *options], env=_daemon_env(), cwd=runtime_dir())
+    if not wait_for_port(host, port, timeout_s, alive=lambda: svc.pid() is not None):
+        raise ServiceError(f"spark: the master did not open {host}:{port}; last log lines:\n{svc.log_tail()}")
+    print(f"spark-master: spark://{host}:{port} (pid {svc.pid()}, UI http://{host}:{ui})", flush=True)
+
+
+def start_worker(timeout_s: float = 60) -> None:
+    svc = worker_service()
+    if svc.pid() is not None:
+        return
+    host, port = master_address()
+    _worker_dir().mkdir(parents=True, exist_ok=True)
+    cores = os.environ.get("SPARK_WORKER_CORES") or "2"
+    memory = os.environ.get("SPARK_WORKER_MEMORY") or "2g"
+    options = ["--work-dir", str(_worker_dir()), "--host", "127.0.0.1", "--cores", cores, "--memory", memory]
+    options += ["--webui-port", str(_webui_port("SPARK_WORKER_WEBUI_PORT", 8081)), f"spark://{host}:{port}"]
+    svc.start([_spark_class(), "org.apache.spark.deploy.worker.Worker", *options], env=_daemon_env(), cwd=_worker_dir())
+    deadline = time.monotonic() + timeout_s
+    while "Successfully registered with master" not in svc.log_tail(200):
+        if svc.pid() is None or time.monotonic() > deadline:
+            raise ServiceError(f"spark: the worker did not register with the master; last log lines:\n{svc.log_tail()}")
+        time.sleep(0.5)
+    print(f"spark-worker: {cores} cores, {memory} (pid {svc.pid()}), registered with spark://{host}:{port}", flush=True)
+
+
+def stop_cluster() -> None:
+    for name, svc in (("spark-worker", worker_service()), ("spark-master", master_service())):
+        if svc.stop(timeout_s=30):
+            print(f"{name}: stopped", flush=True)
+
+
+def cluster_status() -> str:
+    parts = []
+    for name, svc in (("master", master_service()), ("worker", worker_service())):
+        pid = svc.pid()
+        parts.append(f"{name} running (pid {pid})" if pid else f"{name} not running")
+    host, port = master_address()
+    return f"spark cluster: spark://{host}:{port}: " + ", ".join(parts)
+
+
+# --- the lake writer ------------------------------------------------------------------------------------
 
 
 def status_file(name: str = "spark") -> Path:
@@ -150,4 +260,5 @@ def status() -> str:
     if pid is None:
         return "spark: not running"
     parts = [f"{name} batch {p['batch']} ({p['rows']} rows, lag {p['lag']})" for name, p in sorted(progress().items())]
-    return f"spark: lake writer running (pid {pid}); " + ("; ".join(parts) or "no batch yet")
+    master = os.environ.get("SPARK_MASTER") or "local[*]"
+    return f"spark: lake writer running on {master} (pid {pid}); " + ("; ".join(parts) or "no batch yet")

@@ -1,11 +1,12 @@
 """The supervisor `make up` leaves running: it restarts a service that exited, with backoff, and redoes what
 the restart lost.
 
-Every second it checks each service by PID, in dependency order (Kafka, LocalStack, `chalice local`, the lake
-writer). A service that is gone is started again after a delay that doubles with each failed attempt (1 s up
-to 60 s) and resets once the service has stayed up for a minute. After LocalStack comes back, which forgets
-everything it held, the supervisor recreates the lake bucket, redeploys what was deployed (the API keeps its
-id, so its URL) and restarts the lake writer on a fresh checkpoint, which rebuilds the lake from Kafka.
+Every second it checks each service by PID, in dependency order (each Kafka node, LocalStack, `chalice local`,
+with CLUSTER=1 the Spark master and worker, the lake writer). A service that is gone is started again after a
+delay that doubles with each failed attempt (1 s up to 60 s) and resets once the service has stayed up for a
+minute. After LocalStack comes back, which forgets everything it held, the supervisor recreates the lake bucket,
+redeploys what was deployed (the API keeps its id, so its URL) and restarts the lake writer on a fresh
+checkpoint, which rebuilds the lake from Kafka.
 
 `make status` reads what it did from <runtime>/supervisor.json: restarts, the last error, the next attempt.
 `python -m stack hold NAME` keeps it from restarting a service until `python -m stack release NAME`.
@@ -14,6 +15,7 @@ id, so its URL) and restarts the lake writer on a fresh checkpoint, which rebuil
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import sys
@@ -26,7 +28,7 @@ from typing import Any
 
 from chalicelib.contract import read_deployment
 from chalicelib.settings import setting
-from stack import chalice_local, deploy, kafka, localstack, spark
+from stack import chalice_local, cluster, deploy, kafka, localstack, spark
 from stack.paths import runtime_dir
 from stack.process import Service
 
@@ -58,8 +60,8 @@ def held() -> set[str]:
 
 def hold(name: str, keep: bool = True) -> None:
     """Keep the supervisor from restarting `name` (keep=False: let it again)."""
-    if name not in WATCHED:
-        raise ValueError(f"no service {name!r}; the supervisor watches {', '.join(WATCHED)}")
+    if name not in watched():
+        raise ValueError(f"no service {name!r}; the supervisor watches {', '.join(watched())}")
     names = held() | {name} if keep else held() - {name}
     hold_file().parent.mkdir(parents=True, exist_ok=True)
     hold_file().write_text(json.dumps(sorted(names)))
@@ -91,25 +93,34 @@ def _recover_localstack() -> None:
             deploy.deploy(stage)
 
 
-#: name -> (its Service, how to bring it back), in the order they depend on each other.
-WATCHED: dict[str, tuple[Callable[[], Service], Callable[[], None]]] = {
-    "kafka": (kafka.service, kafka.start),
-    "localstack": (localstack.service, _recover_localstack),
-    "chalice_local": (chalice_local.service, chalice_local.start),
-    "spark": (spark.service, spark.start),
-}
+Watched = dict[str, tuple[Callable[[], Service], Callable[[], None]]]
+
+
+def watched() -> Watched:
+    """name -> (its Service, how to bring it back), in the order they depend on each other."""
+    services: Watched = {
+        node.name: (node.service, functools.partial(kafka.start, only=node.name)) for node in kafka.nodes()
+    }
+    services["localstack"] = (localstack.service, _recover_localstack)
+    services["chalice_local"] = (chalice_local.service, chalice_local.start)
+    if cluster.enabled():
+        services["spark-master"] = (spark.master_service, spark.start_master)
+        services["spark-worker"] = (spark.worker_service, spark.start_worker)
+    services["spark"] = (spark.service, spark.start)
+    return services
 
 
 @dataclass
 class Supervisor:
-    records: dict[str, Record] = field(default_factory=lambda: {name: Record() for name in WATCHED})
+    services: Watched = field(default_factory=watched)
+    records: dict[str, Record] = field(default_factory=dict)
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def check(self, now: float) -> None:
         """One round: bring back, in order, each watched service that is gone and due for an attempt."""
         on_hold = held()
-        for name, (svc, recover) in WATCHED.items():
-            record = self.records[name]
+        for name, (svc, recover) in self.services.items():
+            record = self.records.setdefault(name, Record())
             if name in on_hold or self.stopping.is_set():
                 continue
             # next_attempt_at is set from the moment a service is found gone until it is wholly back: a restart
@@ -149,7 +160,7 @@ class Supervisor:
     def run(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
-        print(f"supervisor: watching {', '.join(WATCHED)}", flush=True)
+        print(f"supervisor: watching {', '.join(self.services)}", flush=True)
         while not self.stopping.is_set():
             self.check(time.time())
             self.save()
@@ -209,4 +220,5 @@ def status() -> str:
 
 
 if __name__ == "__main__":
+    cluster.apply_defaults()
     Supervisor().run()

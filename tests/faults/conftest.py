@@ -3,6 +3,7 @@ ports), and what its tests need to drive traffic at it and read the lake back.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,14 +42,14 @@ class Stack:
         )
 
 
-@pytest.fixture(scope="package")
-def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@contextlib.contextmanager
+def running_stack(runtime: Path, clustered: bool = False) -> Iterator[Stack]:
     """`make up` (services and supervisor) and `make deploy` on a stack of its own; `make down` after.
 
     The suite's process takes this stack's environment for the duration, so stack/ and lake/ functions
     called in the tests talk to it.
     """
-    env = fresh_stack_environment(tmp_path_factory.mktemp("fault-runtime"))
+    env = fresh_stack_environment(runtime, clustered=clustered)
     env["SPARK_TRIGGER"] = "1 second"
     saved = dict(os.environ)
     os.environ.clear()
@@ -66,6 +68,13 @@ def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         os.environ.clear()
         os.environ.update(saved)
         dependencies.reset()
+
+
+@pytest.fixture(scope="package")
+def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The fault matrix's stack: one broker, local Spark, as `make up` starts them."""
+    with running_stack(tmp_path_factory.mktemp("fault-runtime")) as stack:
+        yield stack
 
 
 def kill_group(pid: int | None) -> None:
