@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from jsonschema import Draft7Validator
 
 from chalicelib.settings import DEFAULTS, setting
+from tests.compose_file import command, environment, load_compose, service
 from tests.versions import pinned_kafka_version, pinned_localstack_version, pinned_pyspark_version
 
 REPO = Path(__file__).resolve().parents[2]
-COMPOSE_FILE = REPO / "docker-compose.yaml"
 SCHEMA_FILE = REPO / "tests" / "vendor" / "compose-spec" / "compose-spec.json"
 
 # The PySpark version the lake writer runs on (pyproject.toml pins it; tests/unit/test_versions.py checks
@@ -36,10 +35,6 @@ TOPIC_SETTINGS = ("KAFKA_RAW_TOPIC", "KAFKA_INVALID_TOPIC", "KAFKA_LATEST_TOPIC"
 # --- reading the file -------------------------------------------------------------------------------------
 
 
-def load_compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE_FILE.read_text())
-
-
 def schema_errors(document: Any) -> list[str]:
     validator = Draft7Validator(json.loads(SCHEMA_FILE.read_text()))
     return sorted(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document))
@@ -48,28 +43,6 @@ def schema_errors(document: Any) -> list[str]:
 def default(name: str) -> str:
     """A setting's default, whatever the developer's environment holds."""
     return setting(name, environ={})
-
-
-def interpolate(value: Any) -> str:
-    """A value as Compose reads it with no variable set: `${X:-d}` and `${X-d}` become d, `${X}` and `$X` empty."""
-    pattern = r"\$\$|\$\{[A-Za-z_][A-Za-z0-9_]*(?::?-([^}]*))?\}|\$[A-Za-z_][A-Za-z0-9_]*"
-    return re.sub(pattern, lambda m: "$" if m[0] == "$$" else (m[1] or ""), str(value))
-
-
-def service(compose: dict[str, Any], name: str) -> dict[str, Any]:
-    return compose["services"][name]
-
-
-def environment(svc: dict[str, Any]) -> dict[str, str]:
-    env = svc.get("environment") or {}
-    if isinstance(env, list):
-        env = dict(item.partition("=")[::2] for item in env)
-    return {key: interpolate(value) for key, value in env.items()}
-
-
-def command(svc: dict[str, Any]) -> list[str]:
-    cmd = svc.get("command") or []
-    return shlex.split(cmd) if isinstance(cmd, str) else [interpolate(part) for part in cmd]
 
 
 def published_ports(svc: dict[str, Any]) -> set[int]:

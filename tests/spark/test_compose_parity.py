@@ -1,0 +1,148 @@
+"""Compose's `spark-job`, run as compose runs it, against the embedded services.
+
+The command line and environment are read from docker-compose.yaml; only what names the compose network
+(hosts, the image's and the volumes' paths) is mapped onto this machine:
+- the image's /opt/spark is PySpark's own distribution (the same Spark version, its bin/spark-submit);
+- /app holds exactly the three folders compose mounts there (spark/, schemas/, chalicelib/);
+- python3 is a bare interpreter of the image's Python with nothing installed, as in the image
+  (apache/spark's python3 variant is Ubuntu 22.04 with its python3 from apt, and no pip packages);
+- spark-master, kafka and localstack are a standalone master and worker, the suite's broker and LocalStack.
+No other variable of this process reaches the job. The lake is read back with pyarrow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chalicelib.collector import Collector, RequestInfo
+from chalicelib.settings import Settings
+from chalicelib.sinks.kafka import KafkaSink
+from generator.synthetic import synthetic_events
+from lake.reader import LAKE_PREFIX, read
+from stack import kafka, localstack, spark
+from stack.paths import REPO, cache_dir
+from stack.process import free_port
+from tests.compose_file import command, environment, load_compose, service
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+#: The Python of the compose image (Ubuntu 22.04's python3).
+IMAGE_PYTHON = "3.10"
+#: compose's volumes of the Spark services: the image's /app/<name> is the repository's <path>.
+APP_VOLUMES = {"spark": "spark", "schemas": "schemas", "chalicelib": "chalice_app/chalicelib"}
+PARITY_BUCKET = "acme.eu-west-1.parity.data.lake"
+PARITY_LATEST_TOPIC = "acme.clickstream.parity.latest.events"
+
+
+def image_python(venv: Path) -> Path:
+    """A virtualenv of the image's Python holding nothing (no pip even): python3 as the image has it."""
+    versions = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    found = sorted(versions.glob(f"{IMAGE_PYTHON}.*/bin/python{IMAGE_PYTHON}"))
+    if not found:
+        pytest.fail(f"no Python {IMAGE_PYTHON} under {versions}: the parity test needs the compose image's Python")
+    subprocess.run([str(found[-1]), "-m", "venv", "--without-pip", str(venv)], check=True)
+    return venv / "bin"
+
+
+@pytest.fixture(scope="module")
+def standalone_master(runtime: Path) -> Iterator[str]:
+    """A Spark standalone master and worker (as CLUSTER=1 starts them) in the place of compose's."""
+    added = {
+        "SPARK_MASTER": f"spark://127.0.0.1:{free_port()}",
+        "SPARK_MASTER_WEBUI_PORT": str(free_port()),
+        "SPARK_WORKER_WEBUI_PORT": str(free_port()),
+    }
+    os.environ.update(added)
+    try:
+        spark.start_master()
+        spark.start_worker()
+        yield added["SPARK_MASTER"]
+    finally:
+        spark.stop_cluster()
+        for name in added:
+            os.environ.pop(name, None)
+
+
+def compose_job(
+    master: str, bootstrap: str, s3_endpoint: str, app: Path, bin_dir: Path
+) -> tuple[list[str], dict[str, str]]:
+    """spark-job's command and environment from docker-compose.yaml, its names mapped onto this machine."""
+    job = service(load_compose(), "spark-job")
+    # Variables a compose user sets in the shell: here, a lake and a latest topic of the test's own.
+    shell = {"LAKE_BUCKET": PARITY_BUCKET, "KAFKA_LATEST_TOPIC": PARITY_LATEST_TOPIC}
+    names = {
+        "/opt/spark": str(spark.spark_home()),
+        "/app": str(app),
+        "spark://spark-master:7077": master,
+        "kafka:29092": bootstrap,
+        "http://localstack:4566": s3_endpoint,
+        # Ivy's cache of --packages, kept between runs (it copies the jars from ~/.m2, where mvn put them).
+        "/tmp/.ivy2": str(cache_dir() / "compose-ivy2"),
+    }
+
+    def mapped(value: str) -> str:
+        for name, here in names.items():
+            value = value.replace(name, here)
+        return value
+
+    argv = [mapped(part) for part in command(job, shell)]
+    env = {key: mapped(value) for key, value in environment(job, shell).items()}
+    env.update(
+        PATH=f"{bin_dir}:/usr/bin:/bin",
+        HOME=str(app),
+        # The container's own address; on this machine, loopback (as the embedded stack binds it).
+        SPARK_LOCAL_IP="127.0.0.1",
+    )
+    if "JAVA_HOME" in os.environ:
+        env["JAVA_HOME"] = os.environ["JAVA_HOME"]
+    return argv, env
+
+
+def post(settings: Settings, events: list[dict[str, Any]]) -> set[str]:
+    collector = Collector(settings, KafkaSink(settings))
+    outcome = collector.collect(json.dumps(events).encode(), RequestInfo("application/json", "127.0.0.1", "pytest"))
+    assert outcome.status_code == 200, outcome.body
+    return {e["id"] for e in events} - {e["id"] for e in outcome.body["errors"]}
+
+
+def test_compose_spark_job_runs_as_compose_gives_it(
+    kafka_settings: Settings, localstack_endpoint: str, standalone_master: str, tmp_path: Path
+) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    for name, path in APP_VOLUMES.items():
+        (app / name).symlink_to(REPO / path)
+    bin_dir = image_python(tmp_path / "python")
+    localstack.ensure_bucket(PARITY_BUCKET)
+    kafka.create_topics(Settings.from_env({**os.environ, "KAFKA_LATEST_TOPIC": PARITY_LATEST_TOPIC}))
+    argv, env = compose_job(
+        standalone_master, kafka_settings.kafka_bootstrap_servers, localstack_endpoint, app, bin_dir
+    )
+    assert shutil.which("python3", path=env["PATH"]) == str(bin_dir / "python3")
+
+    log = tmp_path / "spark-job.log"
+    with log.open("wb") as out:
+        job = subprocess.Popen(argv, env=env, cwd=app, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        accepted = post(kafka_settings, synthetic_events(200, seed=77, invalid_share=0.0))
+        deadline = time.monotonic() + 420
+        found: Counter[str] = Counter()
+        while time.monotonic() < deadline and set(found) < accepted and job.poll() is None:
+            time.sleep(2)
+            table = read(LAKE_PREFIX, bucket=PARITY_BUCKET, columns=["id"])
+            found = Counter(i for i in (table.column("id").to_pylist() if table.num_rows else []) if i in accepted)
+        assert job.poll() is None, "the job exited:\n" + log.read_text(errors="replace")[-4000:]
+        assert found == Counter(dict.fromkeys(accepted, 1)), log.read_text(errors="replace")[-4000:]
+    finally:
+        os.killpg(job.pid, 15)
+        job.wait(timeout=120)
