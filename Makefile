@@ -27,7 +27,7 @@ browser: $(STAMP) ## Debian's Chromium for the browser tests (tests/browser), if
 	@test -x /usr/bin/chromium || { SUDO=$$(test "$$(id -u)" -eq 0 || echo sudo); \
 	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium fonts-noto-color-emoji; }
 
-up: $(STAMP) ## start Kafka, LocalStack (with the lake bucket) and `chalice local` on :60000 in the background
+up: $(STAMP) ## start Kafka, LocalStack (with the lake bucket), `chalice local` on :60000, the lake writer (CLUSTER=1: 3 brokers, Spark standalone)
 	$(PY) -m stack up
 
 deploy: $(STAMP) ## deploy the collector to Lambda + API Gateway and the shop to an S3 website on LocalStack
