@@ -149,6 +149,16 @@ def wait_until(condition: Any, timeout_s: float, every_s: float = 0.5) -> float 
     return None
 
 
+def lake_figures(traffic: Traffic, landed: Counter[str]) -> dict[str, Any]:
+    """What every fault test reports: the answers, and the accepted events lost or doubled in the lake."""
+    return {
+        "answers": dict(traffic.statuses),
+        "accepted": len(traffic.accepted),
+        "lost": len(traffic.accepted - set(landed)),
+        "duplicated": sum(1 for n in landed.values() if n > 1),
+    }
+
+
 FIGURES: dict[str, dict[str, Any]] = {}
 
 

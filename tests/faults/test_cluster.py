@@ -14,7 +14,7 @@ from lake.reader import LAKE_PREFIX
 from stack import kafka, spark
 from stack.paths import runtime_dir
 from tests.conftest import lake_ids
-from tests.faults.conftest import Stack, Traffic, kill_group, report, running_stack, wait_until
+from tests.faults.conftest import Stack, Traffic, kill_group, lake_figures, report, running_stack, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -65,12 +65,9 @@ def test_a_broker_killed_under_500_events_per_second_every_answer_is_200_and_the
     report(
         "cluster: one of three brokers SIGKILL, 15 s down",
         {
-            "answers": dict(traffic.statuses),
-            "accepted": len(traffic.accepted),
+            **lake_figures(traffic, landed),
             "longest_wait_s": round(traffic.longest_wait_s, 1),
             "in_sync_again_after_release_s": back_after and round(back_after, 1),
-            "lost": len(traffic.accepted - set(landed)),
-            "duplicated": sum(1 for n in landed.values() if n > 1),
         },
     )
     assert set(traffic.statuses) == {200}, traffic.statuses
@@ -95,12 +92,9 @@ def test_the_worker_killed_and_restarted_the_job_recovers(cluster_stack: Stack) 
     report(
         "cluster: Spark worker SIGKILL, 10 s down",
         {
-            "answers": dict(traffic.statuses),
-            "accepted": len(traffic.accepted),
+            **lake_figures(traffic, landed),
             "batches_again_after_release_s": recovered and round(recovered, 1),
             "lake_whole_after_kill_s": round(time.monotonic() - killed, 1),
-            "lost": len(traffic.accepted - set(landed)),
-            "duplicated": sum(1 for n in landed.values() if n > 1),
         },
     )
     assert recovered is not None, "no batch ran after the worker came back"

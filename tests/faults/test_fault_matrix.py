@@ -25,7 +25,7 @@ from lake.reader import LAKE_PREFIX
 from stack import kafka, localstack, spark
 from stack.deploy import spool_depth
 from tests.conftest import lake_ids
-from tests.faults.conftest import Stack, Traffic, kill_group, report, wait_until
+from tests.faults.conftest import Stack, Traffic, kill_group, lake_figures, report, wait_until
 
 # Each test waits for recoveries and for the lake: longer than the suite's default timeout.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -84,12 +84,9 @@ def test_b_lake_writer_killed_mid_batch_comes_back_by_itself(fault_stack: Stack)
     report(
         "b. lake writer SIGKILL",
         {
-            "answers": dict(traffic.statuses),
-            "accepted": len(traffic.accepted),
+            **lake_figures(traffic, landed),
             "back_with_progress_after_s": back and round(back, 1),
             "lake_whole_after_kill_s": round(time.monotonic() - killed, 1),
-            "lost": len(traffic.accepted - set(landed)),
-            "duplicated": sum(1 for n in landed.values() if n > 1),
         },
     )
     assert back is not None, "the supervisor did not bring the lake writer back"
