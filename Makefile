@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv kafka-jars browser up down status deploy local run lake report test test-fast bench schemas lint clean
+.PHONY: help venv kafka-jars browser up down status deploy local run compact lake report test test-fast bench schemas lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -52,7 +52,10 @@ test: kafka-jars browser lint ## lint, schema check and every test (the suite st
 test-fast: $(STAMP) ## only the tests that need no service
 	$(PY) -m pytest -m "not slow"
 
-lake: $(STAMP) ## what the lake holds, read back with pyarrow
+compact: $(STAMP) ## compact (OPTIMIZE) and vacuum the lake's Delta tables now (the lake writer also does it on its own)
+	$(PY) -m stack compact
+
+lake: $(STAMP) ## what the lake holds, read back with delta-rs
 	$(PY) -m lake
 
 report: $(STAMP) ## an HTML report of what the lake holds (DuckDB over the lake's rows), in .runtime/report/

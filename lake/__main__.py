@@ -1,32 +1,42 @@
-"""`python -m lake`: what the lake holds, read back without Spark."""
+"""`python -m lake`: what the lake holds, counted by DuckDB over the Delta tables (read with delta-rs, lazily)."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections import Counter
+from typing import Any
 
-from lake.reader import INVALID_PREFIX, LAKE_PREFIX, read
+import duckdb
+from deltalake.exceptions import DeltaError
+
+from lake.reader import INVALID_PREFIX, LAKE_PREFIX, dataset
 
 
-def summary() -> dict:
-    events = read(LAKE_PREFIX, columns=["id", "type", "dt"])
-    invalid = read(INVALID_PREFIX, columns=["reason"])
-    ids = events.column("id").to_pylist() if events.num_rows else []
-    return {
-        "lake_rows": events.num_rows,
-        "distinct_ids": len(set(ids)),
-        "by_type": dict(Counter(events.column("type").to_pylist())) if events.num_rows else {},
-        "by_day": dict(Counter(events.column("dt").to_pylist())) if events.num_rows else {},
-        "invalid_rows": invalid.num_rows,
-    }
+def summary() -> dict[str, Any]:
+    events, invalid = dataset(LAKE_PREFIX), dataset(INVALID_PREFIX)
+    result: dict[str, Any] = {"lake_rows": 0, "distinct_ids": 0, "by_type": {}, "by_day": {}, "invalid_rows": 0}
+    con = duckdb.connect()
+    try:
+        if events is not None:
+            con.register("events", events)
+            result["lake_rows"], result["distinct_ids"] = con.execute(
+                "SELECT count(*), count(DISTINCT id) FROM events"
+            ).fetchone()
+            result["by_type"] = dict(con.sql("SELECT type, count(*) FROM events GROUP BY ALL ORDER BY 1").fetchall())
+            result["by_day"] = dict(con.sql("SELECT dt, count(*) FROM events GROUP BY ALL ORDER BY 1").fetchall())
+        if invalid is not None:
+            result["invalid_rows"] = invalid.count_rows()
+    finally:
+        con.close()
+    return result
 
 
 def main() -> int:
     try:
         print(json.dumps(summary(), indent=2))
-    except OSError as exc:  # pyarrow's S3 errors: most often the stack is not up
-        sys.exit(f"lake: cannot read the lake ({exc}); is the stack up (make up)?")
+    except (OSError, DeltaError) as exc:  # S3 errors: most often the stack is not up
+        print(f"lake: cannot read the lake ({exc}); is the stack up (make up)?", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,24 +1,40 @@
-"""Reads the Parquet lake without Spark (pyarrow over S3), counting only what the lake writer committed.
+"""Reads the lake's Delta tables without Spark: delta-rs (`deltalake`) over S3, lazily.
 
-Spark's file sink writes a micro-batch's files first and records them in <prefix>/_spark_metadata when the
-batch commits; a job killed between the two leaves files no batch committed, and a later run writes those
-rows again. So readers list the committed files from that log, as Spark itself does, instead of globbing.
+A Delta table's log names the files of every committed version, so a reader sees whole commits only: nothing of a
+batch a crash interrupted, nothing twice. `dataset()` is a pyarrow dataset of the current version (projection and
+partition pruning happen when it is scanned: DuckDB, Polars, pyarrow); `read()` materialises what was asked.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from functools import lru_cache
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
 from pyarrow import fs
 
 from chalicelib.settings import LAKE_TABLES, aws_environment, lake_url, setting
 
 LAKE_PREFIX, INVALID_PREFIX = LAKE_TABLES  # the events and the invalid events
-PARTITIONING = ds.partitioning(pa.schema([("dt", pa.string()), ("hour", pa.string())]), flavor="hive")
+
+
+def _endpoint() -> str:
+    return os.environ.get("LAKE_S3_ENDPOINT") or aws_environment()["AWS_ENDPOINT_URL"]
+
+
+def storage_options() -> dict[str, str]:
+    """delta-rs's S3 settings: LocalStack by default, or LAKE_S3_ENDPOINT (MinIO, AWS) with the AWS credentials."""
+    aws = aws_environment()
+    return {
+        "AWS_ENDPOINT_URL": _endpoint(),
+        "AWS_REGION": aws["AWS_DEFAULT_REGION"],
+        "AWS_ACCESS_KEY_ID": aws["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": aws["AWS_SECRET_ACCESS_KEY"],
+        "AWS_ALLOW_HTTP": "true",
+    }
 
 
 @lru_cache(maxsize=4)
@@ -28,10 +44,9 @@ def _filesystem(endpoint: str, region: str, key: str, secret: str) -> fs.S3FileS
 
 
 def filesystem() -> fs.S3FileSystem:
-    """The lake's S3: LocalStack by default, or LAKE_S3_ENDPOINT (MinIO, AWS) with the AWS credentials."""
+    """The lake's S3 as pyarrow's filesystem (for reading single files of a table)."""
     aws = aws_environment()
-    endpoint = os.environ.get("LAKE_S3_ENDPOINT") or aws["AWS_ENDPOINT_URL"]
-    return _filesystem(endpoint, aws["AWS_DEFAULT_REGION"], aws["AWS_ACCESS_KEY_ID"], aws["AWS_SECRET_ACCESS_KEY"])
+    return _filesystem(_endpoint(), aws["AWS_DEFAULT_REGION"], aws["AWS_ACCESS_KEY_ID"], aws["AWS_SECRET_ACCESS_KEY"])
 
 
 def table_path(prefix: str, bucket: str | None = None) -> str:
@@ -42,54 +57,29 @@ def table_path(prefix: str, bucket: str | None = None) -> str:
     return f"{bucket or setting('LAKE_BUCKET')}/{prefix}"
 
 
-def committed_files(prefix: str, bucket: str | None = None) -> list[str]:
-    """The Parquet files of `prefix` that committed micro-batches added (bucket/key paths)."""
-    s3 = filesystem()
-    log_dir = f"{table_path(prefix, bucket)}/_spark_metadata"
+def table(prefix: str = LAKE_PREFIX, bucket: str | None = None) -> DeltaTable | None:
+    """The Delta table at its latest version, or None while the lake writer has not created it."""
     try:
-        entries = s3.get_file_info(fs.FileSelector(log_dir))
-    except FileNotFoundError:
-        return []
-    # Batch logs are named by batch id; every 10th is a compaction ("N.compact") that holds all before it.
-    logs = {}
-    for entry in entries:
-        name = entry.base_name
-        if entry.type == fs.FileType.File and not name.startswith("."):
-            stem = name.removesuffix(".compact")
-            if stem.isdigit():
-                logs[int(stem)] = entry.path
-    compactions = [batch for batch, path in logs.items() if path.endswith(".compact")]
-    start = max(compactions, default=-1)
-    files: dict[str, None] = {}
-    for batch in sorted(b for b in logs if b >= start):
-        with s3.open_input_stream(logs[batch]) as stream:
-            lines = stream.read().decode().splitlines()[1:]  # the first line is the log format's version
-        for line in lines:
-            entry = json.loads(line)
-            path = entry["path"].split("://", 1)[-1]
-            if entry.get("action", "add") == "add":
-                files[path] = None
-            else:
-                files.pop(path, None)
-    return list(files)
+        return DeltaTable(f"s3://{table_path(prefix, bucket)}", storage_options=storage_options())
+    except TableNotFoundError:
+        return None
+
+
+def dataset(prefix: str = LAKE_PREFIX, bucket: str | None = None) -> ds.Dataset | None:
+    """The table's current version as a lazy pyarrow dataset (dt is a partition column), or None."""
+    found = table(prefix, bucket)
+    return None if found is None else found.to_pyarrow_dataset()
 
 
 def read(prefix: str = LAKE_PREFIX, bucket: str | None = None, columns: list[str] | None = None) -> pa.Table:
-    """The committed rows under `prefix` as one table, with dt and hour from the partition folders."""
-    files = committed_files(prefix, bucket)
-    if not files:
+    """The committed rows of a table (only the asked columns it has: an older table may lack newer ones)."""
+    scan = dataset(prefix, bucket)
+    if scan is None:
         return pa.table({})
-    dataset = ds.dataset(
-        files,
-        filesystem=filesystem(),
-        format="parquet",
-        partitioning=PARTITIONING,
-        partition_base_dir=table_path(prefix, bucket),
-    )
-    # A lake written by an earlier version lacks the columns added since: ask only for those it has.
-    present = set(dataset.schema.names)
-    return dataset.to_table(columns=None if columns is None else [c for c in columns if c in present])
+    present = set(scan.schema.names)
+    return scan.to_table(columns=None if columns is None else [c for c in columns if c in present])
 
 
 def count(prefix: str = LAKE_PREFIX) -> int:
-    return read(prefix, columns=["id"]).num_rows if committed_files(prefix) else 0
+    scan = dataset(prefix)
+    return 0 if scan is None else scan.count_rows()

@@ -1,8 +1,9 @@
 """`python -m lake.report`: one self-contained HTML page about what the lake holds.
 
-Reads the committed rows of both prefixes with lake.reader, computes the figures with DuckDB over the Arrow
-tables (in-process, no extension to download), and writes an HTML file with inline CSS and inline SVG charts:
-no script, font or stylesheet is fetched from anywhere, so the file opens offline and can be mailed around.
+Scans both Delta tables lazily (lake.reader's pyarrow datasets, from delta-rs): DuckDB computes the figures over the
+scan, reading only the columns it needs (in-process, no extension to download), never the lake as one table in
+memory. It writes an HTML file with inline CSS and inline SVG charts: no script, font or stylesheet is fetched
+from anywhere, so the file opens offline and can be mailed around.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as ds
 
 from chalicelib.contract import runtime_dir
 from chalicelib.settings import setting
-from lake.reader import INVALID_PREFIX, LAKE_PREFIX, read
+from lake.reader import INVALID_PREFIX, LAKE_PREFIX, dataset
 
 #: The lake's columns the report uses, with their types (an empty lake is read as a table without columns).
 EVENT_COLUMNS = pa.schema(
@@ -50,6 +52,7 @@ INVALID_COLUMNS = pa.schema(
     ]
 )
 EVENT_TYPES = ("click", "view", "purchase")
+Source = pa.Table | ds.Dataset
 #: A customer's next event after this much silence starts a new session (the usual web-analytics cut-off).
 SESSION_GAP_MINUTES = 30
 #: Bucket sizes for the events-over-time chart; the smallest that gives at most MAX_BUCKETS bars is used.
@@ -114,15 +117,22 @@ REFUSAL_KINDS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """`table` with exactly the columns of `schema` (missing ones as nulls): an empty lake has no columns."""
-    columns = []
-    for field in schema:
-        if field.name in table.column_names:
-            columns.append(table.column(field.name).cast(field.type))
-        else:
-            columns.append(pa.nulls(table.num_rows, field.type))
-    return pa.Table.from_arrays(columns, schema=schema)
+#: DuckDB's names of the report's Arrow types.
+DUCKDB_TYPES = {"string": "VARCHAR", "int32": "INTEGER", "double": "DOUBLE", "timestamp[us, tz=UTC]": "TIMESTAMPTZ"}
+
+
+def _register(con: duckdb.DuckDBPyConnection, name: str, source: Source | None, schema: pa.Schema) -> None:
+    """A view `name` over `source` (a lazy dataset or a table) with exactly the columns of `schema`: missing ones
+    are nulls (an older or empty lake lacks some). DuckDB scans only the columns the queries use."""
+    if source is None or not source.schema.names:  # no table yet, or an empty one
+        source = schema.empty_table()
+    con.register(f"{name}_source", source)
+    present = set(source.schema.names)
+    columns = ", ".join(
+        f"CAST({field.name if field.name in present else 'NULL'} AS {DUCKDB_TYPES[str(field.type)]}) AS {field.name}"
+        for field in schema
+    )
+    con.execute(f"CREATE TEMP VIEW {name} AS SELECT {columns} FROM {name}_source")
 
 
 def _case(subject: str, rules: Sequence[tuple[str, str]], fallback: str) -> tuple[str, list[str]]:
@@ -319,13 +329,13 @@ def _invalid(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     )
 
 
-def figures(events: pa.Table, invalid: pa.Table) -> dict[str, Any]:
-    """Every figure of the report, from the lake's rows (`events`) and its invalid prefix (`invalid`)."""
+def figures(events: Source | None, invalid: Source | None) -> dict[str, Any]:
+    """Every figure of the report, from the lake's events and invalid rows (lazy datasets, or tables)."""
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.register("events_arrow", _conform(events, EVENT_COLUMNS))
-        con.register("invalid_arrow", _conform(invalid, INVALID_COLUMNS))
+        _register(con, "events_arrow", events, EVENT_COLUMNS)
+        _register(con, "invalid_arrow", invalid, INVALID_COLUMNS)
         # Timestamps as naive UTC from here on: bucketing and printing need no time-zone rules.
         con.execute(
             """
@@ -339,7 +349,7 @@ def figures(events: pa.Table, invalid: pa.Table) -> dict[str, Any]:
             "ingested_timestamp::TIMESTAMP AS ingested FROM invalid_arrow"
         )
         return {
-            "empty": events.num_rows == 0 and invalid.num_rows == 0,
+            "empty": con.execute("SELECT (SELECT count(*) FROM e) + (SELECT count(*) FROM invalid)").fetchone() == (0,),
             "totals": _totals(con),
             "timeline": _timeline(con),
             "funnel": _funnel(con),
@@ -732,9 +742,9 @@ def render_html(fig: dict[str, Any], generated_at: datetime | None = None, sourc
 <header><h1>Clickstream lake report</h1><p>{about}generated {stamp}</p></header>
 {key_numbers(fig["totals"], now)}
 {body}
-<footer>Committed rows only (read through <code>_spark_metadata</code>). Sessions: a customer's events with less
-than {SESSION_GAP_MINUTES} minutes between them. Invalid events: rejected events and refused requests kept by the
-collector.</footer>
+<footer>Committed rows only (the Delta tables' current versions, read with delta-rs). Sessions: a customer's events
+with less than {SESSION_GAP_MINUTES} minutes between them. Invalid events: rejected events and refused requests kept
+by the collector.</footer>
 </main>
 </body>
 </html>
@@ -750,9 +760,7 @@ def default_output() -> Path:
 
 def write_report(output: Path | None = None) -> tuple[Path, dict[str, Any]]:
     """The report of what the lake holds, written to `output` (default: <runtime>/report/); its path and totals."""
-    events = read(LAKE_PREFIX, columns=list(EVENT_COLUMNS.names))
-    invalid = read(INVALID_PREFIX, columns=list(INVALID_COLUMNS.names))
-    fig = figures(events, invalid)
+    fig = figures(dataset(LAKE_PREFIX), dataset(INVALID_PREFIX))
     output = output or default_output()
     output.parent.mkdir(parents=True, exist_ok=True)
     source = f"s3://{setting('LAKE_BUCKET')}/{{{LAKE_PREFIX},{INVALID_PREFIX}}}"

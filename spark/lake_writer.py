@@ -1,15 +1,15 @@
-"""The lake writer: Kafka -> Parquet lake on S3 (exactly once per event id) and the latest-events topic.
+"""The lake writer: Kafka -> the lake's Delta Lake tables on S3 (exactly once per event id) and the latest topic.
 
 Three streaming queries, each with its own checkpoint under --checkpoint:
-  lake     acme.clickstream.raw.events, parsed with a schema derived from schemas/, deduplicated by event id
-           within a watermark, written as Parquet to s3a://<bucket>/clickstream-data/dt=YYYY-MM-DD/hour=HH.
-           The file sink commits each micro-batch in <path>/_spark_metadata: with the checkpointed Kafka
-           offsets, a restart neither loses nor repeats rows (readers must honour _spark_metadata; see
-           lake/reader.py).
-  latest   the rows the lake query committed, streamed back from the lake, as JSON to
-           acme.clickstream.latest.events (key = id); a batch replayed after a crash may be sent twice
-           (Kafka's sink is at-least-once).
-  invalid  acme.clickstream.invalid.events with their reasons, to s3a://<bucket>/clickstream-invalid/.
+  lake     acme.clickstream.raw.events, parsed with a schema derived from schemas/, upserted every
+           --commit-interval into the Delta table s3a://<bucket>/clickstream-data (partitioned by the event's day):
+           MERGE on (dt, id) inserts only ids the table lacks, so a resend of any age lands once (lake_tables.py).
+  latest   the same topic, deduplicated by id within --dedupe-window, as JSON to acme.clickstream.latest.events
+           (key = id) every --trigger: the real-time path does not wait for the lake's commits. A batch replayed
+           after a crash may be sent twice (Kafka's sink is at-least-once).
+  invalid  acme.clickstream.invalid.events with their reasons, and raw records no row can be made of, upserted
+           the same way into the Delta table s3a://<bucket>/clickstream-invalid (partitioned by the day received).
+Both tables are compacted and vacuumed by the job itself (lake_tables.Maintenance).
 
 Spark and s3a settings (master, endpoint, credentials, jars) come from spark-submit or PYSPARK_SUBMIT_ARGS,
 never from this file, so it runs unchanged on local[*] and on a cluster (`spark-submit --master spark://...`).
@@ -33,6 +33,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
+import lake_tables
 from chalicelib.contract import METADATA_FIELDS, is_int32
 from chalicelib.settings import lake_url, setting
 
@@ -109,12 +110,34 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--checkpoint", default=os.environ.get("SPARK_CHECKPOINT") or f"s3a://{bucket}/_checkpoints/lake-writer"
     )
     parser.add_argument(
-        "--trigger", default=os.environ.get("SPARK_TRIGGER") or "2 seconds", help="micro-batch interval"
+        "--trigger", default=os.environ.get("SPARK_TRIGGER") or "2 seconds", help="the latest topic's interval"
+    )
+    parser.add_argument(
+        "--commit-interval",
+        default=os.environ.get("LAKE_COMMIT_INTERVAL") or "30 seconds",
+        help="how often the lake's tables commit: fresher rows against fewer, larger files",
+    )
+    parser.add_argument(
+        "--compact-every-s",
+        type=float,
+        default=float(os.environ.get("LAKE_COMPACT_INTERVAL_S") or 600),
+        help="how often each table compacts the days it wrote into",
+    )
+    parser.add_argument(
+        "--vacuum-every-s", type=float, default=float(os.environ.get("LAKE_VACUUM_INTERVAL_S") or 86400)
+    )
+    parser.add_argument(
+        "--maintenance-request",
+        default=os.environ.get("LAKE_MAINTENANCE_REQUEST"),
+        help="a file `make compact` writes to ask for a compaction and vacuum of every table now",
+    )
+    parser.add_argument(
+        "--event-schema", default=os.environ.get("LAKE_EVENT_SCHEMA") or str(EVENT_SCHEMA_FILE), help="JSON Schema"
     )
     parser.add_argument(
         "--dedupe-window",
         default=os.environ.get("SPARK_DEDUPE_WINDOW") or "1 hour",
-        help="how long an event id is remembered, on the Kafka record's time: a resend within it is dropped",
+        help="how long the latest topic remembers an event id, on the Kafka record's time (the lake: forever)",
     )
     parser.add_argument(
         "--starting-offsets",
@@ -164,7 +187,7 @@ KAFKA_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timest
 
 
 def _date_partitions(df: DataFrame, moment: Column) -> DataFrame:
-    return df.withColumn("dt", F.date_format(moment, "yyyy-MM-dd")).withColumn("hour", F.date_format(moment, "HH"))
+    return df.withColumn("dt", F.date_format(moment, "yyyy-MM-dd"))
 
 
 def _text(column: str) -> Column:
@@ -233,11 +256,14 @@ def parse_raw_records(records: DataFrame, event_schema: dict[str, Any]) -> DataF
     return _date_partitions(rows, F.coalesce("event_timestamp", "kafka_timestamp"))
 
 
-def events(spark: SparkSession, args: argparse.Namespace, event_schema: dict[str, Any]) -> DataFrame:
-    """Valid events, one row each, flattened, deduplicated by id."""
+def valid_events(spark: SparkSession, args: argparse.Namespace, event_schema: dict[str, Any]) -> DataFrame:
+    """Valid events, one row each, flattened (duplicates stay: the lake's MERGE and the latest query drop them)."""
     rows = parse_raw_records(read_topic(spark, args, args.raw_topic), event_schema)
     rows = rows.where(F.col("reason").isNull())
-    rows = rows.drop("code", "path", "reason", "event_timestamp_text", CORRUPT_RECORD, "value_text")
+    return rows.drop("code", "path", "reason", "event_timestamp_text", CORRUPT_RECORD, "value_text")
+
+
+def deduplicated(rows: DataFrame, args: argparse.Namespace) -> DataFrame:
     # The watermark runs on the Kafka time (when the collector produced), not the client's clock: rows behind
     # the watermark are dropped by the deduplication, and client clocks can be far off.
     return rows.withWatermark("kafka_timestamp", args.dedupe_window).dropDuplicatesWithinWatermark(["id"])
@@ -252,7 +278,6 @@ def _invalid_columns(rows: DataFrame) -> DataFrame:
         *METADATA_FIELDS,
         *KAFKA_COLUMNS,
         "dt",
-        "hour",
     ]
     types = {f.name: f.dataType for f in INVALID_RECORD_SCHEMA.fields} | {"received_at": T.TimestampType()}
     return rows.select(
@@ -305,32 +330,29 @@ def invalid_events(spark: SparkSession, args: argparse.Namespace) -> DataFrame:
     return _invalid_columns(_date_partitions(rows, F.coalesce("received_at", "kafka_timestamp")))
 
 
-def parquet_query(df: DataFrame, name: str, path: str, args: argparse.Namespace) -> StreamingQuery:
-    return (
+def table_query(spark: SparkSession, df: DataFrame, name: str, path: str, args: argparse.Namespace) -> StreamingQuery:
+    """A streaming query writing `df` into the Delta table at `path` every --commit-interval (lake_tables.py)."""
+    lake_tables.ensure_table(spark, path, df.schema)
+    maintenance = lake_tables.Maintenance(
+        spark, path, args.compact_every_s, args.vacuum_every_s, args.maintenance_request
+    )
+    maintenance.start()
+    writer = lake_tables.TableWriter(path, maintenance)
+    query = (
         df.writeStream.queryName(name)
-        .format("parquet")
-        .partitionBy("dt", "hour")
-        .option("path", path.rstrip("/") + "/")
+        .foreachBatch(writer)
         .option("checkpointLocation", f"{args.checkpoint.rstrip('/')}/{name}")
-        .outputMode("append")
-        .trigger(processingTime=args.trigger)
+        .trigger(processingTime=args.commit_interval)
         .start()
     )
-
-
-def committed_events(spark: SparkSession, args: argparse.Namespace, valid: DataFrame) -> DataFrame:
-    """The rows the lake query committed, as a stream: Spark's file source follows the sink's _spark_metadata.
-
-    Feeding the latest topic from the lake instead of from Kafka halves the work (one read, one parse, one
-    deduplication) and sends exactly what the lake holds.
-    """
-    return spark.readStream.schema(valid.schema).parquet(args.lake_path.rstrip("/") + "/")
+    writer.started(str(query.id))
+    return query
 
 
 def latest_query(df: DataFrame, args: argparse.Namespace) -> StreamingQuery:
     processed = df.select(
         F.col("id").alias("key"),
-        F.to_json(F.struct(*[c for c in df.columns if c not in ("dt", "hour")])).alias("value"),
+        F.to_json(F.struct(*[c for c in df.columns if c != "dt"])).alias("value"),
     )
     return (
         processed.writeStream.queryName("latest")
@@ -413,10 +435,13 @@ class ProgressLog(StreamingQueryListener):
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    event_schema = json.loads(EVENT_SCHEMA_FILE.read_text())
-    spark = SparkSession.builder.appName("acme-clickstream-lake-writer").getOrCreate()
-    # Semantics, not deployment, so they live here: dt/hour in UTC; INT64 timestamps that every Parquet
-    # reader understands (Spark's default is the legacy INT96); RocksDB state with a changelog per batch.
+    event_schema = json.loads(Path(args.event_schema).read_text())
+    builder = SparkSession.builder.appName("acme-clickstream-lake-writer")
+    for key, value in lake_tables.builder_configs().items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    # Semantics, not deployment, so they live here: dt in UTC; INT64 timestamps that every Parquet reader
+    # understands (Spark's default is the legacy INT96); RocksDB state with a changelog per batch.
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
     spark.conf.set(
@@ -424,18 +449,15 @@ def main(argv: list[str]) -> int:
         "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
     )
     spark.conf.set("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
+    lake_tables.configure(spark, spark.conf.get("spark.sql.shuffle.partitions") or "2")
     spark.streams.addListener(ProgressLog(args.status_file))
 
-    valid = events(spark, args, event_schema)
+    valid = valid_events(spark, args, event_schema)
+    invalid = invalid_events(spark, args).unionByName(unfileable_raw_records(spark, args, event_schema))
     queries = [
-        parquet_query(valid, "lake", args.lake_path, args),
-        latest_query(committed_events(spark, args, valid), args),
-        parquet_query(
-            invalid_events(spark, args).unionByName(unfileable_raw_records(spark, args, event_schema)),
-            "invalid",
-            args.invalid_path,
-            args,
-        ),
+        table_query(spark, valid, "lake", args.lake_path, args),
+        latest_query(deduplicated(valid, args), args),
+        table_query(spark, invalid, "invalid", args.invalid_path, args),
     ]
 
     stop = threading.Event()

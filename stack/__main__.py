@@ -17,6 +17,7 @@ COMMANDS = {
     "localstack-install": localstack.install,
     "local": chalice_local.run_in_foreground,
     "spark-jars": lambda: print(spark.fetch_jars()),
+    "compact": spark.compact,
 }
 
 

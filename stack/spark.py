@@ -24,6 +24,7 @@ from stack.process import Service, ServiceError, wait_for_port
 
 POM = REPO / "spark" / "pom.xml"
 JOB = REPO / "spark" / "lake_writer.py"
+MAINTENANCE = REPO / "spark" / "lake_tables.py"
 
 
 def jars_dir() -> Path:
@@ -216,6 +217,7 @@ def start(timeout_s: float = 120.0, name: str = "spark", overrides: Mapping[str,
         PYSPARK_PYTHON=sys.executable,
         SPARK_LOCAL_IP="127.0.0.1",
         SPARK_STATUS_FILE=str(status_file(name)),
+        LAKE_MAINTENANCE_REQUEST=str(maintenance_request(name)),
     )
     started = time.monotonic()
     svc.start([sys.executable, str(JOB)], env=env, cwd=runtime_dir())
@@ -246,6 +248,43 @@ def stop(name: str = "spark", timeout_s: float = 150) -> None:
     """SIGTERM to the driver: it lets the running micro-batch finish, then stops Spark; killed after `timeout_s`."""
     if service(name).stop(timeout_s=timeout_s):
         print(f"{name}: stopped", flush=True)
+
+
+def maintenance_request(name: str = "spark") -> Path:
+    """The file `make compact` writes to ask the running lake writer for a compaction and vacuum now."""
+    return runtime_dir() / f"{name}-maintenance-request.json"
+
+
+def compact(timeout_s: float = 900) -> None:
+    """Compact and vacuum both lake tables: by the running lake writer (Delta on S3 takes one writing driver per
+    table), else by a short Spark application of its own."""
+    from chalicelib.settings import LAKE_TABLES, lake_url
+
+    svc = service()
+    if svc.pid() is None:
+        fetch_jars()
+        env = {**os.environ, "PYSPARK_SUBMIT_ARGS": submit_args(os.environ), "SPARK_LOCAL_IP": "127.0.0.1"}
+        tables = [lake_url(table) for table in LAKE_TABLES]
+        subprocess.run([sys.executable, str(MAINTENANCE), "maintain", *tables], env=env, check=True, cwd=runtime_dir())
+        return
+    request = maintenance_request()
+    asked_at = time.time()
+    request.write_text(json.dumps({"at": asked_at}))
+    done = [request.with_name(f"{request.stem}.{table}.done") for table in LAKE_TABLES]
+    deadline = time.monotonic() + timeout_s
+    # Each table answers after its next batch (within LAKE_COMMIT_INTERVAL) and its compaction.
+    while not all(_answered_since(path, asked_at) for path in done):
+        if svc.pid() is None or time.monotonic() > deadline:
+            raise ServiceError(f"spark: the lake writer did not compact within {timeout_s:.0f}s; see {svc.logfile}")
+        time.sleep(1)
+    print(f"spark: both tables compacted and vacuumed by the lake writer (log {svc.logfile})", flush=True)
+
+
+def _answered_since(path: Path, asked_at: float) -> bool:
+    try:
+        return json.loads(path.read_text())["at"] >= asked_at
+    except (FileNotFoundError, ValueError, KeyError):
+        return False
 
 
 def progress(name: str = "spark") -> dict[str, dict]:

@@ -50,7 +50,7 @@ def running_stack(runtime: Path, clustered: bool = False) -> Iterator[Stack]:
     called in the tests talk to it.
     """
     env = fresh_stack_environment(runtime, clustered=clustered)
-    env["SPARK_TRIGGER"] = "1 second"
+    env.update(SPARK_TRIGGER="1 second", LAKE_COMMIT_INTERVAL="2 seconds")
     saved = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)

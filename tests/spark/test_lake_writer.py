@@ -21,7 +21,7 @@ from chalicelib.sinks.kafka import KafkaSink
 from generator.synthetic import synthetic_events
 from lake.reader import INVALID_PREFIX, LAKE_PREFIX, read
 from stack import spark
-from tests.conftest import lake_ids
+from tests.conftest import REPO, lake_ids
 
 pytestmark = pytest.mark.slow
 
@@ -42,6 +42,7 @@ def test_valid_and_invalid_events_land_once_with_metadata(
 ) -> None:
     events = synthetic_events(300, seed=41, invalid_share=0.1)
     body = post(collector, events)
+    post(collector, events)  # N valid and M invalid posted twice: N rows and M invalid rows
     rejected = {e["id"] for e in body["errors"]}
     accepted = {e["id"] for e in events} - rejected
     assert len(accepted) == body["valid_count"] and rejected
@@ -60,7 +61,7 @@ def test_valid_and_invalid_events_land_once_with_metadata(
     )
     assert row["correlation_id"] == body["correlation_id"] and row["schema_version"] == "1-0-0"
     assert row["kafka_offset"] >= 0 and row["kafka_timestamp"] and row["ingested_timestamp"]
-    assert row["dt"] == sample["event"]["timestamp"][:10] and row["hour"] == sample["event"]["timestamp"][11:13]
+    assert row["dt"] == sample["event"]["timestamp"][:10]
 
     invalid = [r for r in read(INVALID_PREFIX).to_pylist() if r["id"] in rejected]
     problems = {e["id"]: (e["code"], e["path"], e["reason"]) for e in body["errors"]}
@@ -100,6 +101,43 @@ def test_a_resent_batch_lands_once(lake_writer: None, collector: Collector) -> N
     post(collector, events)  # e.g. the client retried after a 503
     wanted = {e["id"] for e in events}
     assert lake_ids(LAKE_PREFIX, wanted) == Counter(dict.fromkeys(wanted, 1))
+
+
+def test_a_resend_after_the_writer_restarted_lands_once(lake_writer: None, collector: Collector) -> None:
+    events = synthetic_events(150, seed=46)
+    post(collector, events)
+    wanted = {e["id"] for e in events}
+    assert lake_ids(LAKE_PREFIX, wanted) == Counter(dict.fromkeys(wanted, 1))
+    spark.stop()
+    spark.start()  # nothing of the first send is in memory any more: only the table knows those ids
+    post(collector, events)
+    later = synthetic_events(20, seed=47)
+    post(collector, later)
+    both = wanted | {e["id"] for e in later}
+    assert lake_ids(LAKE_PREFIX, both) == Counter(dict.fromkeys(both, 1))
+
+
+def test_compaction_keeps_every_row_in_fewer_files(lake_writer: None, collector: Collector) -> None:
+    from lake.reader import table
+
+    sent: set[str] = set()
+    for n in range(6):  # six commits of one day at least: six small files to bin-pack
+        events = synthetic_events(40, seed=500 + n)
+        post(collector, events)
+        sent |= {e["id"] for e in events}
+        assert lake_ids(LAKE_PREFIX, sent) == Counter(dict.fromkeys(sent, 1))
+    before = table(LAKE_PREFIX)
+    assert before is not None
+    files_before, rows_before = len(before.file_uris()), before.to_pyarrow_dataset().count_rows()
+
+    spark.compact()  # asks the running lake writer, which compacts between two batches
+
+    after = table(LAKE_PREFIX)
+    assert after is not None and after.version() > before.version()
+    assert "OPTIMIZE" in [entry["operation"] for entry in after.history(5)]
+    assert len(after.file_uris()) < files_before
+    assert after.to_pyarrow_dataset().count_rows() == rows_before
+    assert lake_ids(LAKE_PREFIX, sent) == Counter(dict.fromkeys(sent, 1))
 
 
 def test_restarts_mid_stream_lose_and_repeat_nothing(lake_writer: None, collector: Collector) -> None:
@@ -200,3 +238,49 @@ def test_records_of_any_producer_never_stop_the_lake(
     assert rows[f"{tag}-not-json"]["body"] == "not json \ufffd\ufffd"  # invalid UTF-8, made readable
     assert rows[f"{tag}-invalid-garbage"]["kafka_topic"] == kafka_settings.invalid_topic
     assert spark.service().pid() is not None, "the lake writer stopped"
+
+
+def test_an_optional_field_of_schema_1_1_0_adds_its_column_old_rows_read_null(
+    lake_writer: None, collector: Collector, kafka_settings: Settings, tmp_path: Any
+) -> None:
+    """Runs last in the module: it restarts the lake writer on an evolved schema (and back)."""
+    from kafka import KafkaProducer
+
+    from tests.conftest import read_topic
+
+    before = synthetic_events(30, seed=48)
+    body = post(collector, before)
+    old_ids = {e["id"] for e in before}
+    assert lake_ids(LAKE_PREFIX, old_ids) == Counter(dict.fromkeys(old_ids, 1))
+
+    # SchemaVer 1-1-0: one optional field more. The records are the collector's own, re-keyed, with the field.
+    schema = json.loads((REPO / "schemas" / "acme.clickstream.raw.events.json").read_text())
+    schema["properties"]["event"]["properties"]["coupon"] = {"type": ["string", "null"], "maxLength": 64}
+    evolved = tmp_path / "acme.clickstream.raw.events-1-1-0.json"
+    evolved.write_text(json.dumps(schema))
+    [record] = read_topic(
+        kafka_settings.kafka_bootstrap_servers, kafka_settings.raw_topic, {"correlation_id": body["correlation_id"]}, 30
+    )[:1]
+    template = json.loads(record.value)
+    new_ids = {f"{template['id']}-1-1-0-{n}" for n in range(10)}
+    spark.stop()
+    os.environ["LAKE_EVENT_SCHEMA"] = str(evolved)
+    try:
+        spark.start()
+        producer = KafkaProducer(bootstrap_servers=kafka_settings.kafka_servers, acks="all")
+        for event_id in new_ids:
+            value = {**template, "id": event_id, "event": {**template["event"], "coupon": "WINTER"}}
+            value["collector"] = {**template["collector"], "schema_version": "1-1-0"}
+            producer.send(kafka_settings.raw_topic, key=event_id.encode(), value=json.dumps(value).encode())
+        producer.flush()
+        producer.close()
+        assert lake_ids(LAKE_PREFIX, new_ids) == Counter(dict.fromkeys(new_ids, 1))
+    finally:
+        spark.stop()
+        del os.environ["LAKE_EVENT_SCHEMA"]
+        spark.start()
+
+    rows = {r["id"]: r for r in read(LAKE_PREFIX, columns=["id", "coupon", "schema_version"]).to_pylist()}
+    assert {rows[i]["coupon"] for i in new_ids} == {"WINTER"}
+    assert {rows[i]["schema_version"] for i in new_ids} == {"1-1-0"}
+    assert {rows[i]["coupon"] for i in old_ids} == {None}  # old rows read null: nothing was rewritten

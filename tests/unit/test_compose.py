@@ -187,3 +187,10 @@ def test_spark_connector_and_image_match_the_pyspark_version() -> None:
     assert versions == {PYSPARK_VERSION}
     for name in ("spark-master", "spark-worker", "spark-job"):
         assert image_tag(service(compose, name)).split("-")[0] == PYSPARK_VERSION, name
+
+
+def test_spark_job_takes_the_delta_lake_version_spark_pom_pins() -> None:
+    [packages] = option_values(command(service(load_compose(), "spark-job")), "--packages")
+    pinned = re.search(r"<delta.version>([^<]+)</delta.version>", (REPO / "spark" / "pom.xml").read_text())
+    assert pinned is not None
+    assert f"io.delta:delta-spark_{PYSPARK_VERSION.rsplit('.', 1)[0]}_2.13:{pinned[1]}" in packages.split(",")
