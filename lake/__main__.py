@@ -21,9 +21,10 @@ def summary() -> dict[str, Any]:
             con.register("events", events)
             result["lake_rows"], result["distinct_ids"] = con.execute(
                 "SELECT count(*), count(DISTINCT id) FROM events"
-            ).fetchone()
-            result["by_type"] = dict(con.sql("SELECT type, count(*) FROM events GROUP BY ALL ORDER BY 1").fetchall())
-            result["by_day"] = dict(con.sql("SELECT dt, count(*) FROM events GROUP BY ALL ORDER BY 1").fetchall())
+            ).fetchall()[0]
+            for key, column in (("by_type", "type"), ("by_day", "dt")):
+                grouped = f"SELECT {column}, count(*) FROM events GROUP BY ALL ORDER BY 1"
+                result[key] = dict(con.execute(grouped).fetchall())
         if invalid is not None:
             result["invalid_rows"] = invalid.count_rows()
     finally:

@@ -66,9 +66,27 @@ def table(prefix: str = LAKE_PREFIX, bucket: str | None = None) -> DeltaTable | 
 
 
 def dataset(prefix: str = LAKE_PREFIX, bucket: str | None = None) -> ds.Dataset | None:
-    """The table's current version as a lazy pyarrow dataset (dt is a partition column), or None."""
+    """The table's current version as a lazy pyarrow dataset (dt is a partition column), or None.
+
+    delta-rs names the files of the version (its log decides what is committed); pyarrow's own S3 reads them.
+    delta-rs's to_pyarrow_dataset() would read them through a Python filesystem handler instead, whose threads
+    can outlive the interpreter and abort it on exit.
+    """
     found = table(prefix, bucket)
-    return None if found is None else found.to_pyarrow_dataset()
+    if found is None:
+        return None
+    base = table_path(prefix, bucket)
+    schema = pa.schema(found.schema().to_arrow())
+    partitions = pa.schema([schema.field(name) for name in found.metadata().partition_columns])
+    files = [uri.split("://", 1)[-1] for uri in found.file_uris()]
+    return ds.dataset(
+        files,
+        schema=schema,
+        filesystem=filesystem(),
+        format="parquet",
+        partitioning=ds.partitioning(partitions, flavor="hive"),
+        partition_base_dir=base,
+    )
 
 
 def read(prefix: str = LAKE_PREFIX, bucket: str | None = None, columns: list[str] | None = None) -> pa.Table:

@@ -236,7 +236,7 @@ def _totals(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 
 
 def _timeline(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    first, last = con.execute("SELECT min(ts), max(ts) FROM e").fetchone() or (None, None)
+    first, last = con.execute("SELECT min(ts), max(ts) FROM e").fetchall()[0] or (None, None)
     seconds = bucket_seconds(first, last)
     types = [t for (t,) in con.execute("SELECT DISTINCT type FROM e WHERE ts IS NOT NULL").fetchall()]
     types.sort(key=lambda t: (EVENT_TYPES.index(t) if t in EVENT_TYPES else len(EVENT_TYPES), t))
@@ -349,7 +349,8 @@ def figures(events: Source | None, invalid: Source | None) -> dict[str, Any]:
             "ingested_timestamp::TIMESTAMP AS ingested FROM invalid_arrow"
         )
         return {
-            "empty": con.execute("SELECT (SELECT count(*) FROM e) + (SELECT count(*) FROM invalid)").fetchone() == (0,),
+            "empty": con.execute("SELECT (SELECT count(*) FROM e) + (SELECT count(*) FROM invalid)").fetchall()
+            == [(0,)],
             "totals": _totals(con),
             "timeline": _timeline(con),
             "funnel": _funnel(con),

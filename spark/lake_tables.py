@@ -79,7 +79,9 @@ def ensure_table(spark: SparkSession, path: str, schema: T.StructType) -> None:
     """Create the table (empty, partitioned by day, with our properties) unless it exists."""
     if exists(spark, path):
         return
-    spark.createDataFrame([], schema).write.format("delta").partitionBy(PARTITION).mode("append").save(path)
+    # Built in the JVM (createDataFrame from Python would need Python workers, which a cluster may lack).
+    empty = spark.range(0).select(*[F.lit(None).cast(field.dataType).alias(field.name) for field in schema.fields])
+    empty.write.format("delta").partitionBy(PARTITION).mode("append").save(path)
     properties = ", ".join(f"'{k}' = '{v}'" for k, v in TABLE_PROPERTIES.items())
     spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({properties})")
 

@@ -1,6 +1,6 @@
 """The tracker remembers: with the collector unreachable, a person browses and reloads twice; when it is back,
 the next page view sends everything the earlier ones queued (beacons included), and each event id lands in
-the lake once (read with pyarrow, not Spark)."""
+the lake once (read with delta-rs, not Spark)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`CLUSTER=1 make up`: three KRaft brokers (replication 3, min.insync 2) and a Spark standalone master and
-worker, the lake writer submitted to it. Faults on the cluster, asserted on the lake read with pyarrow."""
+worker, the lake writer submitted to it. Faults on the cluster, asserted on the lake read with delta-rs."""
 
 from __future__ import annotations
 

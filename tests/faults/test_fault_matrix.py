@@ -1,6 +1,6 @@
 """The fault matrix: each fault inflicted on a running, supervised stack under traffic through API Gateway.
 
-Each test asserts on the lake afterwards, read with pyarrow through `_spark_metadata` (not Spark): every
+Each test asserts on the lake afterwards, read with delta-rs (not Spark): every
 accepted event is there, none twice. The figures each measures are printed in pytest's summary.
 (Poison records, the matrix's fifth row, are in tests/spark/test_lake_writer.py.)
 """
