@@ -41,10 +41,13 @@ TABLE_PROPERTIES = {
     "delta.deletedFileRetentionDuration": f"interval {VACUUM_RETAIN_HOURS} hours",
     "delta.logRetentionDuration": "interval 30 days",
 }
-#: Semantics of the tables, so they live here rather than in the submit line.
-SESSION_CONFIGS = {
+#: Semantics of the tables, so they live here rather than in the submit line. These two must be set before the
+#: session starts.
+BUILDER_CONFIGS = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+SESSION_CONFIGS = {
     # A field added to the schema (SchemaVer 1-1-0) becomes a column on the next batch; old rows read null.
     "spark.databricks.delta.schema.autoMerge.enabled": "true",
     # Compaction targets 128 MB files and leaves files of 32 MB or more alone, so a busy day is not rewritten
@@ -54,17 +57,17 @@ SESSION_CONFIGS = {
 }
 
 
-def configure(spark: SparkSession, snapshot_partitions: str) -> None:
-    """The session settings the tables need (the extension and catalog must be set before the session starts)."""
+def session(app_name: str) -> SparkSession:
+    """A Spark session that writes the tables as they must be written."""
+    builder = SparkSession.builder.appName(app_name)
+    for key, value in BUILDER_CONFIGS.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
     for key, value in SESSION_CONFIGS.items():
-        if not key.startswith(("spark.sql.extensions", "spark.sql.catalog")):
-            spark.conf.set(key, value)
-    # Delta reads its log with this many tasks (default 50): a laptop's table needs few.
-    spark.conf.set("spark.databricks.delta.snapshotPartitions", snapshot_partitions)
-
-
-def builder_configs() -> dict[str, str]:
-    return {k: v for k, v in SESSION_CONFIGS.items() if k.startswith(("spark.sql.extensions", "spark.sql.catalog"))}
+        spark.conf.set(key, value)
+    # Delta reads its log with this many tasks (default 50): as many as the shuffle's suit a laptop's table.
+    spark.conf.set("spark.databricks.delta.snapshotPartitions", spark.conf.get("spark.sql.shuffle.partitions") or "2")
+    return spark
 
 
 def exists(spark: SparkSession, path: str) -> bool:
@@ -131,7 +134,6 @@ class Maintenance:
         self._touched_lock = threading.Lock()
         self.last_compact = self.last_vacuum = time.monotonic()
         self.last_request = time.time()
-        self._stop = threading.Event()
 
     def wrote(self, days: list[str]) -> None:
         """The days a batch wrote into: the next compaction's."""
@@ -141,11 +143,10 @@ class Maintenance:
     def start(self) -> None:
         threading.Thread(target=self._run, name=f"maintenance {self.path}", daemon=True).start()
 
-    def stop(self) -> None:
-        self._stop.set()
-
     def _run(self) -> None:
-        while not self._stop.wait(1.0):
+        # A daemon thread: it ends with the driver.
+        while True:
+            time.sleep(1.0)
             try:
                 self.run_due()
             except Exception as exc:  # a failed compaction must not stop the lake: the next round tries again
@@ -268,11 +269,7 @@ def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[0] != "maintain":
         print("usage: lake_tables.py maintain PATH [PATH...]", file=sys.stderr)
         return 2
-    builder = SparkSession.builder.appName("acme-clickstream-lake-maintenance")
-    for key, value in builder_configs().items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    configure(spark, spark.conf.get("spark.sql.shuffle.partitions", "2") or "2")
+    spark = session("acme-clickstream-lake-maintenance")
     try:
         for path in argv[1:]:
             if exists(spark, path):

@@ -436,10 +436,7 @@ class ProgressLog(StreamingQueryListener):
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     event_schema = json.loads(Path(args.event_schema).read_text())
-    builder = SparkSession.builder.appName("acme-clickstream-lake-writer")
-    for key, value in lake_tables.builder_configs().items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    spark = lake_tables.session("acme-clickstream-lake-writer")
     # Semantics, not deployment, so they live here: dt in UTC; INT64 timestamps that every Parquet reader
     # understands (Spark's default is the legacy INT96); RocksDB state with a changelog per batch.
     spark.conf.set("spark.sql.session.timeZone", "UTC")
@@ -449,7 +446,6 @@ def main(argv: list[str]) -> int:
         "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
     )
     spark.conf.set("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
-    lake_tables.configure(spark, spark.conf.get("spark.sql.shuffle.partitions") or "2")
     spark.streams.addListener(ProgressLog(args.status_file))
 
     valid = valid_events(spark, args, event_schema)

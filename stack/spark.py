@@ -270,7 +270,8 @@ def compact(timeout_s: float = 900) -> None:
     request = maintenance_request()
     asked_at = time.time()
     request.write_text(json.dumps({"at": asked_at}))
-    done = [request.with_name(f"{request.stem}.{table}.done") for table in LAKE_TABLES]
+    # Each table answers in a file named after the last segment of its path (lake_tables.Maintenance).
+    done = [request.with_name(f"{request.stem}.{lake_url(table).rsplit('/', 1)[-1]}.done") for table in LAKE_TABLES]
     deadline = time.monotonic() + timeout_s
     # Each table answers after its next batch (within LAKE_COMMIT_INTERVAL) and its compaction.
     while not all(_answered_since(path, asked_at) for path in done):
