@@ -7,7 +7,9 @@ Compares, for batches of 987 events with acks=all:
   - the seed's way: one `send().get()` round trip per event,
   - the collector deployed on LocalStack (API Gateway -> Lambda), when `make bench` deployed its stage.
 Bench traffic goes to its own topics (the `bench` stage of chalice_app/.chalice/config.json), so it never
-reaches the lake.
+reaches the lake. Then the lake's figures (bench/lake.py: freshness, the latest topic, Spark's ingest rate) and the
+Delta tables' (bench/tables.py: MERGE at 1M and 10M rows, files per day before and after compaction, the report
+on 10M events).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 import requests
 from kafka import KafkaProducer
 
-from bench import lake
+from bench import lake, tables
 from chalicelib.collector import Collector, RequestInfo
 from chalicelib.contract import read_deployment
 from chalicelib.settings import Settings
@@ -186,6 +188,7 @@ def main() -> int:
     }
     result["lake_e2e_latency"] = measured(lake.e2e_latency)
     result["spark_throughput"] = measured(lambda: lake.spark_throughput(settings))
+    result["tables"] = measured(lambda: tables.table_figures(settings))
     result["peak_rss_mb"] = measured(peak_rss)
     result["make_run_cold_services"] = measured(make_run_on_a_fresh_stack)
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "kafka": kafka.version()}

@@ -57,10 +57,11 @@ SESSION_CONFIGS = {
 }
 
 
-def session(app_name: str) -> SparkSession:
-    """A Spark session that writes the tables as they must be written."""
+def session(app_name: str, builder_configs: dict[str, str] | None = None) -> SparkSession:
+    """A Spark session that writes the tables as they must be written (with `builder_configs`, the caller's own
+    settings that must be made before the session starts)."""
     builder = SparkSession.builder.appName(app_name)
-    for key, value in BUILDER_CONFIGS.items():
+    for key, value in {**BUILDER_CONFIGS, **(builder_configs or {})}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     for key, value in SESSION_CONFIGS.items():
@@ -238,15 +239,18 @@ class TableWriter:
         # foreachBatch hands each batch a session of its own: views and settings must be made in it.
         spark = batch.sparkSession
         keyed = F.col("id").isNotNull()
-        batch = batch.where(keyed).dropDuplicates([PARTITION, "id"]).unionByName(batch.where(~keyed)).persist()
+        # Cached first: the two branches below would each read (and parse) the batch's records again.
+        source = batch.persist()
+        rows = source.where(keyed).dropDuplicates([PARTITION, "id"]).unionByName(source.where(~keyed)).persist()
         try:
-            days = _days(batch)
+            days = _days(rows)
             if days:
                 with self.maintenance.lock:
-                    self._merge(spark, batch, days, batch_id)
+                    self._merge(spark, rows, days, batch_id)
                 self.maintenance.wrote(days)
         finally:
-            batch.unpersist()
+            rows.unpersist()
+            source.unpersist()
 
     def _merge(self, spark: SparkSession, batch: DataFrame, days: list[str], batch_id: int) -> None:
         view = f"lake_batch_{batch_id}"

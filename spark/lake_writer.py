@@ -256,11 +256,15 @@ def parse_raw_records(records: DataFrame, event_schema: dict[str, Any]) -> DataF
     return _date_partitions(rows, F.coalesce("event_timestamp", "kafka_timestamp"))
 
 
+def lake_rows(records: DataFrame, event_schema: dict[str, Any]) -> DataFrame:
+    """The lake's rows of the raw records that are valid events: the events table's columns."""
+    rows = parse_raw_records(records, event_schema).where(F.col("reason").isNull())
+    return rows.drop("code", "path", "reason", "event_timestamp_text", CORRUPT_RECORD, "value_text")
+
+
 def valid_events(spark: SparkSession, args: argparse.Namespace, event_schema: dict[str, Any]) -> DataFrame:
     """Valid events, one row each, flattened (duplicates stay: the lake's MERGE and the latest query drop them)."""
-    rows = parse_raw_records(read_topic(spark, args, args.raw_topic), event_schema)
-    rows = rows.where(F.col("reason").isNull())
-    return rows.drop("code", "path", "reason", "event_timestamp_text", CORRUPT_RECORD, "value_text")
+    return lake_rows(read_topic(spark, args, args.raw_topic), event_schema)
 
 
 def deduplicated(rows: DataFrame, args: argparse.Namespace) -> DataFrame:
@@ -354,16 +358,22 @@ def latest_query(df: DataFrame, args: argparse.Namespace) -> StreamingQuery:
         F.col("id").alias("key"),
         F.to_json(F.struct(*[c for c in df.columns if c != "dt"])).alias("value"),
     )
-    return (
-        processed.writeStream.queryName("latest")
-        .format("kafka")
-        .option("kafka.bootstrap.servers", args.bootstrap_servers)
-        .option("topic", args.latest_topic)
-        .option("checkpointLocation", f"{args.checkpoint.rstrip('/')}/latest")
-        .outputMode("append")
-        .trigger(processingTime=args.trigger)
-        .start()
-    )
+    # A query's jobs run in the pool of the thread that started it.
+    context = df.sparkSession.sparkContext
+    context.setLocalProperty("spark.scheduler.pool", "latest")
+    try:
+        return (
+            processed.writeStream.queryName("latest")
+            .format("kafka")
+            .option("kafka.bootstrap.servers", args.bootstrap_servers)
+            .option("topic", args.latest_topic)
+            .option("checkpointLocation", f"{args.checkpoint.rstrip('/')}/latest")
+            .outputMode("append")
+            .trigger(processingTime=args.trigger)
+            .start()
+        )
+    finally:
+        context.setLocalProperty("spark.scheduler.pool", None)
 
 
 # --- run ------------------------------------------------------------------------------------------------
@@ -433,14 +443,21 @@ class ProgressLog(StreamingQueryListener):
         print(json.dumps({"query_terminated": str(event.id), "exception": event.exception}), flush=True)
 
 
+def session(app_name: str) -> SparkSession:
+    """The tables' session (lake_tables.session) with the rows' semantics, which live here, not in deployment:
+    dt in UTC; INT64 timestamps that every Parquet reader understands (Spark's default is the legacy INT96). FAIR
+    scheduling: the latest topic's query has a pool of its own, so its tasks do not queue behind a MERGE's."""
+    spark = lake_tables.session(app_name, {"spark.scheduler.mode": "FAIR"})
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    return spark
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     event_schema = json.loads(Path(args.event_schema).read_text())
-    spark = lake_tables.session("acme-clickstream-lake-writer")
-    # Semantics, not deployment, so they live here: dt in UTC; INT64 timestamps that every Parquet reader
-    # understands (Spark's default is the legacy INT96); RocksDB state with a changelog per batch.
-    spark.conf.set("spark.sql.session.timeZone", "UTC")
-    spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    spark = session("acme-clickstream-lake-writer")
+    # RocksDB state with a changelog per batch.
     spark.conf.set(
         "spark.sql.streaming.stateStore.providerClass",
         "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",

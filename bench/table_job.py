@@ -1,0 +1,122 @@
+"""A Spark application for `make bench`'s table figures: it writes a Delta table of synthetic events directly (no
+collector, no Kafka) and times the lake writer's own MERGE on it.
+
+    table_job.py build PATH TEMPLATE FIRST_DAY DAYS ROWS_PER_DAY    append DAYS days of ROWS_PER_DAY rows each
+    table_job.py merge PATH TEMPLATE DAY ROWS BATCHES               BATCHES micro-batches of ROWS new rows into DAY,
+                                                                    each through lake_tables.TableWriter
+    table_job.py compact PATH DAY                                    OPTIMIZE of DAY, as the lake writer runs it
+
+TEMPLATE is a JSON-lines file of raw-topic records ({"key", "value"}) as the collector publishes them. Rows are the
+template's, parsed by the lake writer's own code, with new ids and timestamps spread over the day; each command
+prints one `{"bench": ...}` line of figures. Run by bench/tables.py with the lake writer's Spark settings.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "spark"))
+
+import lake_tables
+import lake_writer
+
+
+def template_rows(spark: SparkSession, template: str) -> DataFrame:
+    """The template's records as lake rows, numbered 0..n-1 in `kafka_offset`, cached."""
+    records = spark.read.schema("key string, value string, n long").json(f"file://{template}")
+    records = records.select(
+        F.col("key").cast("binary").alias("key"),
+        F.col("value").cast("binary").alias("value"),
+        F.lit("bench").alias("topic"),
+        F.lit(0).alias("partition"),
+        F.col("n").alias("offset"),
+        F.current_timestamp().alias("timestamp"),
+    )
+    schema = json.loads(lake_writer.EVENT_SCHEMA_FILE.read_text())
+    return lake_writer.lake_rows(records, schema).coalesce(1).cache()
+
+
+def day_rows(template: DataFrame, day: str, rows: int, salt: str) -> DataFrame:
+    """`rows` rows of `day` (copies of the template with ids of their own, spread evenly over the day)."""
+    size = template.count()
+    copies = -(-rows // size)
+    index = F.col("copy") * size + F.col("kafka_offset")
+    digest = F.md5(F.concat_ws("/", F.lit(salt), F.lit(day), index.cast("string")))
+    groups = ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))  # a UUID's shape
+    uuid = F.concat_ws("-", *[F.substring(digest, start, length) for start, length in groups])
+    start = F.unix_timestamp(F.lit(day), "yyyy-MM-dd")
+    moment = F.timestamp_seconds(start + index * F.lit(86400.0 / rows))
+    grown = template.crossJoin(template.sparkSession.range(copies, numPartitions=1).withColumnRenamed("id", "copy"))
+    grown = grown.where(index < rows).withColumn("id", uuid).withColumn("event_timestamp", moment)
+    return grown.withColumn("dt", F.lit(day)).drop("copy").select(*template.columns)
+
+
+def _days(first: str, count: int) -> list[str]:
+    start = date.fromisoformat(first)
+    return [(start + timedelta(days=n)).isoformat() for n in range(count)]
+
+
+def build(spark: SparkSession, path: str, template: str, first_day: str, days: int, rows_per_day: int) -> dict:
+    rows = template_rows(spark, template)
+    lake_tables.ensure_table(spark, path, rows.schema)
+    started = time.monotonic()
+    for day in _days(first_day, days):
+        # One file per day: the layout compaction leaves.
+        day_rows(rows, day, rows_per_day, "build").coalesce(1).write.format("delta").mode("append").save(path)
+    return {"days": days, "rows": days * rows_per_day, "seconds": round(time.monotonic() - started, 1)}
+
+
+def merge(spark: SparkSession, path: str, template: str, day: str, rows: int, batches: int) -> dict:
+    """Micro-batches of new events into `day`, through the lake writer's TableWriter; each one's seconds."""
+    source = template_rows(spark, template)
+    lake_tables.ensure_table(spark, path, source.schema)
+    writer = lake_tables.TableWriter(path, lake_tables.Maintenance(spark, path, float("inf"), float("inf")))
+    run = f"bench-{time.time_ns()}"
+    writer.started(run)
+    seconds = []
+    for batch_id in range(batches):
+        batch = day_rows(source, day, rows, f"{run}-{batch_id}").cache()
+        batch.count()  # the rows exist before the clock starts, as a micro-batch's rows do
+        started = time.monotonic()
+        writer(batch, batch_id)
+        seconds.append(time.monotonic() - started)
+        batch.unpersist()
+    return {
+        "batches": batches,
+        "rows_per_batch": rows,
+        "seconds_p50": round(statistics.median(seconds), 2),
+        "seconds_max": round(max(seconds), 2),
+        "seconds_each": [round(s, 2) for s in seconds],
+    }
+
+
+def main(argv: list[str]) -> int:
+    command, path, *rest = argv
+    spark = lake_writer.session(f"acme-clickstream-bench-{command}")
+    try:
+        if command == "build":
+            template, first_day, days, rows_per_day = rest
+            figures = build(spark, path, template, first_day, int(days), int(rows_per_day))
+        elif command == "merge":
+            template, day, rows, batches = rest
+            figures = merge(spark, path, template, day, int(rows), int(batches))
+        elif command == "compact":
+            figures = lake_tables.compact(spark, path, rest)
+        else:
+            raise ValueError(f"unknown command {command!r}")
+    finally:
+        spark.stop()
+    print(json.dumps({"bench": figures}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
