@@ -30,7 +30,8 @@ import lake_writer
 
 
 def template_rows(spark: SparkSession, template: str) -> DataFrame:
-    """The template's records as lake rows, numbered 0..n-1 in `kafka_offset`, cached."""
+    """The template's records as the lake writer makes events table rows of them (enriched), numbered 0..n-1 in
+    `kafka_offset`, cached."""
     records = spark.read.schema("key string, value string, n long").json(f"file://{template}")
     records = records.select(
         F.col("key").cast("binary").alias("key"),
@@ -41,7 +42,8 @@ def template_rows(spark: SparkSession, template: str) -> DataFrame:
         F.current_timestamp().alias("timestamp"),
     )
     schema = json.loads(lake_writer.EVENT_SCHEMA_FILE.read_text())
-    return lake_writer.lake_rows(records, schema).coalesce(1).cache()
+    events, _ = lake_writer.table_rows(lake_writer.parse_raw_records(records, schema), "truncate")
+    return events.coalesce(1).cache()
 
 
 def day_rows(template: DataFrame, day: str, rows: int, salt: str) -> DataFrame:

@@ -172,7 +172,9 @@ $("dialog-close").addEventListener("click", () => $("product-dialog").close());
 
 $("collector-url").textContent = config.collectorUrl;
 renderProducts();
-send("click", { page: "/home", referrer: document.referrer || "https://google.com" });
+// The landing: the full URL (its campaign parameters, e.g. ?utm_source=newsletter, are the lake's utm_* columns) and
+// the page the visitor came from, if any (the tracker's defaults). The shop's own views below name virtual pages.
+send("click");
 
 // For tests and the curious: the tracker (customerId, pendingIds, flush) and the logging track().
 window.__shop = { tracker, track: send, products: PRODUCTS };

@@ -145,7 +145,7 @@ export function createTracker({
       user_agent: navigator.userAgent.slice(0, 1024),
       customer_id: customerId,
       timestamp: new Date().toISOString(), // UTC with a "Z": what the schema asks for
-      page: location.pathname.slice(0, 2048),
+      page: location.href.slice(0, 2048),
       referrer: document.referrer.slice(0, 2048) || null,
     };
     // The schema allows no other keys, and undefined is not JSON: drop fields left out.

@@ -19,7 +19,7 @@ from generator.synthetic import synthetic_events
 from lake.reader import INVALID_PREFIX, LAKE_PREFIX, read
 from lake.report import write_report
 from stack import cluster, localstack, spark
-from stack.deploy import deploy
+from stack.deploy import deploy, shop_link
 from stack.lifecycle import up
 
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 "",
                 "run: every accepted event is in the lake, every rejected one in its invalid prefix",
                 *[f"  {key:34s} {value}" for key, value in summary.items()],
-                f"  shop website                       {deployment['website_url']}/index.html",
+                f"  shop website                       {shop_link(deployment)}",
                 f"  collector API                      {deployment['api_url']}",
                 f"  Spark UI                           {spark.ui_url()}",
                 f"  LocalStack                         {localstack.endpoint_url()}",

@@ -1,14 +1,16 @@
 """The lake writer: Kafka -> the lake's Delta Lake tables on S3 (exactly once per event id) and the latest topic.
 
 Three streaming queries, each with its own checkpoint under --checkpoint:
-  lake     acme.clickstream.raw.events, parsed with a schema derived from schemas/, upserted every
-           --commit-interval into the Delta table s3a://<bucket>/clickstream-data (partitioned by the event's day):
-           MERGE on (dt, id) inserts only ids the table lacks, so a resend of any age lands once (lake_tables.py).
-  latest   the same topic, deduplicated by id within --dedupe-window, as JSON to acme.clickstream.latest.events
-           (key = id) every --trigger: the real-time path does not wait for the lake's commits. A batch replayed
-           after a crash may be sent twice (Kafka's sink is at-least-once).
-  invalid  acme.clickstream.invalid.events with their reasons, and raw records no row can be made of, upserted
-           the same way into the Delta table s3a://<bucket>/clickstream-invalid (partitioned by the day received).
+  lake     acme.clickstream.raw.events, parsed (once per batch) with a schema derived from schemas/; its events,
+           enriched (enrichment.py: user agent, bots, privacy-safe IPs and country, referrer and campaign), are
+           upserted every --commit-interval into the Delta table s3a://<bucket>/clickstream-data (partitioned by
+           the event's day): MERGE on (dt, id) inserts only ids the table lacks, so a resend of any age lands once
+           (lake_tables.py). Its records no event can be made of go to the invalid table, with a reason.
+  latest   the same topic, deduplicated by id within --dedupe-window, enriched, as JSON to
+           acme.clickstream.latest.events (key = id) every --trigger: the real-time path does not wait for the
+           lake's commits. A batch replayed after a crash may be sent twice (Kafka's sink is at-least-once).
+  invalid  acme.clickstream.invalid.events with their reasons, upserted the same way into the Delta table
+           s3a://<bucket>/clickstream-invalid (partitioned by the day received).
 Both tables are compacted and vacuumed by the job itself (lake_tables.Maintenance).
 
 Spark and s3a settings (master, endpoint, credentials, jars) come from spark-submit or PYSPARK_SUBMIT_ARGS,
@@ -33,6 +35,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
+import enrichment
 import lake_tables
 from chalicelib.contract import METADATA_FIELDS, is_int32
 from chalicelib.settings import lake_url, setting
@@ -133,6 +136,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--event-schema", default=os.environ.get("LAKE_EVENT_SCHEMA") or str(EVENT_SCHEMA_FILE), help="JSON Schema"
+    )
+    parser.add_argument(
+        "--ip-mode",
+        default=os.environ.get("IP_MODE") or "truncate",
+        choices=enrichment.IP_MODES,
+        help="how the lake keeps client IPs: truncate (IPv4 /24, IPv6 /48), full, or drop",
+    )
+    parser.add_argument(
+        "--enrichment",
+        default=os.environ.get("LAKE_ENRICHMENT") or "on",
+        choices=("on", "off"),
+        help="off: rows as collected, without the enrichment's columns and with IPs as sent (to measure its cost)",
     )
     parser.add_argument(
         "--dedupe-window",
@@ -256,15 +271,15 @@ def parse_raw_records(records: DataFrame, event_schema: dict[str, Any]) -> DataF
     return _date_partitions(rows, F.coalesce("event_timestamp", "kafka_timestamp"))
 
 
-def lake_rows(records: DataFrame, event_schema: dict[str, Any]) -> DataFrame:
-    """The lake's rows of the raw records that are valid events: the events table's columns."""
-    rows = parse_raw_records(records, event_schema).where(F.col("reason").isNull())
+def events_of(parsed: DataFrame) -> DataFrame:
+    """The parsed raw records that are valid events, as the events table's columns (before enrichment)."""
+    rows = parsed.where(F.col("reason").isNull())
     return rows.drop("code", "path", "reason", "event_timestamp_text", CORRUPT_RECORD, "value_text")
 
 
 def valid_events(spark: SparkSession, args: argparse.Namespace, event_schema: dict[str, Any]) -> DataFrame:
     """Valid events, one row each, flattened (duplicates stay: the lake's MERGE and the latest query drop them)."""
-    return lake_rows(read_topic(spark, args, args.raw_topic), event_schema)
+    return events_of(parse_raw_records(read_topic(spark, args, args.raw_topic), event_schema))
 
 
 def deduplicated(rows: DataFrame, args: argparse.Namespace) -> DataFrame:
@@ -289,11 +304,10 @@ def _invalid_columns(rows: DataFrame) -> DataFrame:
     )
 
 
-def unfileable_raw_records(spark: SparkSession, args: argparse.Namespace, event_schema: dict[str, Any]) -> DataFrame:
-    """Raw-topic records the lake cannot hold (any producer's: not JSON, the wrong shape, an impossible
+def unfileable_of(parsed: DataFrame) -> DataFrame:
+    """The parsed raw records the lake cannot hold (any producer's: not JSON, the wrong shape, an impossible
     timestamp), as invalid rows with their reason, value and Kafka position."""
-    rows = parse_raw_records(read_topic(spark, args, args.raw_topic), event_schema).where(F.col("reason").isNotNull())
-    rows = rows.select(
+    rows = parsed.where(F.col("reason").isNotNull()).select(
         "id",
         "code",
         "path",
@@ -305,6 +319,10 @@ def unfileable_raw_records(spark: SparkSession, args: argparse.Namespace, event_
         *KAFKA_COLUMNS,
     )
     return _invalid_columns(_date_partitions(rows, F.coalesce("received_at", "kafka_timestamp")))
+
+
+#: What the invalid table keeps of a request holds its addresses too.
+SCRUBBED_INVALID_COLUMNS = ("source_ip", "payload", "body")
 
 
 def invalid_events(spark: SparkSession, args: argparse.Namespace) -> DataFrame:
@@ -334,23 +352,89 @@ def invalid_events(spark: SparkSession, args: argparse.Namespace) -> DataFrame:
     return _invalid_columns(_date_partitions(rows, F.coalesce("received_at", "kafka_timestamp")))
 
 
-def table_query(spark: SparkSession, df: DataFrame, name: str, path: str, args: argparse.Namespace) -> StreamingQuery:
-    """A streaming query writing `df` into the Delta table at `path` every --commit-interval (lake_tables.py)."""
-    lake_tables.ensure_table(spark, path, df.schema)
+def _table(spark: SparkSession, path: str, schema: T.StructType, args: argparse.Namespace) -> lake_tables.Maintenance:
+    """The Delta table at `path` (created unless it exists) and its maintenance, started."""
+    lake_tables.ensure_table(spark, path, schema)
     maintenance = lake_tables.Maintenance(
         spark, path, args.compact_every_s, args.vacuum_every_s, args.maintenance_request
     )
     maintenance.start()
-    writer = lake_tables.TableWriter(path, maintenance)
+    return maintenance
+
+
+def table_rows(parsed: DataFrame, ip_mode: str, enrich: bool = True) -> tuple[DataFrame, DataFrame]:
+    """The events table's rows (enriched) and the invalid table's rows of parsed raw-topic records."""
+    events, unfileable = events_of(parsed), unfileable_of(parsed)
+    if not enrich:
+        return events, unfileable
+    return enrichment.enriched(events, ip_mode), enrichment.scrubbed(unfileable, ip_mode, SCRUBBED_INVALID_COLUMNS)
+
+
+class RawRecordsWriter:
+    """The lake query's foreachBatch: a batch of raw records is parsed once; its events are upserted into the
+    events table, and the records no event can be made of into the invalid table."""
+
+    def __init__(
+        self, events: lake_tables.TableWriter, unfileable: lake_tables.TableWriter, event_schema: dict, ip_mode: str,
+        enrich: bool,
+    ) -> None:  # fmt: skip
+        self.events, self.unfileable = events, unfileable
+        self.event_schema, self.ip_mode, self.enrich = event_schema, ip_mode, enrich
+
+    def started(self, query_id: str) -> None:
+        self.events.started(query_id)
+        self.unfileable.started(query_id)
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        # Both tables' rows come from one read and parse of the batch, cached.
+        parsed = parse_raw_records(batch, self.event_schema).persist()
+        try:
+            events, unfileable = table_rows(parsed, self.ip_mode, self.enrich)
+            self.events(events, batch_id)
+            self.unfileable(unfileable, batch_id)
+        finally:
+            parsed.unpersist()
+
+
+def _start(df: DataFrame, name: str, writer: Any, args: argparse.Namespace, checkpoint: str | None = None) -> Any:
     query = (
         df.writeStream.queryName(name)
         .foreachBatch(writer)
-        .option("checkpointLocation", f"{args.checkpoint.rstrip('/')}/{name}")
+        .option("checkpointLocation", f"{args.checkpoint.rstrip('/')}/{checkpoint or name}")
         .trigger(processingTime=args.commit_interval)
         .start()
     )
     writer.started(str(query.id))
     return query
+
+
+def table_queries(spark: SparkSession, args: argparse.Namespace, event_schema: dict) -> list[StreamingQuery]:
+    """The lake query (the raw topic into both tables) and the invalid query (the invalid topic into the invalid
+    table), each committing every --commit-interval (lake_tables.py). One lock per table keeps their writes and
+    the table's compaction in turn."""
+    enrich = args.enrichment == "on"
+    raw = read_topic(spark, args, args.raw_topic)
+    invalid = invalid_events(spark, args)
+    if enrich:
+        invalid = enrichment.scrubbed(invalid, args.ip_mode, SCRUBBED_INVALID_COLUMNS)
+    events, _ = table_rows(parse_raw_records(raw, event_schema), args.ip_mode, enrich)
+    events_table = _table(spark, args.lake_path, events.schema, args)
+    invalid_table = _table(spark, args.invalid_path, invalid.schema, args)
+    lake = RawRecordsWriter(
+        lake_tables.TableWriter(args.lake_path, events_table),
+        lake_tables.TableWriter(args.invalid_path, invalid_table),
+        event_schema,
+        args.ip_mode,
+        enrich,
+    )
+    invalid_writer = lake_tables.TableWriter(args.invalid_path, invalid_table)
+    return [
+        _start(raw, "lake", lake, args),
+        # Its own checkpoint folder since the raw topic's unfileable records moved to the lake query: a checkpoint
+        # of the earlier two-source query cannot be resumed; the new one re-reads the invalid topic from its
+        # first offset, and the MERGE keeps each row once.
+        _start(invalid, "invalid", invalid_writer, args, checkpoint="invalid-topic"),
+    ]
 
 
 def latest_query(df: DataFrame, args: argparse.Namespace) -> StreamingQuery:
@@ -465,13 +549,10 @@ def main(argv: list[str]) -> int:
     spark.conf.set("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
     spark.streams.addListener(ProgressLog(args.status_file))
 
-    valid = valid_events(spark, args, event_schema)
-    invalid = invalid_events(spark, args).unionByName(unfileable_raw_records(spark, args, event_schema))
-    queries = [
-        table_query(spark, valid, "lake", args.lake_path, args),
-        latest_query(deduplicated(valid, args), args),
-        table_query(spark, invalid, "invalid", args.invalid_path, args),
-    ]
+    latest = deduplicated(valid_events(spark, args, event_schema), args)
+    if args.enrichment == "on":
+        latest = enrichment.enriched(latest, args.ip_mode)
+    queries = [*table_queries(spark, args, event_schema), latest_query(latest, args)]
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

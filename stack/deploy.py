@@ -55,6 +55,14 @@ def api_url(rest_api_id: str) -> str:
     return f"{localstack.endpoint_url()}/restapis/{rest_api_id}/{API_STAGE}/_user_request_"
 
 
+#: The shop's demo link carries a campaign's parameters, which the lake's enrichment files as utm_* columns.
+DEMO_CAMPAIGN = "utm_source=make-deploy&utm_medium=demo&utm_campaign=launch"
+
+
+def shop_link(deployment: dict[str, str]) -> str:
+    return f"{deployment['website_url']}/index.html?{DEMO_CAMPAIGN}"
+
+
 def website_url(bucket: str) -> str:
     """The S3 website's URL for a browser: *.localhost.localstack.cloud resolves to 127.0.0.1 by public DNS."""
     _, port = localstack.listen()
@@ -231,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"  API      {deployment['api_url']}  (try: curl {deployment['api_url']}/ping)")
     if "website_url" in deployment:
-        print(f"  website  {deployment['website_url']}/index.html")
+        print(f"  website  {shop_link(deployment)}")
     return 0
 
 

@@ -27,7 +27,13 @@ PRODUCT = {pid: {"product_id": pid, "product_name": name, "price": price} for pi
 LOG = "#event-log li"
 ACCEPTED = f'{LOG}[data-status="accepted"]'
 REJECTED = f'{LOG}[data-status="rejected"]'
-LANDING = ("click", "/home", "https://google.com", {})  # opened directly: no document.referrer
+#: A demo link with a campaign's parameters, as `make deploy` prints the shop's address.
+CAMPAIGN = "?utm_source=readme&utm_medium=demo&utm_campaign=launch"
+
+
+def landing(url: str) -> tuple[str, str, None, dict[str, Any]]:
+    """The landing click: the full URL of the page opened, and no referrer (it was opened directly)."""
+    return ("click", url, None, {})
 
 
 def logged(page: Page) -> list[dict[str, str]]:
@@ -96,7 +102,8 @@ def search(page: Page, text: str, results: str) -> None:
 
 def test_shop_on_the_s3_website(shop: Shop, visitor: Visitor, kafka_settings: Settings) -> None:
     page = visitor.page
-    page.goto(f"{shop.website_url}/index.html")
+    url = f"{shop.website_url}/index.html{CAMPAIGN}"
+    page.goto(url)
     expect(page.get_by_test_id("collector-url")).to_have_text(shop.api_url)  # config.js as deployed
 
     search(page, "laptop", "1 result for “laptop”")
@@ -132,11 +139,11 @@ def test_shop_on_the_s3_website(shop: Shop, visitor: Visitor, kafka_settings: Se
 
     records = landed(kafka_settings, visitor, expected=5)
     expected = [
-        LANDING,
+        landing(url),
         ("view", "/products", "/home", {"query": "laptop"}),
         ("view", "/product/101", "/products", PRODUCT[101]),
         ("purchase", "/checkout", "/product/101", PRODUCT[101]),
-        LANDING,
+        landing(url),
     ]
     check_events(records, ids, expected, visitor, customer_id)
     assert landed(kafka_settings, visitor, 0, kafka_settings.invalid_topic) == []
@@ -145,7 +152,8 @@ def test_shop_on_the_s3_website(shop: Shop, visitor: Visitor, kafka_settings: Se
 
 def test_shop_on_a_local_static_server(shop: Shop, visitor: Visitor, kafka_settings: Settings) -> None:
     page = visitor.page
-    page.goto(f"{shop.local_url}/index.html")
+    url = f"{shop.local_url}/index.html"
+    page.goto(url)
     expect(page.get_by_test_id("collector-url")).to_have_text(shop.api_url)
 
     search(page, "wireless", "1 result for “wireless”")
@@ -168,7 +176,7 @@ def test_shop_on_a_local_static_server(shop: Shop, visitor: Visitor, kafka_setti
 
     records = landed(kafka_settings, visitor, expected=3)
     expected = [
-        LANDING,
+        landing(url),
         ("view", "/products", "/home", {"query": "wireless"}),
         ("purchase", "/checkout", "/product/404", PRODUCT[404]),
     ]
@@ -186,7 +194,8 @@ def test_closing_the_page_delivers_queued_events_by_beacon(
     posts = []
     page.on("request", lambda request: request.url.endswith("/collect") and posts.append(request.url))
     # A batch of 100 and a minute between flushes: everything stays queued until the page goes away.
-    page.goto(f"{shop.website_url}/index.html?batchSize=100&flushMs=60000")
+    url = f"{shop.website_url}/index.html?batchSize=100&flushMs=60000"
+    page.goto(url)
     search(page, "mouse", "1 result for “mouse”")
     page.get_by_test_id("view-606").click()
     page.get_by_test_id("dialog-close").click()
@@ -203,7 +212,7 @@ def test_closing_the_page_delivers_queued_events_by_beacon(
 
     records = landed(kafka_settings, visitor, expected=4)
     expected = [
-        LANDING,
+        landing(url),
         ("view", "/products", "/home", {"query": "mouse"}),
         ("view", "/product/606", "/products", PRODUCT[606]),
         ("purchase", "/checkout", "/product/606", PRODUCT[606]),
@@ -233,7 +242,8 @@ def test_tracker_retries_failed_batches_in_order_but_never_a_4xx(
                 route.continue_()  # to the deployed collector
 
     page.route("**/collect", answer)
-    page.goto(f"{shop.local_url}/index.html?batchSize=100&flushMs=60000")
+    url = f"{shop.local_url}/index.html?batchSize=100&flushMs=60000"
+    page.goto(url)
     search(page, "tablet", "1 result for “tablet”")
     first = page.evaluate("window.__shop.tracker.pendingIds")
     page.evaluate("window.__shop.tracker.flush()")  # resolves after a 503, a network error, then the collector
@@ -254,7 +264,7 @@ def test_tracker_retries_failed_batches_in_order_but_never_a_4xx(
 
     records = landed(kafka_settings, visitor, expected=3)  # each once, though the first batch went three times
     expected = [
-        LANDING,
+        landing(url),
         ("view", "/products", "/home", {"query": "tablet"}),
         ("purchase", "/checkout", "/product/303", PRODUCT[303]),
     ]

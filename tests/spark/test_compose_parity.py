@@ -4,7 +4,7 @@ The command line and environment are read from docker-compose.yaml; only what na
 (hosts, the image's and the volumes' paths) is mapped onto this machine:
 - the image's /opt/spark is PySpark's own distribution (the same Spark version, its bin/spark-submit);
 - /app holds exactly the three folders compose mounts there (spark/, schemas/, chalicelib/);
-- python3 is a bare interpreter of the image's Python with nothing installed, as in the image
+- python3 is the image's Python with only spark/requirements.txt installed, as spark/Dockerfile builds it
   (apache/spark's python3 variant is Ubuntu 22.04 with its python3 from apt, and no pip packages);
 - spark-master, kafka and localstack are a standalone master and worker, the suite's broker and LocalStack.
 No other variable of this process reaches the job. The lake is read back with delta-rs.
@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -46,22 +47,33 @@ PARITY_LATEST_TOPIC = "acme.clickstream.parity.latest.events"
 
 
 def image_python(venv: Path) -> Path:
-    """A virtualenv of the image's Python holding nothing (no pip even): python3 as the image has it."""
+    """A virtualenv of the image's Python holding only the lake writer's packages: python3 as the image has it."""
     versions = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
     found = sorted(versions.glob(f"{IMAGE_PYTHON}.*/bin/python{IMAGE_PYTHON}"))
     if not found:
         pytest.fail(f"no Python {IMAGE_PYTHON} under {versions}: the parity test needs the compose image's Python")
     subprocess.run([str(found[-1]), "-m", "venv", "--without-pip", str(venv)], check=True)
+    requirements = REPO / "spark" / "requirements.txt"
+    install = ["--python", str(venv / "bin" / "python"), "install", "--quiet", "-r", str(requirements)]
+    subprocess.run([sys.executable, "-m", "pip", *install], check=True)
     return venv / "bin"
 
 
 @pytest.fixture(scope="module")
-def standalone_master(runtime: Path) -> Iterator[str]:
+def image_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The image's python3, for the job and for the worker's executors alike (one image runs both)."""
+    return image_python(tmp_path_factory.mktemp("image") / "python")
+
+
+@pytest.fixture(scope="module")
+def standalone_master(runtime: Path, image_bin: Path) -> Iterator[str]:
     """A Spark standalone master and worker (as CLUSTER=1 starts them) in the place of compose's."""
     added = {
         "SPARK_MASTER": f"spark://127.0.0.1:{free_port()}",
         "SPARK_MASTER_WEBUI_PORT": str(free_port()),
         "SPARK_WORKER_WEBUI_PORT": str(free_port()),
+        # The executors run the enrichment's Python UDFs with the image's Python, as the driver does.
+        "PYSPARK_PYTHON": str(image_bin / "python3"),
     }
     os.environ.update(added)
     try:
@@ -117,13 +129,13 @@ def post(settings: Settings, events: list[dict[str, Any]]) -> set[str]:
 
 
 def test_compose_spark_job_runs_as_compose_gives_it(
-    kafka_settings: Settings, localstack_endpoint: str, standalone_master: str, tmp_path: Path
+    kafka_settings: Settings, localstack_endpoint: str, standalone_master: str, image_bin: Path, tmp_path: Path
 ) -> None:
     app = tmp_path / "app"
     app.mkdir()
     for name, path in APP_VOLUMES.items():
         (app / name).symlink_to(REPO / path)
-    bin_dir = image_python(tmp_path / "python")
+    bin_dir = image_bin
     localstack.ensure_bucket(PARITY_BUCKET)
     kafka.create_topics(Settings.from_env({**os.environ, "KAFKA_LATEST_TOPIC": PARITY_LATEST_TOPIC}))
     argv, env = compose_job(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -265,6 +266,68 @@ def test_records_of_any_producer_never_stop_the_lake(
     assert rows[f"{tag}-not-json"]["body"] == "not json \ufffd\ufffd"  # invalid UTF-8, made readable
     assert rows[f"{tag}-invalid-garbage"]["kafka_topic"] == kafka_settings.invalid_topic
     assert spark.service().pid() is not None, "the lake writer stopped"
+
+
+CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/141.0 Safari/537.36"
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/18.1 Mobile/15E148 Safari/604.1"
+)
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+#: Real public addresses (Google's DNS, a British block): full client IPs the lake must never hold.
+FULL_IPS = ("8.8.8.8", "2001:4860:4860::8888", "81.2.69.160")
+
+
+def test_crafted_events_come_back_enriched_and_no_full_ip_is_in_the_lake(
+    lake_writer: None, collector: Collector
+) -> None:
+    [desktop, mobile, crawler, broken] = synthetic_events(4, seed=49)
+    desktop["event"].update(
+        user_agent=CHROME,
+        ip="8.8.8.8",
+        page="https://shop.example/home?utm_source=newsletter&utm_medium=email&utm_campaign=winter&gclid=g-1",
+        referrer="https://www.google.com/search?q=laptop",
+    )
+    mobile["event"].update(user_agent=IPHONE, ip="2001:4860:4860::8888", page="/product/101", referrer="https://t.co/a")
+    crawler["event"].update(user_agent=GOOGLEBOT, ip=None, page="/home", referrer=None)
+    broken["type"], broken["event"]["ip"] = "hover", "8.8.8.8"  # invalid: kept in the invalid table
+    outcome = collector.collect(
+        json.dumps([desktop, mobile, crawler, broken]).encode(), RequestInfo("application/json", "81.2.69.160", CHROME)
+    )
+    assert outcome.body["valid_count"] == 3
+    wanted = {desktop["id"], mobile["id"], crawler["id"]}
+    assert lake_ids(LAKE_PREFIX, wanted) == Counter(dict.fromkeys(wanted, 1))
+    assert lake_ids(INVALID_PREFIX, {broken["id"]}) == Counter({broken["id"]: 1})
+
+    rows = {r["id"]: r for r in read(LAKE_PREFIX).to_pylist() if r["id"] in wanted}
+    row = rows[desktop["id"]]
+    assert (row["ua_browser_family"], row["ua_browser_major"], row["ua_os_family"]) == ("Chrome", "141", "Windows")
+    assert (row["ua_device_class"], row["is_bot"]) == ("desktop", False)
+    assert (row["ip"], row["source_ip"], row["geo_country"]) == ("8.8.8.0", "81.2.69.0", "US")
+    assert (row["referrer_host"], row["referrer_medium"]) == ("www.google.com", "search")
+    assert (row["utm_source"], row["utm_medium"], row["utm_campaign"], row["gclid"]) == (
+        "newsletter",
+        "email",
+        "winter",
+        "g-1",
+    )
+    assert row["utm_term"] is None and row["fbclid"] is None
+    row = rows[mobile["id"]]
+    assert (row["ua_browser_family"], row["ua_os_family"], row["ua_os_version"]) == ("Mobile Safari", "iOS", "18.1")
+    assert (row["ua_device_class"], row["ip"], row["geo_country"]) == ("mobile", "2001:4860:4860::", "US")
+    assert (row["referrer_medium"], row["utm_source"]) == ("social", None)
+    row = rows[crawler["id"]]
+    assert (row["ua_device_class"], row["is_bot"], row["referrer_medium"]) == ("bot", True, "direct")
+    assert row["geo_country"] == "GB"  # no client-known address: the one the collector saw
+
+    # No full address anywhere: in no column of any row of either table (the invalid payload included).
+    for prefix in (LAKE_PREFIX, INVALID_PREFIX):
+        for stored in read(prefix).to_pylist():
+            text = json.dumps(stored, default=str)
+            found = [ip for ip in FULL_IPS if re.search(rf"(?<![\w.:]){re.escape(ip)}(?![\w.:])", text)]
+            assert not found, (prefix, stored["id"], found)
+    [invalid] = [r for r in read(INVALID_PREFIX).to_pylist() if r["id"] == broken["id"]]
+    assert json.loads(invalid["payload"])["event"]["ip"] == "8.8.8.0"
 
 
 def test_an_optional_field_of_schema_1_1_0_adds_its_column_old_rows_read_null(

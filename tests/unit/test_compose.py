@@ -187,6 +187,15 @@ def test_spark_connector_and_image_match_the_pyspark_version() -> None:
     assert versions == {PYSPARK_VERSION}
     for name in ("spark-master", "spark-worker", "spark-job"):
         assert image_tag(service(compose, name)).split("-")[0] == PYSPARK_VERSION, name
+        assert service(compose, name)["build"]["dockerfile"] == "spark/Dockerfile", name
+
+
+def test_the_spark_image_is_apache_sparks_with_the_lake_writers_packages() -> None:
+    dockerfile = (REPO / "spark" / "Dockerfile").read_text()
+    [base] = re.findall(r"^FROM (\S+)", dockerfile, re.MULTILINE)
+    assert base == f"apache/spark:{PYSPARK_VERSION}-python3"
+    assert "pip install --no-cache-dir -r /tmp/lake-writer-requirements.txt" in dockerfile
+    assert "COPY spark/requirements.txt /tmp/lake-writer-requirements.txt" in dockerfile
 
 
 def test_spark_job_takes_the_delta_lake_version_spark_pom_pins() -> None:

@@ -10,9 +10,10 @@ import ipaddress
 from urllib.parse import urlencode
 
 import pytest
-from enrichment import CAMPAIGN_FIELDS, agent, anonymised_ip, campaign, country, referrer_medium, scrub_ips
 from hypothesis import given
 from hypothesis import strategies as st
+
+from enrichment import CAMPAIGN_FIELDS, agent, anonymised_ip, campaign, country, referrer_medium, scrub_ips
 
 CHROME_LINUX = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Safari/537.36"
 IPHONE = (
