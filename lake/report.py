@@ -1,8 +1,8 @@
 """`python -m lake.report`: one self-contained HTML page about what the lake holds.
 
-Scans both Delta tables lazily (lake.reader's pyarrow datasets, from delta-rs): DuckDB computes the figures over the
-scan, reading only the columns it needs (in-process, no extension to download), never the lake as one table in
-memory. It writes an HTML file with inline CSS and inline SVG charts: no script, font or stylesheet is fetched
+Scans both Delta tables lazily (lake.reader's pyarrow datasets, from delta-rs), once, for the columns it needs, into
+DuckDB (in-process, no extension to download) in a temporary file with a memory limit: the figures are computed
+there, never from the lake as one table in memory. It writes an HTML file with inline CSS and inline SVG charts: no script, font or stylesheet is fetched
 from anywhere, so the file opens offline and can be mailed around.
 """
 
@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import sys
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -330,37 +331,52 @@ def _invalid(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 
 
 def figures(events: Source | None, invalid: Source | None) -> dict[str, Any]:
-    """Every figure of the report, from the lake's events and invalid rows (lazy datasets, or tables)."""
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        _register(con, "events_arrow", events, EVENT_COLUMNS)
-        _register(con, "invalid_arrow", invalid, INVALID_COLUMNS)
-        # Timestamps as naive UTC from here on: bucketing and printing need no time-zone rules.
-        con.execute(
-            """
-            CREATE TEMP VIEW e AS SELECT id, type, package_id, customer_id, lower(trim(query)) AS query, product_id,
-                product_name, price, event_timestamp::TIMESTAMP AS ts, ingested_timestamp::TIMESTAMP AS ingested
-            FROM events_arrow
-            """
-        )
-        con.execute(
-            "CREATE TEMP VIEW invalid AS SELECT code, path, reason, status_code, "
-            "ingested_timestamp::TIMESTAMP AS ingested FROM invalid_arrow"
-        )
-        return {
-            "empty": con.execute("SELECT (SELECT count(*) FROM e) + (SELECT count(*) FROM invalid)").fetchall()
-            == [(0,)],
-            "totals": _totals(con),
-            "timeline": _timeline(con),
-            "funnel": _funnel(con),
-            "revenue": _revenue(con),
-            "queries": _queries(con),
-            "sources": _sources(con),
-            "invalid": _invalid(con),
-        }
-    finally:
-        con.close()
+    """Every figure of the report, from the lake's events and invalid rows (lazy datasets, or tables).
+
+    The lake is scanned once, for the columns the report uses, into a DuckDB database in a temporary file: every
+    figure is then computed from DuckDB's compressed columns, spilling to disk beyond MEMORY_LIMIT, so memory stays
+    flat however large the lake (scanning the lake again for each figure would read S3 a dozen times).
+    """
+    with tempfile.TemporaryDirectory(prefix="lake-report-") as work:
+        con = duckdb.connect(str(Path(work) / "report.duckdb"))
+        try:
+            return _figures(con, events, invalid)
+        finally:
+            con.close()
+
+
+#: DuckDB's memory for the report; beyond it, sorts and aggregations spill to its temporary file.
+MEMORY_LIMIT = "512MB"
+
+
+def _figures(con: duckdb.DuckDBPyConnection, events: Source | None, invalid: Source | None) -> dict[str, Any]:
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+    con.execute("SET preserve_insertion_order = false")
+    _register(con, "events_arrow", events, EVENT_COLUMNS)
+    _register(con, "invalid_arrow", invalid, INVALID_COLUMNS)
+    # Timestamps as naive UTC from here on: bucketing and printing need no time-zone rules.
+    con.execute(
+        """
+        CREATE TABLE e AS SELECT id, type, package_id, customer_id, lower(trim(query)) AS query, product_id,
+            product_name, price, event_timestamp::TIMESTAMP AS ts, ingested_timestamp::TIMESTAMP AS ingested
+        FROM events_arrow
+        """
+    )
+    con.execute(
+        "CREATE TABLE invalid AS SELECT code, path, reason, status_code, "
+        "ingested_timestamp::TIMESTAMP AS ingested FROM invalid_arrow"
+    )
+    return {
+        "empty": con.execute("SELECT (SELECT count(*) FROM e) + (SELECT count(*) FROM invalid)").fetchall() == [(0,)],
+        "totals": _totals(con),
+        "timeline": _timeline(con),
+        "funnel": _funnel(con),
+        "revenue": _revenue(con),
+        "queries": _queries(con),
+        "sources": _sources(con),
+        "invalid": _invalid(con),
+    }
 
 
 # --- SVG charts -------------------------------------------------------------------------------------------

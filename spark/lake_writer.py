@@ -532,6 +532,8 @@ def session(app_name: str) -> SparkSession:
     dt in UTC; INT64 timestamps that every Parquet reader understands (Spark's default is the legacy INT96). FAIR
     scheduling: the latest topic's query has a pool of its own, so its tasks do not queue behind a MERGE's."""
     spark = lake_tables.session(app_name, {"spark.scheduler.mode": "FAIR"})
+    # The enrichment's UDFs run in Python workers, which import their module: shipped to every executor.
+    spark.sparkContext.addPyFile(str(HERE / "enrichment.py"))
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
     return spark
