@@ -2,8 +2,8 @@
 
 Scans both Delta tables lazily (lake.reader's pyarrow datasets, from delta-rs), once, for the columns it needs, into
 DuckDB (in-process, no extension to download) in a temporary file with a memory limit: the figures are computed
-there, never from the lake as one table in memory. It writes an HTML file with inline CSS and inline SVG charts: no script, font or stylesheet is fetched
-from anywhere, so the file opens offline and can be mailed around.
+there, never from the lake as one table in memory. It writes an HTML file with inline CSS and inline SVG charts: no
+script, font or stylesheet is fetched from anywhere, so the file opens offline and can be mailed around.
 """
 
 from __future__ import annotations

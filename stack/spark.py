@@ -138,8 +138,8 @@ def _daemon_env() -> dict[str, str]:
         **os.environ,
         "SPARK_HOME": str(spark_home()),
         "SPARK_LOCAL_IP": "127.0.0.1",
-        # The worker's executors start Python workers with the project's interpreter (same machine), unless told.
-        "PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON") or sys.executable,
+        # The worker's executors start Python workers with the project's interpreter (same machine).
+        "PYSPARK_PYTHON": sys.executable,
     }
 
 

@@ -72,15 +72,19 @@ def standalone_master(runtime: Path, image_bin: Path) -> Iterator[str]:
         "SPARK_MASTER": f"spark://127.0.0.1:{free_port()}",
         "SPARK_MASTER_WEBUI_PORT": str(free_port()),
         "SPARK_WORKER_WEBUI_PORT": str(free_port()),
-        # The executors run the enrichment's Python UDFs with the image's Python, as the driver does.
-        "PYSPARK_PYTHON": str(image_bin / "python3"),
     }
     os.environ.update(added)
+    path = os.environ["PATH"]
+    # The executors run the enrichment's UDFs with the `python3` the driver names: the image's, on the worker's
+    # PATH as in the image.
+    os.environ["PATH"] = f"{image_bin}:{path}"
     try:
         spark.start_master()
         spark.start_worker()
+        os.environ["PATH"] = path
         yield added["SPARK_MASTER"]
     finally:
+        os.environ["PATH"] = path
         spark.stop_cluster()
         for name in added:
             os.environ.pop(name, None)
