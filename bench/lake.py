@@ -169,7 +169,8 @@ def spark_throughput(settings: Settings, backlog: int = 500_000) -> dict[str, An
     }
 
 
-def _delete_prefix(prefix: str) -> None:
+def delete_prefix(prefix: str) -> None:
+    """Every object under `prefix` in the lake bucket (a bench run's tables and checkpoints)."""
     s3 = localstack.client("s3")
     bucket = setting("LAKE_BUCKET")
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
@@ -209,7 +210,7 @@ def _catch_up(settings: Settings, events: int, enrichment: str) -> dict[str, Any
         steady = _steady_rate(spark.service("spark-bench").logfile)
     finally:
         spark.stop("spark-bench")
-        _delete_prefix(run.removeprefix(f"s3a://{setting('LAKE_BUCKET')}/"))
+        delete_prefix(run.removeprefix(f"s3a://{setting('LAKE_BUCKET')}/"))
     return {
         "master": "local[2]",
         "backlog_events": events,

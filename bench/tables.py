@@ -25,12 +25,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from bench.lake import delete_prefix
 from chalicelib.collector import Collector, RequestInfo
 from chalicelib.settings import Settings, setting
 from chalicelib.sinks.memory import MemorySink
 from generator.synthetic import synthetic_events
 from lake.reader import table
-from stack import localstack, spark
+from stack import spark
 from stack.paths import REPO, runtime_dir
 from stack.process import free_port
 
@@ -110,15 +111,6 @@ def _report(lake_path: str, invalid_path: str) -> dict[str, Any]:
     }
 
 
-def _delete(prefix: str) -> None:
-    s3 = localstack.client("s3")
-    bucket = setting("LAKE_BUCKET")
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if keys:
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
-
-
 def table_figures(settings: Settings) -> dict[str, Any]:
     prefix = f"bench/{uuid.uuid4().hex[:8]}"
     bucket = setting("LAKE_BUCKET")
@@ -171,5 +163,5 @@ def table_figures(settings: Settings) -> dict[str, Any]:
                 "target after <= 4": after["files"] <= 4,
             }
         finally:
-            _delete(f"{prefix}/")
+            delete_prefix(f"{prefix}/")
     return result

@@ -239,8 +239,9 @@ class TableWriter:
         # foreachBatch hands each batch a session of its own: views and settings must be made in it.
         spark = batch.sparkSession
         keyed = F.col("id").isNotNull()
-        # Cached first: the two branches below would each read (and parse) the batch's records again.
+        # Cached first, whole: the two branches below would each compute the batch's rows (parse, enrichment).
         source = batch.persist()
+        source.count()
         rows = source.where(keyed).dropDuplicates([PARTITION, "id"]).unionByName(source.where(~keyed)).persist()
         try:
             days = _days(rows)

@@ -386,8 +386,10 @@ class RawRecordsWriter:
         self.unfileable.started(query_id)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        # Both tables' rows come from one read and parse of the batch, cached.
+        # Both tables' rows come from one read and parse of the batch, cached, and cached before either table uses
+        # it: tasks of two branches computing one partition at the same time would each read and parse it.
         parsed = parse_raw_records(batch, self.event_schema).persist()
+        parsed.count()
         try:
             events, unfileable = table_rows(parsed, self.ip_mode, self.enrich)
             self.events(events, batch_id)
