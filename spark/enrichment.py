@@ -205,10 +205,11 @@ def campaign(page: str | None) -> dict[str, str | None]:
 
 # --- Spark ----------------------------------------------------------------------------------------------
 
+#: Agent's fields as columns: ua_browser_family ... ua_device_class, then is_bot.
+AGENT_COLUMNS = tuple(name if name == "is_bot" else f"ua_{name}" for name in Agent._fields)
 ENRICHED = T.StructType(
     [
-        *[T.StructField(f"ua_{name}", T.StringType()) for name in Agent._fields if name not in ("is_bot",)],
-        T.StructField("is_bot", T.BooleanType()),
+        *[T.StructField(name, T.BooleanType() if name == "is_bot" else T.StringType()) for name in AGENT_COLUMNS],
         T.StructField("geo_country", T.StringType()),
         T.StructField("ip", T.StringType()),
         T.StructField("source_ip", T.StringType()),
@@ -233,8 +234,8 @@ def _enrich_arrays(ip_mode: str) -> Any:
         )  # fmt: skip
         for ua, fallback, client_ip, seen_ip, url, came_from in rows:
             parsed = agent(ua or fallback)
-            for name, value in zip(Agent._fields, parsed, strict=True):
-                columns["is_bot" if name == "is_bot" else f"ua_{name}"].append(value)
+            for name, value in zip(AGENT_COLUMNS, parsed, strict=True):
+                columns[name].append(value)
             columns["geo_country"].append(country(client_ip) or country(seen_ip))
             columns["ip"].append(anonymised_ip(client_ip, ip_mode))
             columns["source_ip"].append(anonymised_ip(seen_ip, ip_mode))
