@@ -189,6 +189,7 @@ def _catch_up(settings: Settings, events: int, enrichment: str) -> dict[str, Any
         "KAFKA_LATEST_TOPIC": settings.latest_topic,
         "LAKE_PATH": f"{run}/clickstream-data",
         "LAKE_INVALID_PATH": f"{run}/clickstream-invalid",
+        "LAKE_SESSIONS_PATH": f"{run}/clickstream-sessions",
         "SPARK_CHECKPOINT": f"{run}/_checkpoints",
         "LAKE_ENRICHMENT": enrichment,
     }

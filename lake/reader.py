@@ -18,7 +18,7 @@ from pyarrow import fs
 
 from chalicelib.settings import LAKE_TABLES, aws_environment, lake_url, setting
 
-LAKE_PREFIX, INVALID_PREFIX = LAKE_TABLES  # the events and the invalid events
+LAKE_PREFIX, INVALID_PREFIX, SESSIONS_PREFIX = LAKE_TABLES  # the events, the invalid events, the sessions
 
 
 def _endpoint() -> str:

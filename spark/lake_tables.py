@@ -106,7 +106,7 @@ def _days(batch: DataFrame) -> list[str]:
     return sorted(row[0] for row in batch.select(PARTITION).distinct().collect() if row[0] is not None)
 
 
-def _in_list(days: list[str]) -> str:
+def in_list(days: list[str]) -> str:
     return ", ".join("'" + day.replace("'", "") + "'" for day in days)
 
 
@@ -195,7 +195,7 @@ class Maintenance:
 def compact(spark: SparkSession, path: str, days: list[str] | None = None) -> dict[str, Any]:
     """OPTIMIZE (bin-packing) of the given days, or of the whole table; Delta's metrics of it."""
     started = time.monotonic()
-    where = f" WHERE {PARTITION} IN ({_in_list(days)})" if days else ""
+    where = f" WHERE {PARTITION} IN ({in_list(days)})" if days else ""
     metrics = spark.sql(f"OPTIMIZE delta.`{path}`{where}").collect()[0]["metrics"]
     return {
         "days": days or "all",
@@ -261,7 +261,7 @@ class TableWriter:
                 spark.sql(
                     f"""
                     MERGE INTO delta.`{self.path}` AS t USING {view} AS s
-                    ON t.{PARTITION} IN ({_in_list(days)}) AND t.{PARTITION} = s.{PARTITION} AND t.id = s.id
+                    ON t.{PARTITION} IN ({in_list(days)}) AND t.{PARTITION} = s.{PARTITION} AND t.id = s.id
                     WHEN NOT MATCHED THEN INSERT *
                     """
                 )

@@ -11,7 +11,9 @@ Three streaming queries, each with its own checkpoint under --checkpoint:
            lake's commits. A batch replayed after a crash may be sent twice (Kafka's sink is at-least-once).
   invalid  acme.clickstream.invalid.events with their reasons, upserted the same way into the Delta table
            s3a://<bucket>/clickstream-invalid (partitioned by the day received).
-Both tables are compacted and vacuumed by the job itself (lake_tables.Maintenance).
+A thread recomputes, every --sessions-every-s, the visits of the customers with new events from the events table
+into s3a://<bucket>/clickstream-sessions (sessions.py). The tables are compacted and vacuumed by the job itself
+(lake_tables.Maintenance).
 
 Spark and s3a settings (master, endpoint, credentials, jars) come from spark-submit or PYSPARK_SUBMIT_ARGS,
 never from this file, so it runs unchanged on local[*] and on a cluster (`spark-submit --master spark://...`).
@@ -37,6 +39,7 @@ from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 import enrichment
 import lake_tables
+import sessions
 from chalicelib.contract import METADATA_FIELDS, is_int32
 from chalicelib.settings import lake_url, setting
 
@@ -109,6 +112,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--latest-topic", default=setting("KAFKA_LATEST_TOPIC"))
     parser.add_argument("--lake-path", default=lake_url("clickstream-data"))
     parser.add_argument("--invalid-path", default=lake_url("clickstream-invalid"))
+    parser.add_argument("--sessions-path", default=lake_url("clickstream-sessions"))
     parser.add_argument(
         "--checkpoint", default=os.environ.get("SPARK_CHECKPOINT") or f"s3a://{bucket}/_checkpoints/lake-writer"
     )
@@ -148,6 +152,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=os.environ.get("LAKE_ENRICHMENT") or "on",
         choices=("on", "off"),
         help="off: rows as collected, without the enrichment's columns and with IPs as sent (to measure its cost)",
+    )
+    parser.add_argument(
+        "--sessions",
+        default=os.environ.get("LAKE_SESSIONS") or "on",
+        choices=("on", "off"),
+        help="off: the sessions table is not kept up (it needs the enrichment's columns: off with it too)",
+    )
+    parser.add_argument(
+        "--session-gap-minutes",
+        type=float,
+        default=float(os.environ.get("SESSION_GAP_MINUTES") or sessions.DEFAULT_GAP_MINUTES),
+        help="a customer's next event after this much silence starts a new session",
+    )
+    parser.add_argument(
+        "--sessions-every-s",
+        type=float,
+        default=float(os.environ.get("SESSIONS_INTERVAL_S") or 60),
+        help="how often the sessions of customers with new events are recomputed (sessions lag the events by it)",
     )
     parser.add_argument(
         "--dedupe-window",
@@ -412,8 +434,8 @@ def _start(df: DataFrame, name: str, writer: Any, args: argparse.Namespace, chec
 
 def table_queries(spark: SparkSession, args: argparse.Namespace, event_schema: dict) -> list[StreamingQuery]:
     """The lake query (the raw topic into both tables) and the invalid query (the invalid topic into the invalid
-    table), each committing every --commit-interval (lake_tables.py). One lock per table keeps their writes and
-    the table's compaction in turn."""
+    table), each committing every --commit-interval (lake_tables.py); the sessions table kept up from the events
+    table by a thread (sessions.py). One lock per table keeps their writes and the table's compaction in turn."""
     enrich = args.enrichment == "on"
     raw = read_topic(spark, args, args.raw_topic)
     invalid = invalid_events(spark, args)
@@ -422,6 +444,12 @@ def table_queries(spark: SparkSession, args: argparse.Namespace, event_schema: d
     events, _ = table_rows(parse_raw_records(raw, event_schema), args.ip_mode, enrich)
     events_table = _table(spark, args.lake_path, events.schema, args)
     invalid_table = _table(spark, args.invalid_path, invalid.schema, args)
+    # Created (and compacted) even when not kept up, so every table a reader or `make compact` names exists.
+    sessions_table = _table(spark, args.sessions_path, sessions.empty_sessions(events).schema, args)
+    if enrich and args.sessions == "on":
+        sessions.SessionsUpdater(
+            spark, args.sessions_path, args.lake_path, sessions_table, args.session_gap_minutes, args.sessions_every_s
+        ).start()
     lake = RawRecordsWriter(
         lake_tables.TableWriter(args.lake_path, events_table),
         lake_tables.TableWriter(args.invalid_path, invalid_table),

@@ -108,7 +108,12 @@ def lake_writer(kafka_settings: Any, localstack_endpoint: str) -> Iterator[None]
     from stack.process import free_port
 
     localstack.ensure_bucket(setting("LAKE_BUCKET"))
-    os.environ.update(SPARK_UI_PORT=str(free_port()), SPARK_TRIGGER="1 second", LAKE_COMMIT_INTERVAL="1 second")
+    os.environ.update(
+        SPARK_UI_PORT=str(free_port()),
+        SPARK_TRIGGER="1 second",
+        LAKE_COMMIT_INTERVAL="1 second",
+        SESSIONS_INTERVAL_S="10",
+    )
     spark.start()
     try:
         yield

@@ -125,7 +125,11 @@ class Settings:
 
 
 #: The lake's tables (prefixes of the lake bucket by default) and the variables that move them elsewhere.
-LAKE_TABLES = {"clickstream-data": "LAKE_PATH", "clickstream-invalid": "LAKE_INVALID_PATH"}
+LAKE_TABLES = {
+    "clickstream-data": "LAKE_PATH",
+    "clickstream-invalid": "LAKE_INVALID_PATH",
+    "clickstream-sessions": "LAKE_SESSIONS_PATH",
+}
 
 
 def lake_url(table: str, environ: Mapping[str, str] | None = None) -> str:

@@ -1,0 +1,288 @@
+"""Server-side sessions: the clickstream-sessions Delta table, one row per visit, kept by the lake writer.
+
+A customer's events with gaps under the session gap (30 minutes by default) are one session. Its id is a hash of the
+customer and the session's first event (its time and id), so a rebuild of the lake gives the same ids.
+
+Every SESSIONS_INTERVAL_S (60 s), a thread of the lake writer recomputes the sessions of the customers with events
+ingested since its last round, from the events table (an incremental job over the lake, not Spark's stateful
+operators):
+1. the new events give each customer's window [first, last event];
+2. the stored sessions of that customer ending within a gap before it or starting within a gap after it widen it;
+3. the customer's events in the widened window are cut into sessions again;
+4. one MERGE replaces the stored sessions: a session that grew is updated, one a late event merged into another is
+   deleted, a new one inserted. Sessions that came out unchanged are left alone.
+Why over the lake rather than applyInPandasWithState / transformWithStateInPandas: a late event can merge two
+sessions already written, which an append-only state output cannot take back (its rows would have to be MERGEd
+anyway); state holds what arrived, in arrival order, so ids would depend on it, while the lake's rows give the same
+sessions whatever the order, after a restart or a rebuild; an event-time watermark would drop events later than it,
+where the lake keeps every one; and those operators need pandas in every Python worker. The price is a read of the
+touched customers' days per round (partition-pruned, projected), and sessions up to a round behind the events.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+import lake_tables
+
+#: A customer's next event after this much silence starts a new session (the usual web-analytics cut-off).
+DEFAULT_GAP_MINUTES = 30
+#: Taken from the session's first event: where the visit came from and on what.
+LANDING_COLUMNS = {
+    "package_id": "package_id",
+    "landing_page": "page",
+    "referrer_host": "referrer_host",
+    "referrer_medium": "referrer_medium",
+    "utm_source": "utm_source",
+    "utm_medium": "utm_medium",
+    "utm_campaign": "utm_campaign",
+    "utm_term": "utm_term",
+    "utm_content": "utm_content",
+    "device_class": "ua_device_class",
+    "browser_family": "ua_browser_family",
+    "os_family": "ua_os_family",
+    "country": "geo_country",
+}
+#: The events table's columns a session is made of.
+EVENT_COLUMNS = tuple(
+    dict.fromkeys(["id", "customer_id", "event_timestamp", "type", "price", "is_bot", *LANDING_COLUMNS.values(), "dt"])
+)
+KEY = "session_id"
+
+
+def _micros(moment: Column | str) -> Column:
+    return F.unix_micros(F.col(moment) if isinstance(moment, str) else moment)
+
+
+def sessions_of(events: DataFrame, gap_minutes: float) -> DataFrame:
+    """The sessions of the given events (all of each customer's events in a stretch of time), one row each."""
+    order = F.struct("event_timestamp", "id")
+    by_customer = Window.partitionBy("customer_id").orderBy("event_timestamp", "id")
+    gap = _micros("event_timestamp") - _micros(F.lag("event_timestamp").over(by_customer))
+    starts = F.coalesce(gap >= int(gap_minutes * 60 * 1_000_000), F.lit(True)).cast("int")
+    numbered = events.withColumn("_starts", starts).withColumn(
+        "_session", F.sum("_starts").over(by_customer.rowsBetween(Window.unboundedPreceding, Window.currentRow))
+    )
+    purchase = F.col("type") == "purchase"
+    sessions = numbered.groupBy("customer_id", "_session").agg(
+        F.min_by("id", order).alias("first_event_id"),
+        F.min("event_timestamp").alias("session_start"),
+        F.max("event_timestamp").alias("session_end"),
+        F.count(F.lit(1)).alias("events"),
+        F.count(F.when(F.col("type") == "view", 1)).alias("page_views"),
+        *[F.min_by(source, order).alias(name) for name, source in LANDING_COLUMNS.items()],
+        F.max_by("page", order).alias("exit_page"),
+        F.coalesce(F.bool_or("is_bot"), F.lit(False)).alias("is_bot"),
+        F.count(F.when(purchase, 1)).alias("purchases"),
+        F.coalesce(F.sum(F.when(purchase, F.col("price"))), F.lit(0.0)).alias("revenue"),
+    )
+    session_id = F.substring(
+        F.sha2(F.concat_ws("\u001f", "customer_id", _micros("session_start").cast("string"), "first_event_id"), 256),
+        1,
+        32,
+    )
+    return sessions.select(
+        session_id.alias(KEY),
+        "customer_id",
+        "package_id",
+        "session_start",
+        "session_end",
+        ((_micros("session_end") - _micros("session_start")) / 1_000_000).alias("duration_s"),
+        "events",
+        "page_views",
+        "landing_page",
+        "exit_page",
+        *[name for name in LANDING_COLUMNS if name not in ("package_id", "landing_page")],
+        "is_bot",
+        "purchases",
+        (F.col("purchases") > 0).alias("converted"),
+        "revenue",
+        "first_event_id",
+        F.date_format("session_start", "yyyy-MM-dd").alias(lake_tables.PARTITION),
+    )
+
+
+def empty_sessions(events: DataFrame) -> DataFrame:
+    """An empty static frame with the sessions table's columns, from a frame (a stream's too) with the events'."""
+    # Without the enrichment the events lack its columns (strings, is_bot aside): the table keeps its shape.
+    types = {"is_bot": "boolean"} | {f.name: f.dataType for f in events.schema.fields}
+    empty = events.sparkSession.range(0).select(
+        *[F.lit(None).cast(types.get(name, "string")).alias(name) for name in EVENT_COLUMNS]
+    )
+    return sessions_of(empty, DEFAULT_GAP_MINUTES)
+
+
+class SessionsUpdater:
+    """Keeps the sessions table up to date with the events table, on a thread of its own, every `interval_s`.
+
+    Each round reads the events ingested since the last round (their ingested_timestamp after the mark: the lake
+    query commits batches in order, each stamped at its start), and recomputes those customers' sessions. The mark
+    is kept in the sessions table's commit (Delta's userMetadata), so a restart resumes where the last commit was;
+    with no mark (a new table) the first round makes every session of the lake. A round repeated after a crash
+    writes the same rows.
+    """
+
+    def __init__(
+        self, spark: SparkSession, path: str, events_path: str, maintenance: lake_tables.Maintenance,
+        gap_minutes: float, interval_s: float,
+    ) -> None:  # fmt: skip
+        # A session of its own, with the lake writer's settings: the commit's metadata set for the MERGE is not
+        # seen by other writers' commits.
+        self.spark = spark.newSession()
+        for key, value in spark.conf.getAll.items():
+            if self.spark.conf.isModifiable(key):
+                self.spark.conf.set(key, value)
+        self.path, self.events_path = path, events_path
+        self.maintenance = maintenance
+        self.gap_minutes, self.interval_s = gap_minutes, interval_s
+        self._mark: datetime | None = None
+        self._mark_read = False
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name=f"sessions {self.path}", daemon=True).start()
+
+    def _run(self) -> None:
+        context = self.spark.sparkContext
+        # Its jobs share the cores fairly with the lake's batches (the lake writer's FAIR scheduler).
+        context.setLocalProperty("spark.scheduler.pool", "sessions")
+        while True:
+            time.sleep(self.interval_s)
+            try:
+                self.update()
+            except Exception as exc:  # a failed round must not stop the lake: the next one starts from the same mark
+                print(json.dumps({"sessions": "failed", "table": self.path, "error": str(exc)[:500]}), flush=True)
+
+    def update(self) -> dict[str, Any]:
+        """One round: the sessions of the customers with events ingested since the mark, recomputed and merged."""
+        started = time.monotonic()
+        if not self._mark_read:
+            self._mark, self._mark_read = self._stored_mark(), True
+        events = self.spark.read.format("delta").load(self.events_path)
+        if self._mark is not None:
+            events = events.where(F.col("ingested_timestamp") > F.lit(self._mark))
+        touched = (
+            events.where(F.col("customer_id").isNotNull() & F.col("event_timestamp").isNotNull())
+            .groupBy("customer_id")
+            .agg(
+                F.min("event_timestamp").alias("lo"),
+                F.max("event_timestamp").alias("hi"),
+                F.max("ingested_timestamp").alias("ingested"),
+            )
+            .persist()
+        )
+        try:
+            earliest, mark, customers = touched.agg(F.min("lo"), F.max("ingested"), F.count(F.lit(1))).first()
+            if not customers:
+                return {"customers": 0}
+            with self.maintenance.lock:
+                days = self._recompute(touched.drop("ingested"), earliest, mark)
+            self.maintenance.wrote(days)
+            self._mark = mark
+        finally:
+            touched.unpersist()
+        figures = {"customers": customers, "days": days, "mark": _iso(mark), "ms": _ms_since(started)}
+        print(json.dumps({"sessions": "updated", **figures}), flush=True)
+        return figures
+
+    def _stored_mark(self) -> datetime | None:
+        for row in self.spark.sql(f"DESCRIBE HISTORY delta.`{self.path}` LIMIT 100").collect():
+            if row["userMetadata"]:
+                try:
+                    return datetime.fromisoformat(json.loads(row["userMetadata"])[MARK])
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return None
+
+    def _recompute(self, touched: DataFrame, earliest: datetime, mark: datetime) -> list[str]:
+        """Replace the stored sessions near the touched customers' windows by the sessions of their events."""
+        spark = self.spark
+        gap = F.expr(f"INTERVAL {int(self.gap_minutes * 60 * 1_000_000)} MICROSECONDS")
+        stored = spark.read.format("delta").load(self.path)
+        nearby = (
+            # A bound on every touched customer's window first: Delta skips the files that end before it.
+            stored.where(F.col("session_end") >= F.lit(earliest) - gap)
+            .join(F.broadcast(touched), "customer_id")
+            .where((F.col("session_end") >= F.col("lo") - gap) & (F.col("session_start") <= F.col("hi") + gap))
+            .drop("lo", "hi")
+            .persist()
+        )
+        spans = nearby.select("customer_id", F.col("session_start").alias("lo"), F.col("session_end").alias("hi"))
+        windows = (
+            touched.unionByName(spans)
+            .groupBy("customer_id")
+            .agg(F.min("lo").alias("lo"), F.max("hi").alias("hi"))
+            .persist()
+        )
+        frames = [nearby, windows]
+        try:
+            day = F.explode(F.sequence(F.to_date("lo"), F.to_date("hi"))).alias("day")
+            covered = windows.select(day).select(F.date_format("day", "yyyy-MM-dd")).distinct()
+            days = sorted(row[0] for row in covered.collect())
+            events = spark.read.format("delta").load(self.events_path)
+            rows = (
+                events.where(F.col(lake_tables.PARTITION).isin(days))
+                .select(*[c for c in EVENT_COLUMNS if c in events.columns])
+                .join(F.broadcast(windows), "customer_id")
+                .where(F.col("event_timestamp").between(F.col("lo"), F.col("hi")))
+                .drop("lo", "hi")
+            )
+            fresh = sessions_of(rows, self.gap_minutes).persist()
+            frames.append(fresh)
+            columns = fresh.columns
+            # Sessions that came out as stored are not written again (a MERGE rewrites every file it matches in).
+            changed = fresh.exceptAll(nearby.select(*columns))
+            gone = nearby.select(KEY, lake_tables.PARTITION).join(fresh.select(KEY), KEY, "left_anti")
+            source = (
+                changed.withColumn("_gone", F.lit(False))
+                .unionByName(gone.withColumn("_gone", F.lit(True)), allowMissingColumns=True)
+                .persist()
+            )
+            frames.append(source)
+            written = sorted(r[0] for r in source.select(lake_tables.PARTITION).distinct().collect())
+            if written:
+                self._merge(source, columns, written, mark)
+            return written
+        finally:
+            for frame in frames:
+                frame.unpersist()
+
+    def _merge(self, source: DataFrame, columns: list[str], days: list[str], mark: datetime) -> None:
+        spark = self.spark
+        view = "sessions_changes"
+        source.createOrReplaceTempView(view)
+        names, values = ", ".join(f"`{c}`" for c in columns), ", ".join(f"s.`{c}`" for c in columns)
+        spark.conf.set(USER_METADATA, json.dumps({MARK: _iso(mark)}))
+        try:
+            spark.sql(
+                f"""
+                MERGE INTO delta.`{self.path}` AS t USING {view} AS s
+                ON t.{lake_tables.PARTITION} IN ({lake_tables.in_list(days)})
+                   AND t.{lake_tables.PARTITION} = s.{lake_tables.PARTITION} AND t.{KEY} = s.{KEY}
+                WHEN MATCHED AND s._gone THEN DELETE
+                WHEN MATCHED THEN UPDATE SET {", ".join(f"t.`{c}` = s.`{c}`" for c in columns)}
+                WHEN NOT MATCHED AND NOT s._gone THEN INSERT ({names}) VALUES ({values})
+                """
+            )
+        finally:
+            spark.conf.unset(USER_METADATA)
+            spark.catalog.dropTempView(view)
+
+
+#: Where a commit keeps its metadata, and the key of the mark in it.
+USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
+MARK = "events_ingested_until"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+def _ms_since(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)

@@ -1,0 +1,170 @@
+"""Sessions over the lake (spark/sessions.py) on a real Spark session and real Delta tables (on local disk here;
+test_lake_writer.py runs them on LocalStack's S3 behind the collector): the cut at the gap, ids stable across
+batches and rebuilds, late events that extend or merge sessions, and unchanged sessions left alone."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyspark.sql import functions as F
+
+import lake_tables
+import sessions
+
+pytestmark = pytest.mark.slow
+
+#: The events table's columns a session is made of (types as the lake writer writes them).
+TYPES = {"event_timestamp": "timestamp", "price": "double", "is_bot": "boolean", "ingested_timestamp": "timestamp"}
+SCHEMA = ", ".join(f"{name} {TYPES.get(name, 'string')}" for name in (*sessions.EVENT_COLUMNS, "ingested_timestamp"))
+T0 = datetime(2026, 11, 30, 23, 40, tzinfo=UTC)  # a session that crosses midnight too
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[Any]:
+    from stack import spark as spark_service
+
+    spark_service.fetch_jars()
+    os.environ["PYSPARK_SUBMIT_ARGS"] = spark_service.submit_args(
+        {**os.environ, "SPARK_MASTER": "local[2]", "SPARK_UI_PORT": "0"}
+    )
+    session = lake_tables.session("sessions-test")
+    session.conf.set("spark.sql.session.timeZone", "UTC")
+    yield session
+    session.stop()
+
+
+def event(customer: str, minutes: float, number: int, **fields: Any) -> dict[str, Any]:
+    moment = T0 + timedelta(minutes=minutes)
+    return {
+        "id": f"{customer}-{number}",
+        "customer_id": customer,
+        "event_timestamp": moment,
+        "type": fields.pop("type", "view"),
+        "price": fields.pop("price", None),
+        "page": fields.pop("page", f"/page/{number}"),
+        "package_id": "pytest",
+        "referrer_host": None,
+        "referrer_medium": fields.pop("referrer_medium", "direct"),
+        **{name: None for name in ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")},
+        "ua_device_class": "desktop",
+        "ua_browser_family": "Chrome",
+        "ua_os_family": "Windows",
+        "geo_country": "US",
+        "is_bot": fields.pop("is_bot", False),
+        "dt": moment.strftime("%Y-%m-%d"),
+        "ingested_timestamp": None,
+        **fields,
+    }
+
+
+class Lake:
+    """An events table and a sessions table in a folder, and the updater that keeps the second from the first."""
+
+    def __init__(self, spark: Any, root: Path, gap_minutes: float = 30) -> None:
+        self.spark, self.events_path, self.sessions_path = spark, str(root / "events"), str(root / "sessions")
+        self.gap_minutes = gap_minutes
+        self.schema = spark.createDataFrame([], SCHEMA).schema
+        lake_tables.ensure_table(spark, self.events_path, self.schema)
+        empty = spark.createDataFrame([], self.schema)
+        lake_tables.ensure_table(spark, self.sessions_path, sessions.empty_sessions(empty).schema)
+        self.restart()
+
+    def restart(self) -> None:
+        """A new updater, as after a restart of the lake writer: it resumes from the mark in the table."""
+        maintenance = lake_tables.Maintenance(self.spark, self.sessions_path, 3600, 86400)
+        self.updater = sessions.SessionsUpdater(
+            self.spark, self.sessions_path, self.events_path, maintenance, self.gap_minutes, 60
+        )
+
+    def batch(self, *events: dict[str, Any]) -> dict[str, Any]:
+        """A micro-batch of the lake query (its rows stamped at once), then a round of the updater."""
+        frame = self.spark.createDataFrame(list(events), self.schema)
+        frame = frame.withColumn("ingested_timestamp", F.current_timestamp())
+        frame.write.format("delta").mode("append").save(self.events_path)
+        return self.updater.update()
+
+    def sessions(self) -> list[dict[str, Any]]:
+        rows = self.spark.read.format("delta").load(self.sessions_path).orderBy("customer_id", "session_start")
+        return [row.asDict() for row in rows.collect()]
+
+    def last_commit(self) -> Any:
+        return self.spark.sql(f"DESCRIBE HISTORY delta.`{self.sessions_path}` LIMIT 1").first()
+
+
+def test_gaps_of_10_and_60_minutes_make_two_sessions_with_the_visit_facts(spark: Any, tmp_path: Path) -> None:
+    lake = Lake(spark, tmp_path)
+    lake.batch(
+        event("ann", 0, 1, page="/home?utm_source=mail", referrer_medium="email"),
+        event("ann", 10, 2, type="purchase", price=19.5),
+        event("ann", 20, 3, type="purchase", price=0.5, page="/thanks"),
+        event("ann", 80, 4, page="/again"),  # 60 minutes after the last: a new session, across midnight
+        event("bot", 5, 1, is_bot=True),
+    )
+    first, second, bot = lake.sessions()
+    assert (first["events"], first["landing_page"], first["exit_page"]) == (3, "/home?utm_source=mail", "/thanks")
+    # PySpark hands timestamps back naive, in the session's time zone (UTC).
+    start, end = T0.replace(tzinfo=None), (T0 + timedelta(minutes=20)).replace(tzinfo=None)
+    assert (first["session_start"], first["session_end"], first["duration_s"]) == (start, end, 1200.0)
+    assert (first["referrer_medium"], first["converted"], first["purchases"], first["revenue"]) == (
+        "email",
+        True,
+        2,
+        20.0,
+    )
+    assert (first["dt"], second["dt"]) == ("2026-11-30", "2026-12-01")
+    assert (second["events"], second["converted"], second["revenue"], second["first_event_id"]) == (
+        1,
+        False,
+        0,
+        "ann-4",
+    )
+    assert (bot["is_bot"], first["is_bot"]) == (True, False)
+    assert len({first["session_id"], second["session_id"], bot["session_id"]}) == 3
+
+
+def test_ids_are_the_same_whatever_the_batches_and_late_events_extend_or_merge(spark: Any, tmp_path: Path) -> None:
+    events = [event("bea", minutes, n) for n, minutes in enumerate((0, 10, 50, 70, 100, 200))]
+    rebuilt = Lake(spark, tmp_path / "rebuilt")
+    rebuilt.batch(*events)
+    expected = rebuilt.sessions()
+    # Gaps of 10, 40, 20, 30 and 100 minutes: 30 is not under 30, so four sessions.
+    assert [s["first_event_id"] for s in expected] == ["bea-0", "bea-2", "bea-4", "bea-5"]
+
+    incremental = Lake(spark, tmp_path / "incremental")
+    incremental.batch(events[0], events[2])  # 0 and 50: two sessions
+    incremental.batch(events[5])
+    incremental.batch(events[4], events[3])  # 100 and 70: 70 joins 50's session, 100 a new one
+    incremental.batch(events[1])  # late, at 10: extends the first session
+    assert incremental.sessions() == expected
+
+    # An event between two sessions (at 30: 20 after 10, 20 before 50) merges them into one: the later is deleted.
+    incremental.batch(event("bea", 30, 9))
+    merged = incremental.sessions()
+    assert [s["first_event_id"] for s in merged] == ["bea-0", "bea-4", "bea-5"]
+    assert (merged[0]["session_id"], merged[0]["events"]) == (expected[0]["session_id"], 5)
+
+    # A restarted updater resumes from the mark its last commit kept: nothing new, nothing done.
+    incremental.restart()
+    assert incremental.updater.update() == {"customers": 0}
+    # An event 29 minutes after the first session's end (0-70) and 1 minute before 100's: the first session grows;
+    # the one at 100, now 29 minutes after it, joins; the one at 200 is left alone.
+    figures = incremental.batch(event("bea", 71, 10))
+    assert figures["customers"] == 1
+    metrics = incremental.last_commit()["operationMetrics"]
+    assert (metrics["numTargetRowsUpdated"], metrics["numTargetRowsDeleted"], metrics["numTargetRowsInserted"]) == (
+        "1",
+        "1",
+        "0",
+    )
+    assert [(s["first_event_id"], s["events"]) for s in incremental.sessions()] == [("bea-0", 7), ("bea-5", 1)]
+
+
+def test_the_gap_is_configurable(spark: Any, tmp_path: Path) -> None:
+    lake = Lake(spark, tmp_path, gap_minutes=5)
+    lake.batch(*[event("cy", minutes, n) for n, minutes in enumerate((0, 4, 10))])
+    assert [s["events"] for s in lake.sessions()] == [2, 1]
