@@ -146,8 +146,10 @@ def table_figures(settings: Settings) -> dict[str, Any]:
                 "target ratio <= 1.5": ratio <= 1.5,
             }
             # No invalid or sessions table there: the report shows none (sessions of 10M events are not built).
-            aged = f"s3a://{bucket}/{prefix}/aged"
-            result["report_on_10m"] = _report(aged_url, f"{aged}/clickstream-invalid", f"{aged}/clickstream-sessions")
+            elsewhere = f"s3a://{bucket}/{prefix}/aged"
+            result["report_on_10m"] = _report(
+                aged_url, f"{elsewhere}/clickstream-invalid", f"{elsewhere}/clickstream-sessions"
+            )
 
             hourly = _job("merge", hour_url, template, today.isoformat(), str(HOUR_ROWS_PER_COMMIT), str(HOUR_COMMITS))
             before = _day_files(hour, today.isoformat())
