@@ -26,7 +26,7 @@ import pyarrow.dataset as ds
 
 from chalicelib.contract import runtime_dir
 from chalicelib.settings import setting
-from lake.reader import INVALID_PREFIX, LAKE_PREFIX, dataset
+from lake.reader import INVALID_PREFIX, LAKE_PREFIX, SESSIONS_PREFIX, dataset
 
 #: The lake's columns the report uses, with their types (an empty lake is read as a table without columns).
 EVENT_COLUMNS = pa.schema(
@@ -41,6 +41,25 @@ EVENT_COLUMNS = pa.schema(
         ("price", pa.float64()),
         ("event_timestamp", pa.timestamp("us", tz="UTC")),
         ("ingested_timestamp", pa.timestamp("us", tz="UTC")),
+        ("is_bot", pa.bool_()),
+    ]
+)
+#: The sessions table's columns the report uses (spark/sessions.py writes them).
+SESSION_COLUMNS = pa.schema(
+    [
+        ("session_start", pa.timestamp("us", tz="UTC")),
+        ("events", pa.int64()),
+        ("landing_page", pa.string()),
+        ("referrer_host", pa.string()),
+        ("referrer_medium", pa.string()),
+        ("utm_source", pa.string()),
+        ("utm_medium", pa.string()),
+        ("utm_campaign", pa.string()),
+        ("device_class", pa.string()),
+        ("browser_family", pa.string()),
+        ("is_bot", pa.bool_()),
+        ("converted", pa.bool_()),
+        ("revenue", pa.float64()),
     ]
 )
 INVALID_COLUMNS = pa.schema(
@@ -54,13 +73,12 @@ INVALID_COLUMNS = pa.schema(
 )
 EVENT_TYPES = ("click", "view", "purchase")
 Source = pa.Table | ds.Dataset
-#: A customer's next event after this much silence starts a new session (the usual web-analytics cut-off).
-SESSION_GAP_MINUTES = 30
 #: Bucket sizes for the events-over-time chart; the smallest that gives at most MAX_BUCKETS bars is used.
 BUCKET_SECONDS = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
 MAX_BUCKETS = 60
 TOP_QUERIES = 10
 TOP_SOURCES = 8
+TOP_PAGES = 10
 
 # --- figures ----------------------------------------------------------------------------------------------
 
@@ -119,7 +137,14 @@ REFUSAL_KINDS: tuple[tuple[str, str], ...] = (
 
 
 #: DuckDB's names of the report's Arrow types.
-DUCKDB_TYPES = {"string": "VARCHAR", "int32": "INTEGER", "double": "DOUBLE", "timestamp[us, tz=UTC]": "TIMESTAMPTZ"}
+DUCKDB_TYPES = {
+    "string": "VARCHAR",
+    "int32": "INTEGER",
+    "int64": "BIGINT",
+    "double": "DOUBLE",
+    "bool": "BOOLEAN",
+    "timestamp[us, tz=UTC]": "TIMESTAMPTZ",
+}
 
 
 def _register(con: duckdb.DuckDBPyConnection, name: str, source: Source | None, schema: pa.Schema) -> None:
@@ -210,14 +235,13 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, parameters: Sequence[Any] = 
 def _totals(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     (row,) = _rows(
         con,
-        f"""
-        WITH gaps AS (
-            SELECT ts - lag(ts) OVER (PARTITION BY customer_id ORDER BY ts) AS gap FROM e WHERE ts IS NOT NULL
-        )
+        """
         SELECT
             (SELECT count(*) FROM e) AS events,
             (SELECT count(DISTINCT customer_id) FROM e) AS customers,
-            (SELECT count(*) FROM gaps WHERE gap IS NULL OR gap > INTERVAL {SESSION_GAP_MINUTES} MINUTE) AS sessions,
+            (SELECT count(*) FROM s) AS sessions,
+            (SELECT count(*) FILTER (WHERE events = 1) FROM s) AS bounced_sessions,
+            (SELECT count(*) FILTER (WHERE converted) FROM s) AS converted_sessions,
             (SELECT count(*) FROM e WHERE type = 'view' AND product_id IS NOT NULL) AS product_views,
             (SELECT count(*) FROM e WHERE type = 'purchase') AS purchases,
             (SELECT round(coalesce(sum(price), 0), 2) FROM e WHERE type = 'purchase') AS revenue,
@@ -225,7 +249,7 @@ def _totals(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
             (SELECT count(*) FROM invalid WHERE status_code IS NOT NULL) AS refused_requests,
             (SELECT min(ts) FROM e) AS first_event,
             (SELECT max(ts) FROM e) AS last_event,
-            (SELECT greatest(max(ingested), (SELECT max(ingested) FROM invalid)) FROM e) AS freshness
+            (SELECT greatest(max(ingested), (SELECT max(ingested) FROM invalid)) FROM e_all) AS freshness
         """,
     )
     by_type = dict(con.execute("SELECT type, count(*) FROM e GROUP BY type ORDER BY count(*) DESC").fetchall())
@@ -330,8 +354,11 @@ def _invalid(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     )
 
 
-def figures(events: Source | None, invalid: Source | None) -> dict[str, Any]:
-    """Every figure of the report, from the lake's events and invalid rows (lazy datasets, or tables).
+def figures(
+    events: Source | None, invalid: Source | None, sessions: Source | None = None, include_bots: bool = False
+) -> dict[str, Any]:
+    """Every figure of the report, from the lake's events, invalid rows and sessions (lazy datasets, or tables).
+    Bots' events and sessions are left out of every figure but their share, unless `include_bots`.
 
     The lake is scanned once, for the columns the report uses, into a DuckDB database in a temporary file: every
     figure is then computed from DuckDB's compressed columns, spilling to disk beyond MEMORY_LIMIT, so memory stays
@@ -340,7 +367,7 @@ def figures(events: Source | None, invalid: Source | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="lake-report-") as work:
         con = duckdb.connect(str(Path(work) / "report.duckdb"))
         try:
-            return _figures(con, events, invalid)
+            return _figures(con, events, invalid, sessions, include_bots)
         finally:
             con.close()
 
@@ -349,26 +376,43 @@ def figures(events: Source | None, invalid: Source | None) -> dict[str, Any]:
 MEMORY_LIMIT = "512MB"
 
 
-def _figures(con: duckdb.DuckDBPyConnection, events: Source | None, invalid: Source | None) -> dict[str, Any]:
+def _figures(
+    con: duckdb.DuckDBPyConnection,
+    events: Source | None,
+    invalid: Source | None,
+    sessions: Source | None,
+    include_bots: bool,
+) -> dict[str, Any]:
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
     con.execute("SET preserve_insertion_order = false")
     _register(con, "events_arrow", events, EVENT_COLUMNS)
     _register(con, "invalid_arrow", invalid, INVALID_COLUMNS)
+    _register(con, "sessions_arrow", sessions, SESSION_COLUMNS)
     # Timestamps as naive UTC from here on: bucketing and printing need no time-zone rules.
     con.execute(
         """
-        CREATE TABLE e AS SELECT id, type, package_id, customer_id, lower(trim(query)) AS query, product_id,
-            product_name, price, event_timestamp::TIMESTAMP AS ts, ingested_timestamp::TIMESTAMP AS ingested
+        CREATE TABLE e_all AS SELECT id, type, package_id, customer_id, lower(trim(query)) AS query, product_id,
+            product_name, price, event_timestamp::TIMESTAMP AS ts, ingested_timestamp::TIMESTAMP AS ingested,
+            coalesce(is_bot, false) AS is_bot
         FROM events_arrow
         """
     )
+    con.execute(
+        "CREATE TABLE s_all AS SELECT * EXCLUDE (session_start, is_bot), session_start::TIMESTAMP AS start, "
+        "coalesce(is_bot, false) AS is_bot FROM sessions_arrow"
+    )
+    # Every figure reads e and s: without the bots' rows unless asked.
+    keep = "true" if include_bots else "NOT is_bot"
+    con.execute(f"CREATE VIEW e AS SELECT * FROM e_all WHERE {keep}")
+    con.execute(f"CREATE VIEW s AS SELECT * FROM s_all WHERE {keep}")
     con.execute(
         "CREATE TABLE invalid AS SELECT code, path, reason, status_code, "
         "ingested_timestamp::TIMESTAMP AS ingested FROM invalid_arrow"
     )
     return {
-        "empty": con.execute("SELECT (SELECT count(*) FROM e) + (SELECT count(*) FROM invalid)").fetchall() == [(0,)],
+        "empty": con.execute("SELECT (SELECT count(*) FROM e_all) + (SELECT count(*) FROM invalid)").fetchall()
+        == [(0,)],
         "totals": _totals(con),
         "timeline": _timeline(con),
         "funnel": _funnel(con),
@@ -376,12 +420,113 @@ def _figures(con: duckdb.DuckDBPyConnection, events: Source | None, invalid: Sou
         "queries": _queries(con),
         "sources": _sources(con),
         "invalid": _invalid(con),
+        "bots": {**_bots(con), "included": include_bots},
+        "sessions_timeline": _sessions_timeline(con),
+        "by_source": _conversion(con, SOURCE_MEDIUM, TOP_SOURCES),
+        "by_campaign": _conversion(con, "utm_campaign", TOP_SOURCES),
+        "devices": _split(con, "coalesce(device_class, '(unknown)')", TOP_SOURCES),
+        "browsers": _split(con, "coalesce(browser_family, '(unknown)')", TOP_SOURCES),
+        "landing_pages": _landing_pages(con),
     }
+
+
+def _bots(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """The bots' share of the events and of the sessions."""
+    (row,) = _rows(
+        con,
+        """
+        SELECT (SELECT count(*) FILTER (WHERE is_bot) FROM e_all) AS events,
+            (SELECT count(*) FROM e_all) AS all_events,
+            (SELECT count(*) FILTER (WHERE is_bot) FROM s_all) AS sessions,
+            (SELECT count(*) FROM s_all) AS all_sessions
+        """,
+    )
+    return row
+
+
+def _sessions_timeline(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """Sessions per time bucket of their start: bounced (one event) and engaged."""
+    first, last = con.execute("SELECT min(start), max(start) FROM s").fetchall()[0] or (None, None)
+    seconds = bucket_seconds(first, last)
+    rows = _rows(
+        con,
+        f"""
+        WITH counts AS (
+            SELECT time_bucket(INTERVAL {seconds} SECOND, start) AS bucket,
+                count(*) FILTER (WHERE events > 1) AS engaged, count(*) FILTER (WHERE events = 1) AS bounced
+            FROM s WHERE start IS NOT NULL GROUP BY ALL
+        ), buckets AS (
+            SELECT unnest(range(min(bucket), max(bucket) + INTERVAL {seconds} SECOND, INTERVAL {seconds} SECOND))
+                AS bucket
+            FROM counts
+        )
+        SELECT bucket, coalesce(engaged, 0) AS engaged, coalesce(bounced, 0) AS bounced
+        FROM buckets LEFT JOIN counts USING (bucket) ORDER BY bucket
+        """,
+    )
+    return {
+        "bucket_seconds": seconds,
+        "bucket": bucket_name(seconds),
+        "types": list(SESSION_KINDS),
+        "unit": "sessions",
+        "buckets": [{"start": _iso(r["bucket"]), "counts": {kind: r[kind] for kind in SESSION_KINDS}} for r in rows],
+    }
+
+
+#: A session's traffic source / medium: its campaign's tags, else its referrer's host and medium.
+SOURCE_MEDIUM = (
+    "coalesce(utm_source, referrer_host, '(direct)') || ' / ' || coalesce(utm_medium, referrer_medium, '(none)')"
+)
+SESSION_KINDS = ("engaged", "bounced")
+
+
+def _conversion(con: duckdb.DuckDBPyConnection, key: str, top: int) -> list[dict[str, Any]]:
+    """Sessions, converted sessions, conversion rate and revenue per `key` (the most sessions first)."""
+    rows = _rows(
+        con,
+        f"""
+        SELECT {key} AS name, count(*) AS sessions, count(*) FILTER (WHERE converted) AS converted,
+            count(*) FILTER (WHERE converted)::DOUBLE / count(*) AS rate, round(coalesce(sum(revenue), 0), 2) AS revenue
+        FROM s WHERE {key} IS NOT NULL GROUP BY ALL ORDER BY sessions DESC, name LIMIT ?
+        """,
+        [top],
+    )
+    return [{**row, "revenue": float(row["revenue"])} for row in rows]
+
+
+def _split(con: duckdb.DuckDBPyConnection, key: str, top: int) -> list[dict[str, Any]]:
+    return _rows(
+        con,
+        f"SELECT {key} AS name, count(*) AS sessions FROM s GROUP BY ALL ORDER BY sessions DESC, name LIMIT ?",
+        [top],
+    )
+
+
+def _landing_pages(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """The pages sessions start on (their path: a campaign's tags do not split a page), with their bounce rate."""
+    return _rows(
+        con,
+        """
+        SELECT split_part(landing_page, '?', 1) AS page, count(*) AS sessions,
+            count(*) FILTER (WHERE events = 1)::DOUBLE / count(*) AS bounce_rate
+        FROM s WHERE landing_page IS NOT NULL GROUP BY ALL ORDER BY sessions DESC, page LIMIT ?
+        """,
+        [TOP_PAGES],
+    )
 
 
 # --- SVG charts -------------------------------------------------------------------------------------------
 
-COLOURS = {"click": "#4c78a8", "view": "#54a24b", "purchase": "#f58518", "invalid": "#e45756", "other": "#9d755d"}
+COLOURS = {
+    "click": "#4c78a8",
+    "view": "#54a24b",
+    "purchase": "#f58518",
+    "invalid": "#e45756",
+    "other": "#9d755d",
+    "engaged": "#72b7b2",
+    "bounced": "#bab0ac",
+    "bot": "#b279a2",
+}
 VIEW_LIGHT = "#b8dcb2"
 CHAR_WIDTH = 7.0  # width of a 12px sans-serif character (a little over the average), for laying out labels
 BOLD_WIDTH = 7.6  # the same for bold digits
@@ -540,12 +685,14 @@ def timeline_chart(title: str, timeline: dict[str, Any], width: int = 1160, heig
             at, anchor = (x, "start") if i == 0 else (x + slot * 0.4, "middle")
             parts.append(_text(at, top + plot_h + 16, label, anchor, "tick"))
     parts.append(f'<line x1="{left}" x2="{width - right}" y1="{top + plot_h}" y2="{top + plot_h}" class="axis"/>')
-    parts.append(_text(left + plot_w / 2, height - 12, "event time (UTC)", "middle", "axis-title"))
+    unit = timeline.get("unit", "events")
+    moment = "event time" if unit == "events" else "start time"
+    parts.append(_text(left + plot_w / 2, height - 12, f"{moment} (UTC)", "middle", "axis-title"))
     parts.append(
         _text(
             14,
             top + plot_h / 2,
-            f"events per {timeline['bucket']}",
+            f"{unit} per {timeline['bucket']}",
             "middle",
             "axis-title",
             f' transform="rotate(-90 14 {top + plot_h / 2:.1f})"',
@@ -644,22 +791,43 @@ def _number(name: str, value: str, note: str = "", colour: str = "") -> str:
     )
 
 
-def key_numbers(totals: dict[str, Any], now: datetime) -> str:
-    views, purchases = totals["product_views"], totals["purchases"]
+def _share(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "n/a"
+
+
+def key_numbers(totals: dict[str, Any], bots: dict[str, Any], now: datetime) -> str:
+    views, purchases, sessions = totals["product_views"], totals["purchases"], totals["sessions"]
     conversion = f"{100 * purchases / views:.1f}% of product views" if views else ""
     by_type = ", ".join(f"{fmt_int(n)} {t}" for t, n in totals["by_type"].items())
-    per_session = f"{totals['events'] / totals['sessions']:.1f} events each" if totals["sessions"] else ""
+    per_session = f"{totals['events'] / sessions:.1f} events each" if sessions else "from clickstream-sessions"
     average = f"{fmt_money(totals['revenue'] / purchases)} per purchase" if purchases else ""
     invalid_note = f"+ {fmt_int(totals['refused_requests'])} refused requests"
+    bot_note = f"{_share(bots['sessions'], bots['all_sessions'])} of sessions; " + (
+        "included in the figures" if bots["included"] else "left out of the figures"
+    )
     cards = [
         _number("Events in the lake", fmt_int(totals["events"]), by_type),
         _number("Customers", fmt_int(totals["customers"]), "distinct customer_id"),
-        _number("Sessions", fmt_int(totals["sessions"]), per_session or f"{SESSION_GAP_MINUTES} min inactivity gap"),
+        _number("Sessions", fmt_int(sessions), per_session),
+        _number("Bounce rate", _share(totals["bounced_sessions"], sessions), "sessions of a single event"),
         _number("Purchases", fmt_int(purchases), conversion, COLOURS["purchase"]),
         _number("Revenue", fmt_money(totals["revenue"]), average, COLOURS["purchase"]),
+        _number(
+            "Converted sessions",
+            _share(totals["converted_sessions"], sessions),
+            f"{fmt_int(totals['converted_sessions'])} sessions with a purchase",
+            COLOURS["purchase"],
+        ),
         _number("Invalid events", fmt_int(totals["invalid_events"]), invalid_note, COLOURS["invalid"]),
+        _number("Bot events", _share(bots["events"], bots["all_events"]), bot_note, COLOURS["bot"]),
         _number("Time range", *_time_range(totals["first_event"], totals["last_event"])),
         _number("Freshness (last ingested)", *_freshness(totals["freshness"], now)),
+        _number(
+            "Revenue per session",
+            fmt_money(totals["revenue"] / sessions) if sessions else "n/a",
+            "revenue over every session",
+            COLOURS["purchase"],
+        ),
     ]
     return f'<section class="numbers" aria-label="key numbers">{"".join(cards)}</section>'
 
@@ -687,7 +855,41 @@ def _bars(fig: dict[str, Any]) -> dict[str, list[Bar]]:
     queries = [Bar(q["query"], q["views"], fmt_int(q["views"])) for q in fig["queries"]]
     invalid = [Bar(g["problem"], g["count"], fmt_int(g["count"]), f"e.g. {g['example']}") for g in fig["invalid"]]
     sources = [Bar(r["source"] or "(none)", r["events"], fmt_int(r["events"])) for r in fig["sources"]]
-    return {"revenue": revenue, "queries": queries, "invalid": invalid, "sources": sources}
+    conversion = {
+        key: [
+            Bar(
+                r["name"],
+                r["rate"],
+                f"{100 * r['rate']:.1f}% of {fmt_int(r['sessions'])}",
+                f"{r['name']}: {fmt_int(r['converted'])} of {fmt_int(r['sessions'])} sessions converted, "
+                f"{fmt_money(r['revenue'])}",
+            )
+            for r in fig[key]
+        ]
+        for key in ("by_source", "by_campaign")
+    }
+    splits = {
+        key: [Bar(r["name"], r["sessions"], fmt_int(r["sessions"])) for r in fig[key]]
+        for key in ("devices", "browsers")
+    }
+    pages = [
+        Bar(
+            r["page"],
+            r["sessions"],
+            fmt_int(r["sessions"]),
+            f"{r['page']}: {fmt_int(r['sessions'])} sessions, {100 * r['bounce_rate']:.1f}% bounced",
+        )
+        for r in fig["landing_pages"]
+    ]
+    return {
+        "revenue": revenue,
+        "queries": queries,
+        "invalid": invalid,
+        "sources": sources,
+        **conversion,
+        **splits,
+        "landing_pages": pages,
+    }
 
 
 def charts(fig: dict[str, Any]) -> str:
@@ -698,6 +900,50 @@ def charts(fig: dict[str, Any]) -> str:
         "Invalid events by problem", bars["invalid"], COLOURS["invalid"], "invalid events", width=1160
     )
     source_chart = hbar_chart("Events per source", bars["sources"], COLOURS["click"], "events")
+    visits = fig["sessions_timeline"]
+    session_cards = [
+        _card(
+            "Sessions over time",
+            f"sessions per {visits['bucket']} by start (UTC): engaged, and bounced (a single event)",
+            _or_empty(visits["buckets"], timeline_chart("Sessions over time", visits), "No sessions."),
+            wide=True,
+        ),
+        *[
+            _card(
+                title,
+                sub,
+                _or_empty(bars[key], hbar_chart(title, bars[key], COLOURS[colour], axis), "No sessions."),
+            )
+            for key, title, sub, colour, axis in (
+                (
+                    "by_source",
+                    "Conversion per source / medium",
+                    "sessions with a purchase, by utm_source / utm_medium, else referrer host / medium",
+                    "purchase",
+                    "converted sessions (share)",
+                ),
+                (
+                    "by_campaign",
+                    "Conversion per campaign",
+                    "sessions with a purchase, by utm_campaign of the landing page",
+                    "purchase",
+                    "converted sessions (share)",
+                ),
+                ("devices", "Devices", "sessions per device class", "engaged", "sessions"),
+                ("browsers", "Browsers", f"sessions per browser family (top {TOP_SOURCES})", "engaged", "sessions"),
+            )
+        ],
+        _card(
+            "Top landing pages",
+            f"the {TOP_PAGES} pages most sessions start on (path only); the tooltip gives their bounce rate",
+            _or_empty(
+                bars["landing_pages"],
+                hbar_chart("Top landing pages", bars["landing_pages"], COLOURS["view"], "sessions", width=1160),
+                "No sessions.",
+            ),
+            wide=True,
+        ),
+    ]
     parts = [
         _card(
             "Events over time",
@@ -705,6 +951,7 @@ def charts(fig: dict[str, Any]) -> str:
             _or_empty(timeline["buckets"], timeline_chart("Events per type over time", timeline), "No events."),
             wide=True,
         ),
+        *session_cards,
         _card(
             "View → purchase funnel per product",
             "product page views, purchases and conversion",
@@ -740,6 +987,11 @@ def render_html(fig: dict[str, Any], generated_at: datetime | None = None, sourc
     now = generated_at or datetime.now(UTC)
     stamp = now.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     about = f"{escape(source)} · " if source else ""
+    bots_note = (
+        "Bots (is_bot) are included."
+        if fig["bots"]["included"]
+        else "Bots (is_bot) are left out of every figure but their share (--include-bots keeps them)."
+    )
     body = (
         '<div class="nodata" role="status">No data in the lake yet. Send some events (<code>make run</code>) '
         "and run the report again.</div>"
@@ -757,11 +1009,11 @@ def render_html(fig: dict[str, Any], generated_at: datetime | None = None, sourc
 <body>
 <main>
 <header><h1>Clickstream lake report</h1><p>{about}generated {stamp}</p></header>
-{key_numbers(fig["totals"], now)}
+{key_numbers(fig["totals"], fig["bots"], now)}
 {body}
-<footer>Committed rows only (the Delta tables' current versions, read with delta-rs). Sessions: a customer's events
-with less than {SESSION_GAP_MINUTES} minutes between them. Invalid events: rejected events and refused requests kept
-by the collector.</footer>
+<footer>Committed rows only (the Delta tables' current versions, read with delta-rs). Sessions: the
+clickstream-sessions table, a customer's events with less than the lake writer's gap (SESSION_GAP_MINUTES) between
+them. {bots_note} Invalid events: rejected events and refused requests kept by the collector.</footer>
 </main>
 </body>
 </html>
@@ -775,12 +1027,12 @@ def default_output() -> Path:
     return runtime_dir() / "report" / "lake-report.html"
 
 
-def write_report(output: Path | None = None) -> tuple[Path, dict[str, Any]]:
+def write_report(output: Path | None = None, include_bots: bool = False) -> tuple[Path, dict[str, Any]]:
     """The report of what the lake holds, written to `output` (default: <runtime>/report/); its path and totals."""
-    fig = figures(dataset(LAKE_PREFIX), dataset(INVALID_PREFIX))
+    fig = figures(dataset(LAKE_PREFIX), dataset(INVALID_PREFIX), dataset(SESSIONS_PREFIX), include_bots)
     output = output or default_output()
     output.parent.mkdir(parents=True, exist_ok=True)
-    source = f"s3://{setting('LAKE_BUCKET')}/{{{LAKE_PREFIX},{INVALID_PREFIX}}}"
+    source = f"s3://{setting('LAKE_BUCKET')}/{{{LAKE_PREFIX},{INVALID_PREFIX},{SESSIONS_PREFIX}}}"
     output.write_text(render_html(fig, source=source), encoding="utf-8")
     return output.resolve(), fig["totals"]
 
@@ -788,8 +1040,9 @@ def write_report(output: Path | None = None) -> tuple[Path, dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lake.report", description=__doc__)
     parser.add_argument("--output", type=Path, help="where to write the HTML (default: <runtime>/report/)")
+    parser.add_argument("--include-bots", action="store_true", help="count bots' events and sessions too")
     args = parser.parse_args(argv)
-    output, totals = write_report(args.output)
+    output, totals = write_report(args.output, args.include_bots)
     print(json.dumps(totals, indent=2))
     print(f"report: {output}")
     return 0

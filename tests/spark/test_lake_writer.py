@@ -11,7 +11,9 @@ import re
 import signal
 import threading
 import time
+import uuid
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -21,7 +23,7 @@ from chalicelib.settings import Settings
 from chalicelib.sinks.kafka import KafkaSink
 from enrichment import scrub_ips
 from generator.synthetic import synthetic_events
-from lake.reader import INVALID_PREFIX, LAKE_PREFIX, read
+from lake.reader import INVALID_PREFIX, LAKE_PREFIX, SESSIONS_PREFIX, read
 from stack import spark
 from tests.conftest import REPO, lake_ids
 
@@ -277,6 +279,21 @@ IPHONE = (
     "Version/18.1 Mobile/15E148 Safari/604.1"
 )
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+
+
+def lake_sessions(customer: str, count: int, timeout_s: float = 150) -> list[dict[str, Any]]:
+    """The customer's rows of the sessions table, by start, once there are `count` (or the timeout passed)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = sorted(
+            (r for r in read(SESSIONS_PREFIX).to_pylist() if r["customer_id"] == customer),
+            key=lambda r: r["session_start"],
+        )
+        if len(rows) >= count or time.monotonic() > deadline:
+            return rows
+        time.sleep(2)
+
+
 #: Real public addresses (Google's DNS, a British block): full client IPs the lake must never hold.
 FULL_IPS = ("8.8.8.8", "2001:4860:4860::8888", "81.2.69.160")
 
@@ -284,7 +301,7 @@ FULL_IPS = ("8.8.8.8", "2001:4860:4860::8888", "81.2.69.160")
 def test_crafted_events_come_back_enriched_and_no_full_ip_is_in_the_lake(
     lake_writer: None, collector: Collector
 ) -> None:
-    [desktop, mobile, crawler, broken] = synthetic_events(4, seed=49)
+    [desktop, mobile, crawler, broken, *visitor] = synthetic_events(7, seed=49)
     desktop["event"].update(
         user_agent=CHROME,
         ip="8.8.8.8",
@@ -294,11 +311,23 @@ def test_crafted_events_come_back_enriched_and_no_full_ip_is_in_the_lake(
     mobile["event"].update(user_agent=IPHONE, ip="2001:4860:4860::8888", page="/product/101", referrer="https://t.co/a")
     crawler["event"].update(user_agent=GOOGLEBOT, ip=None, page="/home", referrer=None)
     broken["type"], broken["event"]["ip"] = "hover", "8.8.8.8"  # invalid: kept in the invalid table
+    # One customer's visits: a search landing, a purchase 10 minutes later, and a return 60 minutes after that.
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    customer = f"visitor-{uuid.uuid4().hex[:8]}"
+    for event, minutes, kind, page in zip(
+        visitor, (0, 10, 70), ("view", "purchase", "view"), ("/home?utm_campaign=winter", "/cart", "/home"), strict=True
+    ):
+        moment = (start + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+        event["type"] = kind
+        event["event"].update(customer_id=customer, timestamp=moment, page=page, user_agent=IPHONE, ip="8.8.8.8")
+        event["event"].update(referrer="https://www.google.com/" if minutes == 0 else None, price=12.5)
+        event["event"].update(product_id=101, product_name="Desk lamp")
     outcome = collector.collect(
-        json.dumps([desktop, mobile, crawler, broken]).encode(), RequestInfo("application/json", "81.2.69.160", CHROME)
+        json.dumps([desktop, mobile, crawler, broken, *visitor]).encode(),
+        RequestInfo("application/json", "81.2.69.160", CHROME),
     )
-    assert outcome.body["valid_count"] == 3
-    wanted = {desktop["id"], mobile["id"], crawler["id"]}
+    assert outcome.body["valid_count"] == 6, outcome.body
+    wanted = {desktop["id"], mobile["id"], crawler["id"], *(e["id"] for e in visitor)}
     assert lake_ids(LAKE_PREFIX, wanted) == Counter(dict.fromkeys(wanted, 1))
     assert lake_ids(INVALID_PREFIX, {broken["id"]}) == Counter({broken["id"]: 1})
 
@@ -323,8 +352,29 @@ def test_crafted_events_come_back_enriched_and_no_full_ip_is_in_the_lake(
     assert (row["ua_device_class"], row["is_bot"], row["referrer_medium"]) == ("bot", True, "direct")
     assert row["geo_country"] == "GB"  # no client-known address: the one the collector saw
 
-    # No full address anywhere: in no column of any row of either table (the invalid payload included).
-    for prefix in (LAKE_PREFIX, INVALID_PREFIX):
+    # Two sessions (gaps of 10 and 60 minutes), with the facts of their landing event, within a round or two.
+    visits = lake_sessions(customer, 2)
+    assert [(v["events"], v["page_views"], v["converted"], v["revenue"]) for v in visits] == [
+        (2, 1, True, 12.5),
+        (1, 1, False, 0.0),
+    ]
+    first, second = visits
+    assert (first["landing_page"], first["exit_page"], first["referrer_medium"]) == (
+        "/home?utm_campaign=winter",
+        "/cart",
+        "search",
+    )
+    assert (first["utm_campaign"], first["device_class"], first["country"], first["is_bot"]) == (
+        "winter",
+        "mobile",
+        "US",
+        False,
+    )
+    assert (first["duration_s"], second["landing_page"], second["referrer_medium"]) == (600.0, "/home", "direct")
+    assert first["first_event_id"] == visitor[0]["id"] and first["session_id"] != second["session_id"]
+
+    # No full address anywhere: in no column of any row of any table (the invalid payload included).
+    for prefix in (LAKE_PREFIX, INVALID_PREFIX, SESSIONS_PREFIX):
         for stored in read(prefix).to_pylist():
             text = json.dumps(stored, default=str)
             found = [ip for ip in FULL_IPS if re.search(rf"(?<![\w.:]){re.escape(ip)}(?![\w.:])", text)]

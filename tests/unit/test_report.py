@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
+import enrichment
 from chalicelib.validation import SCHEMA_ID, SCHEMA_VERSION, schema_violation
 from generator.synthetic import PRODUCTS, synthetic_events
 from lake import report
@@ -60,6 +61,7 @@ LAKE_SCHEMA = pa.schema(
         ("event_timestamp", TS),
         *collector_columns("collector_user_agent"),
         *KAFKA_AND_PARTITION_COLUMNS,
+        ("is_bot", pa.bool_()),
     ]
 )
 INVALID_SCHEMA = pa.schema(
@@ -150,9 +152,55 @@ def lake_table(events: list[dict[str, Any]]) -> pa.Table:
                 "ingested_timestamp": moment + timedelta(seconds=3 + offset % 5),
                 "dt": f"{moment:%Y-%m-%d}",
                 "hour": f"{moment:%H}",
+                "is_bot": enrichment.agent(details["user_agent"]).is_bot,
             }
         )
     return pa.Table.from_pylist(rows, schema=LAKE_SCHEMA)
+
+
+def visits(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sessions of the events, as spark/sessions.py makes them (the enrichment's own functions for the
+    landing event's facts): a customer's events with gaps under 30 minutes."""
+    by_customer: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for event in events:
+        by_customer[event["event"]["customer_id"]].append(event)
+    found = []
+    for customer_events in by_customer.values():
+        customer_events.sort(key=lambda e: (_moment(e["event"]["timestamp"]), e["id"]))
+        current: list[dict[str, Any]] = []
+        for event in customer_events:
+            if current and _moment(event["event"]["timestamp"]) - _moment(current[-1]["event"]["timestamp"]) >= (
+                timedelta(minutes=30)
+            ):
+                found.append(current)
+                current = []
+            current.append(event)
+        found.append(current)
+    rows = []
+    for session in found:
+        first = session[0]["event"]
+        host, medium = enrichment.referrer_medium(first.get("referrer"), first["page"])
+        agent = enrichment.agent(first["user_agent"])
+        rows.append(
+            {
+                "session_start": _moment(first["timestamp"]),
+                "events": len(session),
+                "landing_page": first["page"],
+                "referrer_host": host,
+                "referrer_medium": medium,
+                **{k: v for k, v in enrichment.campaign(first["page"]).items() if k.startswith("utm_")},
+                "device_class": agent.device_class,
+                "browser_family": agent.browser_family,
+                "is_bot": any(enrichment.agent(e["event"]["user_agent"]).is_bot for e in session),
+                "converted": any(e["type"] == "purchase" for e in session),
+                "revenue": sum(e["event"]["price"] for e in session if e["type"] == "purchase"),
+            }
+        )
+    return rows
+
+
+def sessions_table(events: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(visits(events), schema=report.SESSION_COLUMNS)
 
 
 def invalid_table(reasons: list[tuple[str, int | None]], at: datetime = START) -> pa.Table:
@@ -208,14 +256,21 @@ def broken() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def fig(events: list[dict[str, Any]]) -> dict[str, Any]:
-    return report.figures(lake_table(events), invalid_table([(r, s) for r, s, _ in REASONS]))
+    return report.figures(lake_table(events), invalid_table([(r, s) for r, s, _ in REASONS]), sessions_table(events))
+
+
+def humans(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if not enrichment.agent(e["event"]["user_agent"]).is_bot]
 
 
 def test_totals(fig: dict[str, Any], events: list[dict[str, Any]]) -> None:
-    totals = fig["totals"]
-    purchases = [e for e in events if e["type"] == "purchase"]
+    """Bots left out, as by default (freshness counts them: they were ingested too)."""
     moments = [_moment(e["event"]["timestamp"]) for e in events]
     ingested = max(m + timedelta(seconds=3 + i % 5) for i, m in enumerate(moments))
+    events = humans(events)
+    moments = [_moment(e["event"]["timestamp"]) for e in events]
+    totals = fig["totals"]
+    purchases = [e for e in events if e["type"] == "purchase"]
     assert not fig["empty"]
     assert totals["events"] == len(events)
     assert totals["by_type"] == dict(Counter(e["type"] for e in events))
@@ -230,20 +285,51 @@ def test_totals(fig: dict[str, Any], events: list[dict[str, Any]]) -> None:
     assert totals["freshness"] == _iso(ingested)
 
 
-def test_sessions_split_on_thirty_minutes_of_silence(fig: dict[str, Any], events: list[dict[str, Any]]) -> None:
-    by_customer: dict[str, list[datetime]] = defaultdict(list)
-    for event in events:
-        by_customer[event["event"]["customer_id"]].append(_moment(event["event"]["timestamp"]))
-    sessions = 0
-    for moments in by_customer.values():
-        moments.sort()
-        gaps = (later - earlier for earlier, later in pairwise(moments))
-        sessions += 1 + sum(1 for gap in gaps if gap > timedelta(minutes=30))
-    assert sessions >= len(by_customer) + 2  # returning customers (the generator's) and the comebacks
-    assert fig["totals"]["sessions"] == sessions
+def test_session_figures_come_from_the_sessions_table(fig: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    sessions = [v for v in visits(events) if not v["is_bot"]]
+    assert len(sessions) >= len({e["event"]["customer_id"] for e in humans(events)}) + 2  # the comebacks
+    totals = fig["totals"]
+    assert totals["sessions"] == len(sessions)
+    assert totals["bounced_sessions"] == sum(1 for v in sessions if v["events"] == 1)
+    assert totals["converted_sessions"] == sum(1 for v in sessions if v["converted"])
+    # Conversion per source / medium: the campaign's tags, else the referrer's host and medium.
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for v in sessions:
+        source = v["utm_source"] or v["referrer_host"] or "(direct)"
+        groups[f"{source} / {v['utm_medium'] or v['referrer_medium'] or '(none)'}"].append(v)
+    expected = sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))[: report.TOP_SOURCES]
+    assert [(r["name"], r["sessions"], r["converted"]) for r in fig["by_source"]] == [
+        (name, len(group), sum(1 for v in group if v["converted"])) for name, group in expected
+    ]
+    assert all(r["rate"] == r["converted"] / r["sessions"] for r in fig["by_source"])
+    campaigns = Counter(v["utm_campaign"] for v in sessions if v["utm_campaign"])
+    assert {r["name"]: r["sessions"] for r in fig["by_campaign"]} == dict(campaigns.most_common(report.TOP_SOURCES))
+    assert len(fig["by_campaign"]) >= 2, "the sample should have campaigns"
+    assert {r["name"]: r["sessions"] for r in fig["devices"]} == dict(Counter(v["device_class"] for v in sessions))
+    pages = Counter(v["landing_page"].split("?")[0] for v in sessions)
+    assert [(r["page"], r["sessions"]) for r in fig["landing_pages"]] == sorted(
+        pages.items(), key=lambda item: (-item[1], item[0])
+    )[: report.TOP_PAGES]
+    starts = fig["sessions_timeline"]["buckets"]
+    assert sum(b["counts"]["engaged"] + b["counts"]["bounced"] for b in starts) == len(sessions)
+
+
+def test_bots_are_left_out_unless_asked_and_their_share_shown(events: list[dict[str, Any]]) -> None:
+    bots = [e for e in events if enrichment.agent(e["event"]["user_agent"]).is_bot]
+    assert 0 < len(bots) < len(events) / 10, "the generator's traffic has a few percent crawlers"
+    tables = (lake_table(events), pa.table({}), sessions_table(events))
+    fig, everything = report.figures(*tables), report.figures(*tables, include_bots=True)
+    assert fig["bots"]["events"] == everything["bots"]["events"] == len(bots)
+    assert fig["bots"]["all_events"] == len(events)
+    assert fig["totals"]["events"] == len(events) - len(bots)
+    assert everything["totals"]["events"] == len(events)
+    assert everything["totals"]["sessions"] == len(visits(events)) > fig["totals"]["sessions"]
+    share = f"{100 * len(bots) / len(events):.1f}%"
+    assert f">{share}<" in report.render_html(fig) and "left out of the figures" in report.render_html(fig)
 
 
 def test_events_per_type_over_time(fig: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    events = humans(events)
     timeline = fig["timeline"]
     moments = [_moment(e["event"]["timestamp"]) for e in events]
     span = max(moments) - min(moments)
@@ -265,6 +351,7 @@ def test_events_per_type_over_time(fig: dict[str, Any], events: list[dict[str, A
 
 
 def test_funnel_per_product(fig: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    events = humans(events)
     views = Counter(e["event"]["product_id"] for e in events if e["type"] == "view" and e["event"].get("product_id"))
     purchases = Counter(e["event"]["product_id"] for e in events if e["type"] == "purchase")
     names = {product_id: name for product_id, name, _ in PRODUCTS}
@@ -283,6 +370,7 @@ def test_funnel_per_product(fig: dict[str, Any], events: list[dict[str, Any]]) -
 
 
 def test_revenue_per_product(fig: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    events = humans(events)
     revenue: dict[int, float] = defaultdict(float)
     count: Counter[int] = Counter()
     for event in events:
@@ -307,7 +395,7 @@ def test_top_search_queries(fig: dict[str, Any], events: list[dict[str, Any]]) -
 
 
 def test_sources(fig: dict[str, Any], events: list[dict[str, Any]]) -> None:
-    assert fig["sources"] == [{"source": "acme.shop.generator", "events": len(events)}]
+    assert fig["sources"] == [{"source": "acme.shop.generator", "events": len(humans(events))}]
 
 
 def test_invalid_events_grouped_by_path_and_kind(fig: dict[str, Any]) -> None:
@@ -379,8 +467,10 @@ def test_the_html_is_self_contained_and_shows_the_figures(fig: dict[str, Any]) -
     assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", html, re.IGNORECASE)
     assert not re.search(r"<script|<link|@import|url\(", html, re.IGNORECASE)
     svgs = re.findall(r"<svg\b[^>]*>(.*?)</svg>", html, re.DOTALL)
-    assert len(svgs) == 6  # over time, funnel, revenue, queries, sources, invalid
-    assert html.count('role="img" aria-label="') == 6
+    # events and sessions over time, source/medium, campaign, devices, browsers, landing pages, funnel, revenue,
+    # queries, sources, invalid
+    assert len(svgs) == 12
+    assert html.count('role="img" aria-label="') == 12
     assert all(svg.startswith("<title>") for svg in svgs)
     totals = fig["totals"]
     for number in ("events", "customers", "sessions", "purchases", "invalid_events"):
@@ -424,13 +514,18 @@ def test_a_lake_without_invalid_events(events: list[dict[str, Any]]) -> None:
     assert fig["invalid"] == [] and fig["totals"]["invalid_events"] == 0
     html = report.render_html(fig)
     assert "No invalid events." in html
-    assert html.count("<svg") == 5
+    assert html.count("<svg") == 5  # no sessions table either: only the events' charts
+    assert "No sessions." in html
 
 
 def test_main_writes_the_report_and_prints_the_numbers(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str], events: list[dict[str, Any]]
 ) -> None:
-    tables = {report.LAKE_PREFIX: lake_table(events), report.INVALID_PREFIX: invalid_table([("x", 400)])}
+    tables = {
+        report.LAKE_PREFIX: lake_table(events),
+        report.INVALID_PREFIX: invalid_table([("x", 400)]),
+        report.SESSIONS_PREFIX: sessions_table(events),
+    }
     asked: list[str] = []
 
     def dataset(prefix: str) -> ds.Dataset:
@@ -440,10 +535,11 @@ def test_main_writes_the_report_and_prints_the_numbers(
     monkeypatch.setattr(report, "dataset", dataset)
     output = tmp_path / "out" / "report.html"
     assert report.main(["--output", str(output)]) == 0
-    assert set(asked) == {report.LAKE_PREFIX, report.INVALID_PREFIX}
+    assert set(asked) == {report.LAKE_PREFIX, report.INVALID_PREFIX, report.SESSIONS_PREFIX}
     out = capsys.readouterr().out
     printed = json.loads(out[: out.rindex("}") + 1])
-    assert printed["events"] == len(events)
+    assert printed["events"] == len(humans(events))
+    assert printed["sessions"] == sum(1 for v in visits(events) if not v["is_bot"])
     assert printed["refused_requests"] == 1
     assert out.strip().endswith(f"report: {output.resolve()}")
     assert "<svg" in output.read_text(encoding="utf-8")
