@@ -52,6 +52,8 @@ USER_AGENTS: tuple[tuple[int, str], ...] = (
     (1, "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)"),
     (1, "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)"),
 )
+#: The share of visits that end on their landing page (web shops see 30-50 %).
+BOUNCE_SHARE = 0.35
 #: The share of customers who come back for another visit, after more than half an hour.
 RETURNING_SHARE = 0.25
 PACKAGE_ID = "acme.shop.generator"
@@ -68,7 +70,7 @@ def _weighted(rng: random.Random, choices: tuple[tuple[int, Any], ...] | tuple[t
 
 def _session(rng: random.Random, customer: str, start: datetime, agent: str, ip: str) -> Iterator[dict[str, Any]]:
     """One visit: a landing click (from a search, a social site, a newsletter or nowhere, maybe with a campaign's
-    parameters), some searches and product views, maybe a purchase."""
+    parameters), and unless it bounces, some searches and product views, maybe a purchase."""
     _, referrer, campaign = _weighted(rng, ARRIVALS)
     moment = start
     page = "/home"
@@ -92,6 +94,8 @@ def _session(rng: random.Random, customer: str, start: datetime, agent: str, ip:
         return {"type": kind, "package_id": PACKAGE_ID, "event": details}
 
     yield event("click", "/home" + campaign)
+    if rng.random() < BOUNCE_SHARE:
+        return
     for _ in range(rng.randrange(1, 6)):
         if rng.random() < 0.3:
             yield event("view", "/products", query=rng.choice(QUERIES))

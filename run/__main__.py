@@ -2,7 +2,8 @@
 
 Starts what is not running (Kafka, LocalStack, `chalice local`, the Spark lake writer), deploys the collector
 to Lambda + API Gateway and the shop to its S3 website, sends synthetic traffic through API Gateway, waits until
-the lake holds every accepted event (read back without Spark), writes the lake report and prints a summary.
+the lake holds every accepted event (read back without Spark) and their customers' sessions are made, writes the
+lake report and prints a summary.
 The services stay up for exploring until `make down`.
 """
 
@@ -16,21 +17,25 @@ from typing import Any
 
 from generator.sender import SEED_BATCH_SIZE, Sender, batched
 from generator.synthetic import synthetic_events
-from lake.reader import INVALID_PREFIX, LAKE_PREFIX, read
+from lake.reader import INVALID_PREFIX, LAKE_PREFIX, SESSIONS_PREFIX, read
 from lake.report import write_report
 from stack import cluster, localstack, spark
 from stack.deploy import deploy, shop_link
 from stack.lifecycle import up
 
 
-def send(api_url: str, count: int, seed: int, invalid_share: float) -> tuple[set[str], set[str], dict[str, Any]]:
-    """Synthetic events through API Gateway; the ids the collector accepted and rejected, and its totals."""
+def send(
+    api_url: str, count: int, seed: int, invalid_share: float
+) -> tuple[set[str], set[str], set[str], dict[str, Any]]:
+    """Synthetic events through API Gateway; the ids the collector accepted and rejected, the customers of the
+    accepted ones, and its totals."""
     events = synthetic_events(count, seed=seed, invalid_share=invalid_share)
     sender = Sender(api_url)
     rejected: set[str] = set()
     for batch in batched(events, SEED_BATCH_SIZE):
         rejected |= {e["id"] for e in sender.post(batch)["errors"]}
-    return {e["id"] for e in events} - rejected, rejected, sender.totals.summary()
+    customers = {e["event"]["customer_id"] for e in events if e["id"] not in rejected}
+    return {e["id"] for e in events} - rejected, rejected, customers, sender.totals.summary()
 
 
 def ids_in(prefix: str) -> set[str]:
@@ -48,6 +53,17 @@ def wait_for_lake(accepted: set[str], rejected: set[str], timeout_s: float) -> f
     return None
 
 
+def wait_for_sessions(customers: set[str], timeout_s: float) -> float | None:
+    """Seconds until every customer has a session (the lake writer recomputes them every SESSIONS_INTERVAL_S)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        table = read(SESSIONS_PREFIX, columns=["customer_id"])
+        if customers <= (set(table.column("customer_id").to_pylist()) if table.num_rows else set()):
+            return time.monotonic() - started
+        time.sleep(2)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m run", description=__doc__)
     parser.add_argument("--events", type=int, default=2000, help="synthetic events to send (default 2000)")
@@ -60,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     up()
     deployment = deploy()
-    accepted, rejected, totals = send(deployment["api_url"], args.events, args.seed, args.invalid_share)
+    accepted, rejected, customers, totals = send(deployment["api_url"], args.events, args.seed, args.invalid_share)
     print(f"generator: {json.dumps(totals)}", flush=True)
     landed_after = wait_for_lake(accepted, rejected, args.timeout)
     if landed_after is None:
@@ -70,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    sessions_after = wait_for_sessions(customers, args.timeout)
+    if sessions_after is None:
+        # Derived from the lake, so not a failure of the run: the report shows the sessions made so far.
+        print(f"run: after {args.timeout:.0f}s some customers have no session yet; see .runtime/spark.log", flush=True)
     report, _ = write_report()
     lake_rows, invalid_rows = read(LAKE_PREFIX, columns=["id"]).num_rows, read(INVALID_PREFIX, columns=["id"]).num_rows
     summary = {
@@ -81,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "lake_rows_total": lake_rows,
         "invalid_rows_total": invalid_rows,
         "lake_caught_up_after_last_send_s": round(landed_after, 1),
+        "sessions_caught_up_after_lake_s": None if sessions_after is None else round(sessions_after, 1),
         "run_seconds": round(time.monotonic() - started, 1),
     }
     print(

@@ -387,7 +387,7 @@ def test_revenue_per_product(fig: dict[str, Any], events: list[dict[str, Any]]) 
 
 
 def test_top_search_queries(fig: dict[str, Any], events: list[dict[str, Any]]) -> None:
-    searches = [e["event"]["query"] for e in events if e["type"] == "view" and e["event"].get("query")]
+    searches = [e["event"]["query"] for e in humans(events) if e["type"] == "view" and e["event"].get("query")]
     queries = Counter(query.strip().lower() for query in searches)
     expected = sorted(queries.items(), key=lambda item: (-item[1], item[0]))[: report.TOP_QUERIES]
     assert [(q["query"], q["views"]) for q in fig["queries"]] == expected
