@@ -168,8 +168,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--sessions-every-s",
         type=float,
-        default=float(os.environ.get("SESSIONS_INTERVAL_S") or 60),
-        help="how often the sessions of customers with new events are recomputed (sessions lag the events by it)",
+        default=float(os.environ.get("SESSIONS_INTERVAL_S") or 30),
+        help="the pause after each round of recomputing the sessions of customers with new events (as the commits)",
     )
     parser.add_argument(
         "--dedupe-window",

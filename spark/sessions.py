@@ -3,7 +3,7 @@
 A customer's events with gaps under the session gap (30 minutes by default) are one session. Its id is a hash of the
 customer and the session's first event (its time and id), so a rebuild of the lake gives the same ids.
 
-Every SESSIONS_INTERVAL_S (60 s), a thread of the lake writer recomputes the sessions of the customers with events
+Every SESSIONS_INTERVAL_S (30 s), a thread of the lake writer recomputes the sessions of the customers with events
 ingested since its last round, from the events table (an incremental job over the lake, not Spark's stateful
 operators):
 1. the new events give each customer's window [first, last event];
@@ -120,7 +120,8 @@ def empty_sessions(events: DataFrame) -> DataFrame:
 
 
 class SessionsUpdater:
-    """Keeps the sessions table up to date with the events table, on a thread of its own, every `interval_s`.
+    """Keeps the sessions table up to date with the events table, on a thread of its own, `interval_s` after each
+    round.
 
     Each round reads the events ingested since the last round (their ingested_timestamp after the mark: the lake
     query commits batches in order, each stamped at its start), and recomputes those customers' sessions. The mark
@@ -152,12 +153,14 @@ class SessionsUpdater:
         context = self.spark.sparkContext
         # Its jobs share the cores fairly with the lake's batches (the lake writer's FAIR scheduler).
         context.setLocalProperty("spark.scheduler.pool", "sessions")
+        # The first round at once (after a restart it catches up on what the last one missed); then a pause of
+        # interval_s after each round, so rounds never run back to back on a busy driver.
         while True:
-            time.sleep(self.interval_s)
             try:
                 self.update()
             except Exception as exc:  # a failed round must not stop the lake: the next one starts from the same mark
                 print(json.dumps({"sessions": "failed", "table": self.path, "error": str(exc)[:500]}), flush=True)
+            time.sleep(self.interval_s)
 
     def update(self) -> dict[str, Any]:
         """One round: the sessions of the customers with events ingested since the mark, recomputed and merged."""
