@@ -4,7 +4,8 @@ Latency: events POSTed at a steady rate through API Gateway -> Lambda -> Kafka -
 each timed from its POST until its row is readable (committed to the Delta table) in the lake, and until its
 record is in the latest topic. These events land in the real lake, marked with package_id "acme.bench".
 Throughput: a second lake writer on local[2] with its own checkpoint and output, over a topic of its own that
-holds a fixed backlog, from the first offset until it has caught up; then again without the enrichment stage.
+holds a fixed backlog, from the first offset until it has caught up: enriched, without the enrichment stage, and
+enriched with the sessions table kept up.
 """
 
 from __future__ import annotations
@@ -157,14 +158,18 @@ def spark_throughput(settings: Settings, backlog: int = 500_000) -> dict[str, An
         body = json.dumps(events[offset : offset + 1000]).encode()
         assert collector.collect(body, RequestInfo("application/json", "127.0.0.1", "bench")).status_code == 200
     try:
-        enriched = _catch_up(settings, backlog, enrichment="on")
-        plain = _catch_up(settings, backlog, enrichment="off")
+        # The enrichment's cost alone (sessions off in both), then the sessions' on top.
+        enriched = _catch_up(settings, backlog, enrichment="on", sessions="off")
+        plain = _catch_up(settings, backlog, enrichment="off", sessions="off")
+        with_sessions = _catch_up(settings, backlog, enrichment="on", sessions="on")
     finally:
         kafka.delete_topics([topic])
     return {
         **enriched,
         "without_enrichment": plain,
+        "with_sessions": with_sessions,
         "enrichment_cost_steady_ratio": round(enriched["events_per_s_steady"] / plain["events_per_s_steady"], 2),
+        "sessions_cost_steady_ratio": round(with_sessions["events_per_s_steady"] / enriched["events_per_s_steady"], 2),
         "target >= 15k events/s (steady, enriched)": enriched["events_per_s_steady"] >= 15_000,
     }
 
@@ -179,7 +184,7 @@ def delete_prefix(prefix: str) -> None:
             s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
 
 
-def _catch_up(settings: Settings, events: int, enrichment: str) -> dict[str, Any]:
+def _catch_up(settings: Settings, events: int, enrichment: str, sessions: str) -> dict[str, Any]:
     run = f"s3a://{setting('LAKE_BUCKET')}/bench/{uuid.uuid4().hex[:8]}"
     overrides = {
         "SPARK_MASTER": "local[2]",
@@ -192,6 +197,7 @@ def _catch_up(settings: Settings, events: int, enrichment: str) -> dict[str, Any
         "LAKE_SESSIONS_PATH": f"{run}/clickstream-sessions",
         "SPARK_CHECKPOINT": f"{run}/_checkpoints",
         "LAKE_ENRICHMENT": enrichment,
+        "LAKE_SESSIONS": sessions,
     }
     launched = time.monotonic()
     spark.start(name="spark-bench", overrides=overrides)
@@ -222,6 +228,7 @@ def _catch_up(settings: Settings, events: int, enrichment: str) -> dict[str, Any
         "events_per_s_steady": steady,
         "peak_rss_mb": peak_rss,
         "enrichment": enrichment,
+        "sessions": sessions,
         "target >= 20k events/s (steady)": steady >= 20_000,
     }
 

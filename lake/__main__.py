@@ -9,12 +9,19 @@ from typing import Any
 import duckdb
 from deltalake.exceptions import DeltaError
 
-from lake.reader import INVALID_PREFIX, LAKE_PREFIX, dataset
+from lake.reader import INVALID_PREFIX, LAKE_PREFIX, SESSIONS_PREFIX, dataset
 
 
 def summary() -> dict[str, Any]:
-    events, invalid = dataset(LAKE_PREFIX), dataset(INVALID_PREFIX)
-    result: dict[str, Any] = {"lake_rows": 0, "distinct_ids": 0, "by_type": {}, "by_day": {}, "invalid_rows": 0}
+    events, invalid, sessions = dataset(LAKE_PREFIX), dataset(INVALID_PREFIX), dataset(SESSIONS_PREFIX)
+    result: dict[str, Any] = {
+        "lake_rows": 0,
+        "distinct_ids": 0,
+        "by_type": {},
+        "by_day": {},
+        "invalid_rows": 0,
+        "sessions": 0,
+    }
     con = duckdb.connect()
     try:
         if events is not None:
@@ -27,6 +34,8 @@ def summary() -> dict[str, Any]:
                 result[key] = dict(con.execute(grouped).fetchall())
         if invalid is not None:
             result["invalid_rows"] = invalid.count_rows()
+        if sessions is not None:
+            result["sessions"] = sessions.count_rows()
     finally:
         con.close()
     return result
