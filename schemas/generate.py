@@ -1,4 +1,5 @@
-"""Generate the Avro, Protobuf and collector forms of the event from its JSON Schema.
+"""Generate the Avro, Protobuf and collector forms of the event, and the collector's OpenAPI document, from its
+JSON Schema.
 
 The JSON Schema (`acme.clickstream.raw.events.json`) is the one source of truth: it alone can say which
 fields each event type requires. Avro and Protobuf get the shape (names, types, nullability, docs); the
@@ -27,6 +28,7 @@ AVRO_OUT = SCHEMAS / "acme.clickstream.raw.events.avsc"
 PROTO_OUT = SCHEMAS / "acme.clickstream.raw.events.proto"
 # Chalice packages only chalice_app/, so the collector carries its own byte-equal copy.
 COLLECTOR_COPY = SCHEMAS.parent / "chalice_app" / "chalicelib" / "event_schema.json"
+OPENAPI_OUT = SCHEMAS / "collector.openapi.json"
 
 AVRO_NAMESPACE = "acme.clickstream"
 PROTO_PACKAGE = "acme.clickstream.v1"
@@ -137,6 +139,138 @@ def proto_schema(source: dict[str, Any]) -> str:
     return "\n".join(header) + "\n\n" + "\n\n".join(blocks) + "\n"
 
 
+# --- OpenAPI ----------------------------------------------------------------------------------------------
+
+#: The collector's batch limit (chalicelib.settings' COLLECTOR_MAX_BATCH_EVENTS default).
+MAX_BATCH_EVENTS = 1000
+_PROBLEM = {
+    "type": "object",
+    "description": "Why one event, or the whole request, was not accepted.",
+    "required": ["code", "reason"],
+    "properties": {
+        "index": {"type": ["integer", "null"], "description": "The event's position in the batch."},
+        "id": {"description": "The event's id as sent, if it had one."},
+        "code": {"type": "string", "description": "Machine-readable: schema.required, body.size, lake.timestamp..."},
+        "path": {"type": ["string", "null"], "description": "JSON path of the offending value."},
+        "reason": {"type": "string"},
+    },
+}
+_ANSWER = {
+    "type": "object",
+    "description": "Every answer of POST /collect: counts, the correlation id of the batch, and a problem per event.",
+    "required": ["status", "correlation_id", "processed_count", "valid_count", "invalid_count", "errors"],
+    "properties": {
+        "status": {"type": "string", "enum": ["success", "partial", "buffered", "rejected", "unavailable"]},
+        "correlation_id": {"type": "string", "format": "uuid"},
+        "processed_count": {"type": "integer", "minimum": 0},
+        "valid_count": {"type": "integer", "minimum": 0},
+        "invalid_count": {"type": "integer", "minimum": 0},
+        "elapsed_time": {"type": "number", "description": "Seconds the collector took."},
+        "errors": {"type": "array", "items": {"$ref": "#/components/schemas/Problem"}},
+        "message": {"type": "string", "description": "Why the whole request was refused, or is to be retried."},
+        "code": {"type": "string", "description": "The refusal's code (body.malformed, body.size, batch.size...)."},
+    },
+}
+_COLLECT_ANSWERS = {
+    "200": "Every valid event is in Kafka (`success`), the invalid ones, if any, refused with a reason (`partial`).",
+    "202": "Kafka did not take the batch in time; it is durable in the spool and on its way (`buffered`).",
+    "400": "Nothing accepted: the body is not JSON, not UTF-8, too deep, not an event or an array, an empty array, "
+    "or no event in it is valid (`rejected`, a problem per event).",
+    "413": "Nothing accepted: the body, the batch or an event is too large.",
+    "415": "Nothing accepted: a content type other than application/json or text/plain.",
+    "503": "Nothing accepted: Kafka (and the spool) did not take the batch; retry it whole after Retry-After.",
+}
+
+
+def openapi_document(source: dict[str, Any]) -> dict[str, Any]:
+    """The collector's HTTP API (chalice_app/chalicelib/routes/), its event schema taken from `source`."""
+    event = {k: v for k, v in source.items() if k not in ("$schema", "$id", "self")}
+    body = {
+        "oneOf": [
+            {"$ref": "#/components/schemas/ClickstreamEvent"},
+            {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_BATCH_EVENTS,
+                "items": {"$ref": "#/components/schemas/ClickstreamEvent"},
+            },
+        ]
+    }
+    answer = {"application/json": {"schema": {"$ref": "#/components/schemas/CollectorAnswer"}}}
+    retry = {"Retry-After": {"description": "Seconds to wait before resending.", "schema": {"type": "string"}}}
+    correlation = {"X-Correlation-Id": {"schema": {"type": "string"}}}
+    collect_responses = {
+        status: {
+            "description": text,
+            "headers": {**correlation, **(retry if status == "503" else {})},
+            "content": answer,
+        }
+        for status, text in _COLLECT_ANSWERS.items()
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Acme clickstream collector",
+            "version": source["self"]["version"],
+            "description": f"{GENERATED} Events are valid against the schema "
+            f"{source['$id']}; a resend of an event (same id) is harmless: the lake keeps each id once.",
+        },
+        "paths": {
+            "/collect": {
+                "post": {
+                    "operationId": "collect",
+                    "summary": "Collect one event or a batch of events.",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": body}, "text/plain": {"schema": body}},
+                    },
+                    "responses": collect_responses,
+                },
+                "options": {
+                    "operationId": "collectPreflight",
+                    "summary": "CORS preflight.",
+                    "responses": {
+                        "204": {"description": "The origin is allowed."},
+                        "403": {"description": "The origin is not allowed."},
+                    },
+                },
+            },
+            "/ping": {
+                "get": {
+                    "operationId": "ping",
+                    "summary": "The collector is up; whether Kafka is reachable.",
+                    "responses": {
+                        "200": {
+                            "description": "Up.",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Ping"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "ClickstreamEvent": event,
+                "Problem": _PROBLEM,
+                "CollectorAnswer": _ANSWER,
+                "Ping": {
+                    "type": "object",
+                    "required": ["status", "kafka", "schema_id"],
+                    "properties": {
+                        "status": {"const": "OK"},
+                        "kafka": {
+                            "type": "object",
+                            "required": ["bootstrap_servers", "reachable"],
+                            "properties": {"bootstrap_servers": {"type": "string"}, "reachable": {"type": "boolean"}},
+                        },
+                        "schema_id": {"type": "string"},
+                    },
+                },
+            }
+        },
+    }
+
+
 # --- entry point ------------------------------------------------------------------------------------------
 
 
@@ -148,6 +282,7 @@ def render() -> dict[Path, str]:
         AVRO_OUT: json.dumps(avro_schema(source), indent=2) + "\n",
         PROTO_OUT: proto_schema(source),
         COLLECTOR_COPY: text,
+        OPENAPI_OUT: json.dumps(openapi_document(source), indent=2) + "\n",
     }
 
 

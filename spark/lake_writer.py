@@ -447,6 +447,7 @@ def table_queries(spark: SparkSession, args: argparse.Namespace, event_schema: d
     # Created (and compacted) even when not kept up, so every table a reader or `make compact` names exists.
     sessions_table = _table(spark, args.sessions_path, sessions.empty_sessions(events).schema, args)
     if enrich and args.sessions == "on":
+        sessions.enable_change_feed(spark, args.lake_path)
         sessions.SessionsUpdater(
             spark, args.sessions_path, args.lake_path, sessions_table, args.session_gap_minutes, args.sessions_every_s
         ).start()

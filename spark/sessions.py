@@ -3,9 +3,9 @@
 A customer's events with gaps under the session gap (30 minutes by default) are one session. Its id is a hash of the
 customer and the session's first event (its time and id), so a rebuild of the lake gives the same ids.
 
-Every SESSIONS_INTERVAL_S (30 s), a thread of the lake writer recomputes the sessions of the customers with events
-ingested since its last round, from the events table (an incremental job over the lake, not Spark's stateful
-operators):
+SESSIONS_INTERVAL_S (30 s) after each round, a thread of the lake writer recomputes the sessions of the customers
+with events committed since its last round (the events table's change data feed), from the events table (an
+incremental job over the lake, not Spark's stateful operators):
 1. the new events give each customer's window [first, last event];
 2. the stored sessions of that customer ending within a gap before it or starting within a gap after it widen it;
 3. the customer's events in the widened window are cut into sessions again;
@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -59,6 +59,17 @@ KEY = "session_id"
 
 def _micros(moment: Column | str) -> Column:
     return F.unix_micros(F.col(moment) if isinstance(moment, str) else moment)
+
+
+def enable_change_feed(spark: SparkSession, events_path: str) -> None:
+    """The events table's change data feed, which the rounds read (a table property; an insert-only MERGE writes
+    no extra files for it, and readers without the feature read the table as before)."""
+    properties = {row["key"]: row["value"] for row in spark.sql(f"SHOW TBLPROPERTIES delta.`{events_path}`").collect()}
+    if properties.get(CHANGE_FEED) != "true":
+        spark.sql(f"ALTER TABLE delta.`{events_path}` SET TBLPROPERTIES ('{CHANGE_FEED}' = 'true')")
+
+
+CHANGE_FEED = "delta.enableChangeDataFeed"
 
 
 def sessions_of(events: DataFrame, gap_minutes: float) -> DataFrame:
@@ -123,11 +134,11 @@ class SessionsUpdater:
     """Keeps the sessions table up to date with the events table, on a thread of its own, `interval_s` after each
     round.
 
-    Each round reads the events ingested since the last round (their ingested_timestamp after the mark: the lake
-    query commits batches in order, each stamped at its start), and recomputes those customers' sessions. The mark
-    is kept in the sessions table's commit (Delta's userMetadata), so a restart resumes where the last commit was;
-    with no mark (a new table) the first round makes every session of the lake. A round repeated after a crash
-    writes the same rows.
+    Each round reads the rows the events table's commits since the mark added (its change data feed: only their
+    files, however large the table), and recomputes those customers' sessions. The mark, the events table's version
+    a round was made from, is kept in the sessions table's commit (Delta's userMetadata), so a restart resumes where
+    the last commit was; with no mark (a new table) the first round makes every session of the lake. A round
+    repeated after a crash writes the same rows.
     """
 
     def __init__(
@@ -143,7 +154,7 @@ class SessionsUpdater:
         self.path, self.events_path = path, events_path
         self.maintenance = maintenance
         self.gap_minutes, self.interval_s = gap_minutes, interval_s
-        self._mark: datetime | None = None
+        self._mark: int | None = None
         self._mark_read = False
 
     def start(self) -> None:
@@ -163,47 +174,67 @@ class SessionsUpdater:
             time.sleep(self.interval_s)
 
     def update(self) -> dict[str, Any]:
-        """One round: the sessions of the customers with events ingested since the mark, recomputed and merged."""
+        """One round: the sessions of the customers with events committed since the mark, recomputed and merged."""
         started = time.monotonic()
         if not self._mark_read:
             self._mark, self._mark_read = self._stored_mark(), True
-        events = self.spark.read.format("delta").load(self.events_path)
-        if self._mark is not None:
-            events = events.where(F.col("ingested_timestamp") > F.lit(self._mark))
-        touched = (
-            events.where(F.col("customer_id").isNotNull() & F.col("event_timestamp").isNotNull())
-            .groupBy("customer_id")
-            .agg(
-                F.min("event_timestamp").alias("lo"),
-                F.max("event_timestamp").alias("hi"),
-                F.max("ingested_timestamp").alias("ingested"),
-            )
-            .persist()
-        )
+        version = self._events_version()
+        if version is None or (self._mark is not None and self._mark >= version):
+            return {"customers": 0}
+        # Every read of this round is of one version of the events table: what a later commit adds, the next
+        # round takes.
+        events = self.spark.read.format("delta").option("versionAsOf", version).load(self.events_path)
+        touched, earliest, customers = self._touched(version, events)
         try:
-            earliest, mark, customers = touched.agg(F.min("lo"), F.max("ingested"), F.count(F.lit(1))).first()
-            if not customers:
-                return {"customers": 0}
-            with self.maintenance.lock:
-                days = self._recompute(touched.drop("ingested"), earliest, mark)
-            self.maintenance.wrote(days)
-            self._mark = mark
+            days: list[str] = []
+            if customers:
+                with self.maintenance.lock:
+                    days = self._recompute(touched, events, earliest, version)
+                self.maintenance.wrote(days)
+            self._mark = version
         finally:
             touched.unpersist()
-        figures = {"customers": customers, "days": days, "mark": _iso(mark), "ms": _ms_since(started)}
+        figures = {"customers": customers, "days": days, "events_version": version, "ms": _ms_since(started)}
         print(json.dumps({"sessions": "updated", **figures}), flush=True)
         return figures
 
-    def _stored_mark(self) -> datetime | None:
+    def _events_version(self) -> int | None:
+        rows = self.spark.sql(f"DESCRIBE HISTORY delta.`{self.events_path}` LIMIT 1").collect()
+        return rows[0]["version"] if rows else None
+
+    def _touched(self, version: int, events: DataFrame) -> tuple[DataFrame, datetime | None, int]:
+        """Each customer's window [first, last event] among the rows the commits after the mark added (the events
+        table's change data feed), cached, with the earliest event and the customer count. All the rows when there
+        is no mark, or when the feed does not reach back to it (enabled later, or its log cleaned up)."""
+        if self._mark is not None:
+            added = (
+                self.spark.read.format("delta")
+                .option("readChangeFeed", "true")
+                .option("startingVersion", self._mark + 1)
+                .option("endingVersion", version)
+                .load(self.events_path)
+                .where(F.col("_change_type") == "insert")
+            )
+            windows = _windows(added)
+            try:
+                return windows, *windows.agg(F.min("lo"), F.count(F.lit(1))).first()
+            except Exception as exc:  # the feed's versions are checked when it is read; a rebuild is always right
+                windows.unpersist()
+                print(json.dumps({"sessions": "rebuilding", "reason": str(exc)[:300]}), flush=True)
+        windows = _windows(events)
+        return windows, *windows.agg(F.min("lo"), F.count(F.lit(1))).first()
+
+    def _stored_mark(self) -> int | None:
+        """The events table's version the last sessions commit was made from."""
         for row in self.spark.sql(f"DESCRIBE HISTORY delta.`{self.path}` LIMIT 100").collect():
             if row["userMetadata"]:
                 try:
-                    return datetime.fromisoformat(json.loads(row["userMetadata"])[MARK])
+                    return int(json.loads(row["userMetadata"])[MARK])
                 except (ValueError, KeyError, TypeError):
                     continue
         return None
 
-    def _recompute(self, touched: DataFrame, earliest: datetime, mark: datetime) -> list[str]:
+    def _recompute(self, touched: DataFrame, events: DataFrame, earliest: datetime, mark: int) -> list[str]:
         """Replace the stored sessions near the touched customers' windows by the sessions of their events."""
         spark = self.spark
         gap = F.expr(f"INTERVAL {int(self.gap_minutes * 60 * 1_000_000)} MICROSECONDS")
@@ -225,12 +256,10 @@ class SessionsUpdater:
         )
         frames = [nearby, windows]
         try:
-            day = F.explode(F.sequence(F.to_date("lo"), F.to_date("hi"))).alias("day")
-            covered = windows.select(day).select(F.date_format("day", "yyyy-MM-dd")).distinct()
-            days = sorted(row[0] for row in covered.collect())
-            events = spark.read.format("delta").load(self.events_path)
+            spans = windows.select(*[F.date_format(c, "yyyy-MM-dd").alias(c) for c in ("lo", "hi")]).distinct()
+            days = _merged([(row["lo"], row["hi"]) for row in spans.collect()])
             rows = (
-                events.where(F.col(lake_tables.PARTITION).isin(days))
+                events.where(_within(F.col(lake_tables.PARTITION), days))
                 .select(*[c for c in EVENT_COLUMNS if c in events.columns])
                 .join(F.broadcast(windows), "customer_id")
                 .where(F.col("event_timestamp").between(F.col("lo"), F.col("hi")))
@@ -256,12 +285,12 @@ class SessionsUpdater:
             for frame in frames:
                 frame.unpersist()
 
-    def _merge(self, source: DataFrame, columns: list[str], days: list[str], mark: datetime) -> None:
+    def _merge(self, source: DataFrame, columns: list[str], days: list[str], mark: int) -> None:
         spark = self.spark
         view = "sessions_changes"
         source.createOrReplaceTempView(view)
         names, values = ", ".join(f"`{c}`" for c in columns), ", ".join(f"s.`{c}`" for c in columns)
-        spark.conf.set(USER_METADATA, json.dumps({MARK: _iso(mark)}))
+        spark.conf.set(USER_METADATA, json.dumps({MARK: mark}))
         try:
             spark.sql(
                 f"""
@@ -278,13 +307,44 @@ class SessionsUpdater:
             spark.catalog.dropTempView(view)
 
 
+def _windows(events: DataFrame) -> DataFrame:
+    """Each customer's first and last event time among `events`, cached."""
+    return (
+        events.where(F.col("customer_id").isNotNull() & F.col("event_timestamp").isNotNull())
+        .groupBy("customer_id")
+        .agg(F.min("event_timestamp").alias("lo"), F.max("event_timestamp").alias("hi"))
+        .persist()
+    )
+
+
+def _merged(spans: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Day ranges (ISO days, first and last included) merged where they overlap or touch, in order."""
+    merged: list[tuple[str, str]] = []
+    for first, last in sorted(spans):
+        if merged and first <= _next_day(merged[-1][1]):
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
+
+
+def _next_day(day: str) -> str:
+    moment = date.fromisoformat(day)
+    return day if moment == date.max else (moment + timedelta(days=1)).isoformat()
+
+
+def _within(dt: Column, ranges: list[tuple[str, str]]) -> Column:
+    """dt in one of the day ranges: a partition filter Delta prunes with (dt is yyyy-MM-dd, so text order is time
+    order). Ranges, not every day: a customer's window may span years (a client clock far off)."""
+    condition = F.lit(False)
+    for first, last in ranges:
+        condition = condition | dt.between(first, last)
+    return condition
+
+
 #: Where a commit keeps its metadata, and the key of the mark in it.
 USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
-MARK = "events_ingested_until"
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat()
+MARK = "events_version"
 
 
 def _ms_since(started: float) -> int:

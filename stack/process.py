@@ -42,7 +42,15 @@ class Service:
             pid = int(self.pidfile.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        if _cmdline(pid) is not None and self.marker in _cmdline(pid):
+        command = _cmdline(pid)
+        # An empty command line is a zombie, or a process between two programs (spark-class's bash exec-ing java):
+        # the second lasts an instant, so look again before calling the service gone.
+        for _ in range(20):
+            if command is not None or not _running(pid):
+                break
+            time.sleep(0.05)
+            command = _cmdline(pid)
+        if command is not None and self.marker in command:
             return pid
         self.pidfile.unlink(missing_ok=True)
         return None
@@ -115,6 +123,15 @@ def _cmdline(pid: int) -> str | None:
         return None
     # A zombie has an empty command line: it is dead for our purposes.
     return raw.replace(b"\0", b" ").decode(errors="replace") or None
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (its state in /proc/<pid>/stat, after the command's parentheses)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] not in (["Z"], ["X"], [])
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -8,6 +8,7 @@ import requests
 from chalicelib.settings import Settings
 from generator.synthetic import synthetic_events
 from stack import kafka
+from tests.api_fuzz import REQUESTS_PER_OPERATION, fuzz
 from tests.conftest import read_topic
 
 pytestmark = pytest.mark.slow
@@ -51,3 +52,12 @@ def test_broker_down_gives_503_then_recovers(chalice_local_url: str, kafka_setti
         expected=5,
     )
     assert sorted(r.key.decode() for r in landed) == sorted(e["id"] for e in events)
+
+
+def test_fuzzed_requests_get_documented_answers_and_no_5xx(chalice_local_url: str) -> None:
+    """schemathesis against the OpenAPI document: at least 2,000 requests, every answer as documented."""
+    result = fuzz(chalice_local_url, REQUESTS_PER_OPERATION)
+    print(f"fuzz chalice local: {dict(result.requests)}, statuses {dict(result.statuses)}")
+    assert sum(result.requests.values()) >= 2000
+    assert not [s for s in result.statuses if s >= 500], result.statuses
+    assert result.failures == []

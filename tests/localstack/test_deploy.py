@@ -15,6 +15,7 @@ import requests
 from chalicelib.settings import Settings, setting
 from generator.synthetic import synthetic_events
 from stack import localstack
+from tests.api_fuzz import REQUESTS_PER_OPERATION, fuzz
 from tests.conftest import REPO, read_topic
 
 pytestmark = pytest.mark.slow
@@ -120,3 +121,12 @@ def test_website_serves_the_shop_with_the_api_url(deployment: dict[str, str]) ->
     config = requests.get(f"{localstack.endpoint_url()}/config.js", headers={"Host": host}, timeout=30)
     assert config.status_code == 200 and "javascript" in config.headers["Content-Type"]
     assert json.dumps({"collectorUrl": deployment["api_url"]}) in config.text
+
+
+def test_fuzzed_requests_through_api_gateway_get_documented_answers_and_no_5xx(deployment: dict[str, str]) -> None:
+    """schemathesis against the OpenAPI document, through API Gateway and the Lambda: as under `chalice local`."""
+    result = fuzz(deployment["api_url"], REQUESTS_PER_OPERATION)
+    print(f"fuzz API Gateway: {dict(result.requests)}, statuses {dict(result.statuses)}")
+    assert sum(result.requests.values()) >= 2000
+    assert not [s for s in result.statuses if s >= 500], result.statuses
+    assert result.failures == []

@@ -4,14 +4,12 @@ batches and rebuilds, late events that extend or merge sessions, and unchanged s
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pyspark.sql import functions as F
 
 import lake_tables
 import sessions
@@ -19,19 +17,14 @@ import sessions
 pytestmark = pytest.mark.slow
 
 #: The events table's columns a session is made of (types as the lake writer writes them).
-TYPES = {"event_timestamp": "timestamp", "price": "double", "is_bot": "boolean", "ingested_timestamp": "timestamp"}
-SCHEMA = ", ".join(f"{name} {TYPES.get(name, 'string')}" for name in (*sessions.EVENT_COLUMNS, "ingested_timestamp"))
+TYPES = {"event_timestamp": "timestamp", "price": "double", "is_bot": "boolean"}
+SCHEMA = ", ".join(f"{name} {TYPES.get(name, 'string')}" for name in sessions.EVENT_COLUMNS)
 T0 = datetime(2026, 11, 30, 23, 40, tzinfo=UTC)  # a session that crosses midnight too
 
 
 @pytest.fixture(scope="module")
 def spark() -> Iterator[Any]:
-    from stack import spark as spark_service
-
-    spark_service.fetch_jars()
-    os.environ["PYSPARK_SUBMIT_ARGS"] = spark_service.submit_args(
-        {**os.environ, "SPARK_MASTER": "local[2]", "SPARK_UI_PORT": "0"}
-    )
+    # The JVM has the Delta jars (tests/spark/conftest.py).
     session = lake_tables.session("sessions-test")
     session.conf.set("spark.sql.session.timeZone", "UTC")
     yield session
@@ -57,7 +50,6 @@ def event(customer: str, minutes: float, number: int, **fields: Any) -> dict[str
         "geo_country": "US",
         "is_bot": fields.pop("is_bot", False),
         "dt": moment.strftime("%Y-%m-%d"),
-        "ingested_timestamp": None,
         **fields,
     }
 
@@ -70,6 +62,7 @@ class Lake:
         self.gap_minutes = gap_minutes
         self.schema = spark.createDataFrame([], SCHEMA).schema
         lake_tables.ensure_table(spark, self.events_path, self.schema)
+        sessions.enable_change_feed(spark, self.events_path)
         empty = spark.createDataFrame([], self.schema)
         lake_tables.ensure_table(spark, self.sessions_path, sessions.empty_sessions(empty).schema)
         self.restart()
@@ -82,9 +75,8 @@ class Lake:
         )
 
     def batch(self, *events: dict[str, Any]) -> dict[str, Any]:
-        """A micro-batch of the lake query (its rows stamped at once), then a round of the updater."""
+        """A commit of the lake query, then a round of the updater."""
         frame = self.spark.createDataFrame(list(events), self.schema)
-        frame = frame.withColumn("ingested_timestamp", F.current_timestamp())
         frame.write.format("delta").mode("append").save(self.events_path)
         return self.updater.update()
 
@@ -168,3 +160,12 @@ def test_the_gap_is_configurable(spark: Any, tmp_path: Path) -> None:
     lake = Lake(spark, tmp_path, gap_minutes=5)
     lake.batch(*[event("cy", minutes, n) for n, minutes in enumerate((0, 4, 10))])
     assert [s["events"] for s in lake.sessions()] == [2, 1]
+
+
+def test_a_client_clock_years_off_makes_a_session_of_its_own(spark: Any, tmp_path: Path) -> None:
+    """A window from year 1 to now: the events are read by day ranges, not day by day."""
+    lake = Lake(spark, tmp_path)
+    ancient = (datetime(1, 1, 1, tzinfo=UTC) - T0).total_seconds() / 60
+    lake.batch(event("dee", ancient, 1), event("dee", 0, 2))
+    lake.batch(event("dee", ancient + 5, 3))
+    assert [(s["dt"], s["events"]) for s in lake.sessions()] == [("0001-01-01", 2), ("2026-11-30", 1)]

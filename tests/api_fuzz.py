@@ -1,0 +1,69 @@
+"""Fuzzing a running collector with schemathesis against its OpenAPI document (schemas/collector.openapi.json).
+
+Every operation gets requests generated from the document, valid ones and ones that break it (positive and
+negative modes); each answer is checked: no 5xx, a documented status code, the documented content type and body.
+One check is left out on purpose: negative_data_rejection wants any schema-violating request refused whole,
+where the collector accepts a batch's valid events and refuses the others one by one (200 `partial`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.checks import (
+    FailureGroup,
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.conftest import REPO
+
+DOCUMENT = REPO / "schemas" / "collector.openapi.json"
+#: Three operations (POST and OPTIONS /collect, GET /ping): 2,100 requests a target.
+REQUESTS_PER_OPERATION = 700
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+@dataclass
+class FuzzResult:
+    requests: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[int] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+
+
+def fuzz(base_url: str, requests_per_operation: int) -> FuzzResult:
+    """`requests_per_operation` generated requests to each operation of the document, half of them negative."""
+    schema = schemathesis.openapi.from_path(DOCUMENT)
+    result = FuzzResult()
+    for operation in (o.ok() for o in schema.get_all_operations()):
+        cases = st.one_of(operation.as_strategy(mode) for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE))
+
+        @settings(
+            max_examples=requests_per_operation,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+            phases=[p for p in settings.default.phases if p.name != "shrink"],
+        )
+        @given(case=cases)
+        def run(case: Any, operation: Any = operation) -> None:
+            response = case.call(base_url=base_url, timeout=60)
+            result.requests[operation.label] += 1
+            result.statuses[response.status_code] += 1
+            try:
+                case.validate_response(response, checks=CHECKS)
+            except (AssertionError, FailureGroup) as failure:  # collected: one run reports every kind of failure
+                if len(result.failures) < 20:
+                    result.failures.append(f"{operation.label} -> {response.status_code}: {str(failure)[:400]}")
+
+        run()
+    return result
