@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -202,7 +202,7 @@ class SessionsUpdater:
         rows = self.spark.sql(f"DESCRIBE HISTORY delta.`{self.events_path}` LIMIT 1").collect()
         return rows[0]["version"] if rows else None
 
-    def _touched(self, version: int, events: DataFrame) -> tuple[DataFrame, datetime | None, int]:
+    def _touched(self, version: int, events: DataFrame) -> tuple[DataFrame, int | None, int]:
         """Each customer's window [first, last event] among the rows the commits after the mark added (the events
         table's change data feed), cached, with the earliest event and the customer count. All the rows when there
         is no mark, or when the feed does not reach back to it (enabled later, or its log cleaned up)."""
@@ -217,12 +217,13 @@ class SessionsUpdater:
             )
             windows = _windows(added)
             try:
-                return windows, *windows.agg(F.min("lo"), F.count(F.lit(1))).first()
+                return windows, *windows.agg(F.min(_micros("lo")), F.count(F.lit(1))).first()
             except Exception as exc:  # the feed's versions are checked when it is read; a rebuild is always right
                 windows.unpersist()
                 print(json.dumps({"sessions": "rebuilding", "reason": str(exc)[:300]}), flush=True)
         windows = _windows(events)
-        return windows, *windows.agg(F.min("lo"), F.count(F.lit(1))).first()
+        # The earliest as microseconds: Python's datetime starts at year 1, a Spark timestamp earlier.
+        return windows, *windows.agg(F.min(_micros("lo")), F.count(F.lit(1))).first()
 
     def _stored_mark(self) -> int | None:
         """The events table's version the last sessions commit was made from."""
@@ -234,14 +235,14 @@ class SessionsUpdater:
                     continue
         return None
 
-    def _recompute(self, touched: DataFrame, events: DataFrame, earliest: datetime, mark: int) -> list[str]:
+    def _recompute(self, touched: DataFrame, events: DataFrame, earliest: int, mark: int) -> list[str]:
         """Replace the stored sessions near the touched customers' windows by the sessions of their events."""
         spark = self.spark
         gap = F.expr(f"INTERVAL {int(self.gap_minutes * 60 * 1_000_000)} MICROSECONDS")
         stored = spark.read.format("delta").load(self.path)
         nearby = (
             # A bound on every touched customer's window first: Delta skips the files that end before it.
-            stored.where(F.col("session_end") >= F.lit(earliest) - gap)
+            stored.where(F.col("session_end") >= F.timestamp_micros(F.lit(earliest)) - gap)
             .join(F.broadcast(touched), "customer_id")
             .where((F.col("session_end") >= F.col("lo") - gap) & (F.col("session_start") <= F.col("hi") + gap))
             .drop("lo", "hi")
