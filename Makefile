@@ -66,7 +66,7 @@ bench: up ## every figure measured in one run; prints one JSON object (also save
 	$(PY) -m stack.deploy --stage bench
 	$(PY) -m bench
 
-schemas: $(STAMP) ## regenerate the .avsc, .proto and the collector's copy from the JSON Schema
+schemas: $(STAMP) ## regenerate the .avsc, .proto, the collector's copy and its OpenAPI document from the JSON Schema
 	$(PY) schemas/generate.py
 
 lint: $(STAMP) ## ruff check and ruff format --check
