@@ -38,9 +38,10 @@ def send(
     return {e["id"] for e in events} - rejected, rejected, customers, sender.totals.summary()
 
 
-def ids_in(prefix: str) -> set[str]:
-    table = read(prefix, columns=["id"])
-    return set(table.column("id").to_pylist()) if table.num_rows else set()
+def ids_in(prefix: str, column: str = "id") -> set[str]:
+    """The values of `column` (the ids, by default) in a lake table."""
+    table = read(prefix, columns=[column])
+    return set(table.column(column).to_pylist()) if table.num_rows else set()
 
 
 def wait_for_lake(accepted: set[str], rejected: set[str], timeout_s: float) -> float | None:
@@ -57,8 +58,7 @@ def wait_for_sessions(customers: set[str], timeout_s: float) -> float | None:
     """Seconds until every customer has a session (the lake writer recomputes them every SESSIONS_INTERVAL_S)."""
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
-        table = read(SESSIONS_PREFIX, columns=["customer_id"])
-        if customers <= (set(table.column("customer_id").to_pylist()) if table.num_rows else set()):
+        if customers <= ids_in(SESSIONS_PREFIX, "customer_id"):
             return time.monotonic() - started
         time.sleep(2)
     return None

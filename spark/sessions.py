@@ -217,13 +217,12 @@ class SessionsUpdater:
             )
             windows = _windows(added)
             try:
-                return windows, *windows.agg(F.min(_micros("lo")), F.count(F.lit(1))).first()
+                return windows, *_earliest_and_count(windows)
             except Exception as exc:  # the feed's versions are checked when it is read; a rebuild is always right
                 windows.unpersist()
                 print(json.dumps({"sessions": "rebuilding", "reason": str(exc)[:300]}), flush=True)
         windows = _windows(events)
-        # The earliest as microseconds: Python's datetime starts at year 1, a Spark timestamp earlier.
-        return windows, *windows.agg(F.min(_micros("lo")), F.count(F.lit(1))).first()
+        return windows, *_earliest_and_count(windows)
 
     def _stored_mark(self) -> int | None:
         """The events table's version the last sessions commit was made from."""
@@ -257,8 +256,8 @@ class SessionsUpdater:
         )
         frames = [nearby, windows]
         try:
-            spans = windows.select(*[F.date_format(c, "yyyy-MM-dd").alias(c) for c in ("lo", "hi")]).distinct()
-            days = _merged([(row["lo"], row["hi"]) for row in spans.collect()])
+            day_spans = windows.select(*[F.date_format(c, "yyyy-MM-dd").alias(c) for c in ("lo", "hi")]).distinct()
+            days = _merged([(row["lo"], row["hi"]) for row in day_spans.collect()])
             rows = (
                 events.where(_within(F.col(lake_tables.PARTITION), days))
                 .select(*[c for c in EVENT_COLUMNS if c in events.columns])
@@ -316,6 +315,12 @@ def _windows(events: DataFrame) -> DataFrame:
         .agg(F.min("event_timestamp").alias("lo"), F.max("event_timestamp").alias("hi"))
         .persist()
     )
+
+
+def _earliest_and_count(windows: DataFrame) -> tuple[int | None, int]:
+    """The earliest event of the windows, as microseconds (Python's datetime starts at year 1, a Spark timestamp
+    earlier), and how many customers they are."""
+    return tuple(windows.agg(F.min(_micros("lo")), F.count(F.lit(1))).first())  # type: ignore[return-value]
 
 
 def _merged(spans: list[tuple[str, str]]) -> list[tuple[str, str]]:
