@@ -30,9 +30,11 @@ from kafka import KafkaProducer
 
 from bench import lake, tables
 from chalicelib.collector import Collector, RequestInfo
-from chalicelib.contract import read_deployment
+from chalicelib.contract import deployed_write_key, read_deployment
+from chalicelib.rate_limit import RateLimiter
 from chalicelib.settings import Settings
 from chalicelib.sinks.kafka import KafkaSink, producer_config
+from chalicelib.write_keys import WriteKeys
 from generator.sender import SEED_BATCH_SIZE
 from generator.synthetic import synthetic_events
 from stack import chalice_local, cluster, kafka, localstack, spark
@@ -107,10 +109,11 @@ def measured(measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def bench_settings() -> Settings:
-    """This shell's settings with the bench stage's topics (chalice_app/.chalice/config.json)."""
+    """This shell's settings with the bench stage's topics and write keys (chalice_app/.chalice/config.json)."""
     config = json.loads((REPO / "chalice_app" / ".chalice" / "config.json").read_text())
     stage = config["stages"]["bench"]["environment_variables"]
-    return Settings.from_env({**os.environ, **{k: v for k, v in stage.items() if k.endswith("_TOPIC")}})
+    ours = {k: v for k, v in stage.items() if k.endswith("_TOPIC") or k == "WRITE_KEYS_PARAMETER"}
+    return Settings.from_env({**os.environ, **ours})
 
 
 def main() -> int:
@@ -134,6 +137,9 @@ def main() -> int:
             assert outcome.status_code == 200, outcome.body
 
     result["collector_in_process_eps"] = round(_rate(total, in_process))
+    result["collector_in_process_with_write_keys"] = measured(
+        lambda: _with_write_keys(settings, collector, bodies, total)
+    )
 
     producer = KafkaProducer(**producer_config(settings))
     values = [[json.dumps(e).encode() for e in b] for b in batches]
@@ -173,6 +179,9 @@ def main() -> int:
 
     result["ratios"] = {
         "collector_vs_raw": round(result["collector_in_process_eps"] / result["raw_producer_eps"], 3),
+        "write_keys_vs_none": round(
+            result["collector_in_process_with_write_keys"].get("eps", 0) / result["collector_in_process_eps"], 3
+        ),
         "collector_vs_seed": round(result["collector_in_process_eps"] / result["seed_per_event_eps"], 1),
     }
     if chalice_local_eps:
@@ -200,9 +209,29 @@ def main() -> int:
     return 0
 
 
-def _over_http(base_url: str, bodies: list[bytes], total: int) -> dict[str, float]:
+def _with_write_keys(settings: Settings, plain: Collector, bodies: list[bytes], total: int) -> dict[str, Any]:
+    """The in-process run again with the deployed bench key checked for every batch (the keys read from SSM on
+    LocalStack, then cached) and its package for every event, and the rate limiter counting (at a rate it never
+    reaches): the cost of authentication against the same collector without."""
+    key = deployed_write_key("generator", "bench")
+    if key is None:
+        return {"missing": "the bench stage is not deployed (make bench deploys it)"}
+    write_keys = WriteKeys(settings.write_keys_parameter, settings.write_keys_cache_s, lambda: localstack.client("ssm"))
+    keyed = Collector(settings, plain.sink, write_keys, RateLimiter(1e12, settings.rate_limit_burst_s))
+    info = RequestInfo("application/json", "127.0.0.1", "bench", write_key=key)
+
+    def run() -> None:
+        for body in bodies:
+            outcome = keyed.collect(body, info)
+            assert outcome.status_code == 200, outcome.body
+
+    run()  # the keys loaded, as in a warm Lambda
+    return {"eps": round(_rate(total, run))}
+
+
+def _over_http(base_url: str, bodies: list[bytes], total: int, write_key: str | None) -> dict[str, float]:
     """Batches of 987 POSTed to a collector URL, and the warm latency of small requests."""
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **({"X-Write-Key": write_key} if write_key else {})}
     latencies: list[float] = []
     with requests.Session() as session:
 
@@ -241,7 +270,7 @@ def _chalice_local(bodies: list[bytes], total: int) -> dict[str, float]:
     try:
         if not wait_for_port("127.0.0.1", port, 30, alive=lambda: svc.pid() is not None):
             raise ServiceError(f"bench: chalice local did not start:\n{svc.log_tail()}")
-        return _over_http(f"http://127.0.0.1:{port}", bodies, total)
+        return _over_http(f"http://127.0.0.1:{port}", bodies, total, deployed_write_key("generator", "bench"))
     finally:
         svc.stop()
 
@@ -251,7 +280,7 @@ def _api_gateway(bodies: list[bytes], total: int) -> dict[str, Any]:
     deployment = read_deployment("bench")
     if deployment is None:
         return {"missing": "the bench stage is not deployed (make bench deploys it)"}
-    return _over_http(deployment["api_url"], bodies, total)
+    return _over_http(deployment["api_url"], bodies, total, deployment["write_keys"]["generator"])
 
 
 if __name__ == "__main__":

@@ -31,9 +31,8 @@ from chalicelib.sinks.kafka import KafkaSink
 from generator.synthetic import synthetic_events
 from lake.reader import LAKE_PREFIX, filesystem, table
 from stack import kafka, localstack, spark
+from stack.deploy import BENCH_PACKAGE
 from stack.process import free_port, group_peak_rss_mb
-
-BENCH_PACKAGE = "acme.bench"
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -72,11 +71,12 @@ def e2e_latency(rate: int = 1000, seconds: float = 30, warm_up_s: float = 10) ->
     if deployment is None:
         return {"missing": "the collector is not deployed (make deploy)"}
     url = f"{deployment['api_url']}/collect"
-    _latency_run(url, rate, warm_up_s)
-    return _latency_run(url, rate, seconds)
+    write_key = deployment["write_keys"]["generator"]
+    _latency_run(url, write_key, rate, warm_up_s)
+    return _latency_run(url, write_key, rate, seconds)
 
 
-def _latency_run(url: str, rate: int, seconds: float, tick: float = 0.1) -> dict[str, Any]:
+def _latency_run(url: str, write_key: str, rate: int, seconds: float, tick: float = 0.1) -> dict[str, Any]:
     per_tick = int(rate * tick)
     events = synthetic_events(int(rate * seconds), seed=int(time.time()))
     for event in events:
@@ -116,6 +116,7 @@ def _latency_run(url: str, rate: int, seconds: float, tick: float = 0.1) -> dict
         watcher.start()
     started = time.time()
     with requests.Session() as session:
+        session.headers["X-Write-Key"] = write_key
         for n, offset in enumerate(range(0, len(events), per_tick)):
             batch = events[offset : offset + per_tick]
             sent_at = time.time()

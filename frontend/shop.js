@@ -33,6 +33,7 @@ const positiveInt = (name) => {
 const tracker = createTracker({
   collectorUrl: config.collectorUrl,
   packageId: PACKAGE_ID,
+  writeKey: config.writeKey,
   batchSize: positiveInt("batchSize"),
   flushIntervalMs: positiveInt("flushMs"),
   onResult: showResult,

@@ -71,6 +71,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 export function createTracker({
   collectorUrl,
   packageId,
+  writeKey = null, // the source's public write key, sent as ?key= (sendBeacon cannot set headers)
   batchSize = 10,
   flushIntervalMs = 2000,
   maxRetries = 5,
@@ -79,7 +80,8 @@ export function createTracker({
   storage = defaultStorage(),
   onResult = () => {},
 }) {
-  const url = `${collectorUrl.replace(/\/+$/, "")}/collect`;
+  const base = `${collectorUrl.replace(/\/+$/, "")}/collect`;
+  const url = writeKey ? `${base}?key=${encodeURIComponent(writeKey)}` : base;
 
   // One anonymous id per browser (per site), kept across visits.
   let customerId = read(storage, CUSTOMER_KEY);
@@ -188,8 +190,9 @@ export function createTracker({
           // keepalive lets the request finish if the page closes meanwhile (within the browser's budget).
           keepalive: byteLength(body) <= KEEPALIVE_BYTES,
         });
-        if (response.status < 500) {
+        if (response.status < 500 && response.status !== 429) {
           // Answered: 2xx and 4xx say per event what happened; sending them again would change nothing.
+          // A 429 (past the key's rate) is retried like a 5xx, after its Retry-After.
           const answer = await response.json().catch(() => ({}));
           queue.splice(0, batch.length);
           inFlight = 0;

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from chalicelib.contract import read_deployment, runtime_dir
+from chalicelib.contract import deployed_write_key, read_deployment, runtime_dir
 from chalicelib.settings import setting
 from generator.sender import SEED_BATCH_SIZE, GaveUp, Refused, ReplayState, Sender, Stopped, batched
 from generator.synthetic import synthetic_events
@@ -45,6 +46,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     target.add_argument("--url", default=DEFAULT_URL, help=f"collector base URL (default {DEFAULT_URL})")
     target.add_argument(
         "--api-gateway", action="store_true", help="the collector's API Gateway URL on LocalStack (make deploy)"
+    )
+    parser.add_argument(
+        "--write-key",
+        default=os.environ.get("WRITE_KEY"),
+        help="the source's write key (default: $WRITE_KEY; with --api-gateway, the key make deploy made for the "
+        "generator; chalice local needs none)",
     )
     parser.add_argument("--reset", action="store_true", help="replay the file from its first line")
     parser.add_argument("--state-file", type=Path, help="where replay progress is kept (default: under .runtime/)")
@@ -97,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
             args.output.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
             print(f"generator: wrote {len(events)} events to {args.output}")
             return 0
-    sender = Sender(deployed_api_url() if args.api_gateway else args.url)
+    if args.api_gateway:
+        sender = Sender(deployed_api_url(), args.write_key or deployed_write_key("generator"))
+    else:
+        sender = Sender(args.url, args.write_key)
     sender.stop_on_signals()
     stopped = False
     try:

@@ -39,6 +39,14 @@ class Totals:
         }
 
 
+def _seconds(retry_after: str | None) -> float:
+    """A Retry-After header in seconds (its date form is not used by the collector), 0 when absent or odd."""
+    try:
+        return max(0.0, float(retry_after or 0))
+    except ValueError:
+        return 0.0
+
+
 class Refused(Exception):
     """The collector refused a batch as a whole (a 4xx that names no invalid event): resending cannot help."""
 
@@ -52,11 +60,15 @@ class Stopped(Exception):
 
 
 class Sender:
-    def __init__(self, url: str, retries: int = 8, timeout_s: float = 30) -> None:
+    """Batches to a collector, with `write_key` (sent as X-Write-Key) when the collector needs one."""
+
+    def __init__(self, url: str, write_key: str | None = None, retries: int = 8, timeout_s: float = 30) -> None:
         self.url = url.rstrip("/") + "/collect"
         self.retries = retries
         self.timeout_s = timeout_s
         self.session = requests.Session()
+        if write_key:
+            self.session.headers["X-Write-Key"] = write_key
         self.totals = Totals()
         self._stop = False
 
@@ -70,9 +82,10 @@ class Sender:
         signal.signal(signal.SIGTERM, request_stop)
 
     def post(self, batch: list[Any]) -> dict[str, Any]:
-        """POST one batch until the collector answers (not 503); resending is safe, the lake dedupes by id."""
+        """POST one batch until the collector answers (not 429 or 503); resending is safe, the lake dedupes by id."""
         delay = 0.5
         for attempt in range(self.retries + 1):
+            wait = delay
             try:
                 response = self.session.post(self.url, json=batch, timeout=self.timeout_s)
                 if response.status_code not in RETRYABLE:
@@ -84,13 +97,15 @@ class Sender:
                         raise Refused(f"generator: the collector refused a batch: {answer}")
                     return answer
                 reason = f"HTTP {response.status_code}"
+                # The collector's Retry-After (past a rate limit, or Kafka away) is the least wait that can help.
+                wait = max(delay, _seconds(response.headers.get("Retry-After")))
             except requests.ConnectionError as exc:
                 reason = f"connection failed ({exc.__class__.__name__})"
             if attempt == self.retries:
                 raise GaveUp(f"generator: giving up on a batch after {self.retries} retries: {reason}")
             self.totals.retried += 1
-            print(f"generator: {reason}; retrying in {delay:.1f}s", file=sys.stderr, flush=True)
-            time.sleep(delay)
+            print(f"generator: {reason}; retrying in {wait:.1f}s", file=sys.stderr, flush=True)
+            time.sleep(wait)
             delay = min(delay * 2, 10)
         raise AssertionError("unreachable")
 

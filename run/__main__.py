@@ -25,12 +25,12 @@ from stack.lifecycle import up
 
 
 def send(
-    api_url: str, count: int, seed: int, invalid_share: float
+    api_url: str, write_key: str, count: int, seed: int, invalid_share: float
 ) -> tuple[set[str], set[str], set[str], dict[str, Any]]:
     """Synthetic events through API Gateway; the ids the collector accepted and rejected, the customers of the
     accepted ones, and its totals."""
     events = synthetic_events(count, seed=seed, invalid_share=invalid_share)
-    sender = Sender(api_url)
+    sender = Sender(api_url, write_key)
     rejected: set[str] = set()
     for batch in batched(events, SEED_BATCH_SIZE):
         rejected |= {e["id"] for e in sender.post(batch)["errors"]}
@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     up()
     deployment = deploy()
-    accepted, rejected, customers, totals = send(deployment["api_url"], args.events, args.seed, args.invalid_share)
+    accepted, rejected, customers, totals = send(
+        deployment["api_url"], deployment["write_keys"]["generator"], args.events, args.seed, args.invalid_share
+    )
     print(f"generator: {json.dumps(totals)}", flush=True)
     landed_after = wait_for_lake(accepted, rejected, args.timeout)
     if landed_after is None:

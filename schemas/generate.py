@@ -150,7 +150,10 @@ _PROBLEM = {
     "properties": {
         "index": {"type": ["integer", "null"], "description": "The event's position in the batch."},
         "id": {"description": "The event's id as sent, if it had one."},
-        "code": {"type": "string", "description": "Machine-readable: schema.required, body.size, lake.timestamp..."},
+        "code": {
+            "type": "string",
+            "description": "Machine-readable: schema.required, body.size, lake.timestamp, auth.package...",
+        },
         "path": {"type": ["string", "null"], "description": "JSON path of the offending value."},
         "reason": {"type": "string"},
     },
@@ -168,7 +171,10 @@ _ANSWER = {
         "elapsed_time": {"type": "number", "description": "Seconds the collector took."},
         "errors": {"type": "array", "items": {"$ref": "#/components/schemas/Problem"}},
         "message": {"type": "string", "description": "Why the whole request was refused, or is to be retried."},
-        "code": {"type": "string", "description": "The refusal's code (body.malformed, body.size, batch.size...)."},
+        "code": {
+            "type": "string",
+            "description": "The refusal's code (body.malformed, body.size, batch.size, auth.write_key, rate.limit...).",
+        },
     },
 }
 _COLLECT_ANSWERS = {
@@ -176,9 +182,23 @@ _COLLECT_ANSWERS = {
     "202": "Kafka did not take the batch in time; it is durable in the spool and on its way (`buffered`).",
     "400": "Nothing accepted: the body is not JSON, not UTF-8, too deep, not an event or an array, an empty array, "
     "or no event in it is valid (`rejected`, a problem per event).",
+    "401": "Nothing accepted: no write key, or an unknown one (`auth.write_key`).",
     "413": "Nothing accepted: the body, the batch or an event is too large.",
     "415": "Nothing accepted: a content type other than application/json or text/plain.",
-    "503": "Nothing accepted: Kafka (and the spool) did not take the batch; retry it whole after Retry-After.",
+    "429": "Nothing accepted: the write key is past its rate (`rate.limit`); resend the batch after Retry-After.",
+    "503": "Nothing accepted: Kafka (and the spool) did not take the batch, or the write keys cannot be read; retry "
+    "it whole after Retry-After.",
+}
+#: Where a request carries its write key (chalicelib/write_keys.py), as OpenAPI security schemes: any one of them.
+_WRITE_KEY_SCHEMES = {
+    "writeKeyHeader": {"type": "apiKey", "in": "header", "name": "X-Write-Key"},
+    "writeKeyBasic": {"type": "http", "scheme": "basic", "description": "The write key as the user name."},
+    "writeKeyQuery": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "key",
+        "description": "For navigator.sendBeacon, which cannot set headers.",
+    },
 }
 
 
@@ -202,7 +222,7 @@ def openapi_document(source: dict[str, Any]) -> dict[str, Any]:
     collect_responses = {
         status: {
             "description": text,
-            "headers": {**correlation, **(retry if status == "503" else {})},
+            "headers": {**correlation, **(retry if status in ("429", "503") else {})},
             "content": answer,
         }
         for status, text in _COLLECT_ANSWERS.items()
@@ -220,6 +240,9 @@ def openapi_document(source: dict[str, Any]) -> dict[str, Any]:
                 "post": {
                     "operationId": "collect",
                     "summary": "Collect one event or a batch of events.",
+                    "description": "Needs a write key (unless the collector runs with REQUIRE_WRITE_KEY off); an "
+                    "event of a package the key may not write is refused (`auth.package`).",
+                    "security": [{name: []} for name in _WRITE_KEY_SCHEMES],
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": body}, "text/plain": {"schema": body}},
@@ -249,6 +272,7 @@ def openapi_document(source: dict[str, Any]) -> dict[str, Any]:
             },
         },
         "components": {
+            "securitySchemes": _WRITE_KEY_SCHEMES,
             "schemas": {
                 "ClickstreamEvent": event,
                 "Problem": _PROBLEM,
@@ -266,7 +290,7 @@ def openapi_document(source: dict[str, Any]) -> dict[str, Any]:
                         "schema_id": {"type": "string"},
                     },
                 },
-            }
+            },
         },
     }
 

@@ -5,7 +5,8 @@ Runs `chalice deploy --stage localstack` (or --stage bench) against LocalStack (
     e.g. KAFKA_BOOTSTRAP_SERVERS) on top of the stage's environment, as `chalice local` would see them;
   - uploads frontend/ to the website bucket with the API's URL written into config.js;
   - writes what it deployed to <runtime>/deployment.json for the other stages and prints the URLs.
-Before that it creates what the stage needs and Chalice does not make: the spool's queue and bucket, and
+Before that it creates what the stage needs and Chalice does not make: the spool's queue and bucket, the
+write keys of the shop and the generator in SSM (kept across redeploys, recorded in the deployment), and
 the REST API under a fixed id (LocalStack's `_custom_id_` tag), so the API's URL survives a LocalStack
 restart and a redeploy: the shop, the generator and `make run` keep working with the URL they have.
 """
@@ -17,14 +18,17 @@ import hashlib
 import json
 import mimetypes
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from chalicelib.contract import MAIN_STAGE, deployment_file
+from chalicelib.contract import MAIN_STAGE, deployment_file, read_deployment
 from chalicelib.settings import DEFAULTS, setting
+from generator.synthetic import PACKAGE_ID as GENERATOR_PACKAGE
 from stack import cluster, localstack
 from stack.paths import REPO, runtime_dir
 
@@ -37,6 +41,12 @@ APP_NAME = "clickstream-collector"
 # retention, so a spooled batch outlives any broker outage worth having.
 SPOOL_VISIBILITY_TIMEOUT_S = 20
 SPOOL_RETENTION_S = 14 * 24 * 3600
+
+#: The shop's package_id (frontend/shop.js sends it), and the one the bench marks its lake events with.
+SHOP_PACKAGE = "acme.shop.web"
+BENCH_PACKAGE = "acme.bench"
+#: The package_ids each source's write key may write.
+SOURCE_PACKAGES = {"shop": (SHOP_PACKAGE,), "generator": (GENERATOR_PACKAGE, BENCH_PACKAGE)}
 
 
 def stage_environment(stage: str) -> dict[str, str]:
@@ -99,6 +109,27 @@ def ensure_spool(environment: dict[str, str]) -> None:
     localstack.ensure_bucket(setting("SPOOL_BUCKET", environment))
 
 
+def ensure_write_keys(stage: str, environment: dict[str, str]) -> dict[str, str]:
+    """A write key per source in the stage's SSM parameter (chalicelib/write_keys.py), and the keys.
+
+    A source keeps the key its last deploy recorded, so a redeploy (or LocalStack restarted empty) does not
+    change the key the shop and the generator hold; keys others added to the parameter stay.
+    """
+    ssm = localstack.client("ssm")
+    name = setting("WRITE_KEYS_PARAMETER", environment)
+    try:
+        document = json.loads(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+    except ssm.exceptions.ParameterNotFound:
+        document = {"keys": {}}
+    recorded = (read_deployment(stage) or {}).get("write_keys") or {}
+    keys = {}
+    for source, packages in SOURCE_PACKAGES.items():
+        keys[source] = recorded.get(source) or f"{source}-{secrets.token_urlsafe(18)}"
+        document["keys"][keys[source]] = {"packages": list(packages), "source": source}
+    ssm.put_parameter(Name=name, Value=json.dumps(document), Type="SecureString", Overwrite=True)
+    return keys
+
+
 def spool_depth(environment: dict[str, str] | None = None) -> tuple[int, int] | None:
     """Batches waiting in the spool for Kafka, and batches a drainer holds right now; None without a queue."""
     sqs = localstack.client("sqs")
@@ -146,11 +177,12 @@ def pin_rest_api(stage: str, app_dir: Path) -> str:
     return api_id
 
 
-def deploy_collector(stage: str) -> dict[str, str]:
+def deploy_collector(stage: str) -> dict[str, Any]:
     overrides = {name: os.environ[name] for name in DEFAULTS if os.environ.get(name)}
     # Chalice reads app.py here, at deploy time: it sees the stage's settings (the spool queue's name).
     env = {**os.environ, **stage_environment(stage), **overrides, **localstack.aws_environment()}
     ensure_spool(env)
+    write_keys = ensure_write_keys(stage, env)
     chalice = Path(sys.executable).parent / "chalice"
     app_dir = staged_app()
     api_id = pin_rest_api(stage, app_dir)
@@ -170,10 +202,15 @@ def deploy_collector(stage: str) -> dict[str, str]:
             variables = {**current.get("Environment", {}).get("Variables", {}), **overrides}
             lambda_client.update_function_configuration(FunctionName=name, Environment={"Variables": variables})
             lambda_client.get_waiter("function_updated_v2").wait(FunctionName=name)
-    return {"function_name": functions["api_handler"], "rest_api_id": api_id, "api_url": api_url(api_id)}
+    return {
+        "function_name": functions["api_handler"],
+        "rest_api_id": api_id,
+        "api_url": api_url(api_id),
+        "write_keys": write_keys,
+    }
 
 
-def deploy_website(collector_url: str) -> dict[str, str]:
+def deploy_website(collector_url: str, write_key: str) -> dict[str, str]:
     bucket = setting("WEBSITE_BUCKET")
     s3 = localstack.ensure_bucket(bucket)
     s3.put_bucket_website(Bucket=bucket, WebsiteConfiguration={"IndexDocument": {"Suffix": "index.html"}})
@@ -188,7 +225,9 @@ def deploy_website(collector_url: str) -> dict[str, str]:
         key = path.relative_to(FRONTEND_DIR).as_posix()
         body = path.read_bytes()
         if key == "config.js":
-            body = website_config(collector_url).encode()
+            body = website_config(collector_url, write_key).encode()
+        elif key.endswith(".html"):
+            body = with_security_policy(body.decode(), collector_url).encode()
         content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
         if content_type.startswith("text/") or key.endswith(".js"):
             content_type = ("text/javascript" if key.endswith(".js") else content_type) + "; charset=utf-8"
@@ -196,22 +235,53 @@ def deploy_website(collector_url: str) -> dict[str, str]:
     return {"website_bucket": bucket, "website_url": website_url(bucket)}
 
 
-def website_config(collector_url: str) -> str:
-    """The shop's config.js as deployed: the same shape as frontend/config.js, with the API's URL."""
+def website_config(collector_url: str, write_key: str) -> str:
+    """The shop's config.js as deployed: the same shape as frontend/config.js, with the API's URL and the shop's
+    write key (public, like any tracker's key: it names the source, and lets it be revoked)."""
     return (
         "// Written by `make deploy` (stack/deploy.py): the collector's API Gateway URL on LocalStack.\n"
-        f"export default {json.dumps({'collectorUrl': collector_url})};\n"
+        f"export default {json.dumps({'collectorUrl': collector_url, 'writeKey': write_key})};\n"
     )
 
 
-def deploy(stage: str = STAGE) -> dict[str, str]:
+def content_security_policy(collector_url: str) -> str:
+    """The shop's policy: its own scripts and styles only, and requests (fetch, sendBeacon) to the collector only."""
+    scheme, _, rest = collector_url.partition("://")
+    collector_origin = f"{scheme}://{rest.split('/', 1)[0]}"
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"connect-src {collector_origin}; base-uri 'none'; form-action 'self'"
+    )
+
+
+#: Where the policy goes in a page: right after its charset, which must come first.
+_CHARSET = '<meta charset="utf-8">'
+
+
+def with_security_policy(html: str, collector_url: str) -> str:
+    """A page with its Content-Security-Policy and Referrer-Policy as <meta> elements.
+
+    An S3 website sends no headers but an object's Content-Type and a few of its metadata (Cache-Control and the
+    like), so the policies travel in the page; a browser applies both as it would the headers. On AWS, CloudFront's
+    response headers policy sends them as headers, with X-Content-Type-Options (docs/production.md).
+    """
+    if _CHARSET not in html:
+        raise DeployError(f"a page without {_CHARSET}: nowhere to put its security policy")
+    policies = (
+        f'\n  <meta http-equiv="Content-Security-Policy" content="{content_security_policy(collector_url)}">'
+        '\n  <meta name="referrer" content="strict-origin-when-cross-origin">'
+    )
+    return html.replace(_CHARSET, _CHARSET + policies, 1)
+
+
+def deploy(stage: str = STAGE) -> dict[str, Any]:
     """Deploy `stage` (and, for the main stage, the shop), record it, and return the record."""
     if not localstack.healthy():
         raise DeployError(f"LocalStack does not answer at {localstack.endpoint_url()}; run `make up` first")
     started = time.monotonic()
     deployment = deploy_collector(stage)
     if stage == STAGE:  # one shop, talking to the main stage
-        deployment |= deploy_website(deployment["api_url"])
+        deployment |= deploy_website(deployment["api_url"], deployment["write_keys"]["shop"])
     deployment["deploy_seconds"] = f"{time.monotonic() - started:.1f}"
     deployment_file(stage).parent.mkdir(parents=True, exist_ok=True)
     deployment_file(stage).write_text(json.dumps(deployment, indent=2) + "\n")

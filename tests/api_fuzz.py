@@ -40,16 +40,17 @@ class FuzzResult:
     failures: list[str] = field(default_factory=list)
 
 
-def fuzz(base_url: str, requests_per_operation: int) -> FuzzResult:
-    """`requests_per_operation` generated requests to each operation of the document, valid and breaking ones."""
+def fuzz(base_url: str, requests_per_operation: int, headers: dict[str, str] | None = None) -> FuzzResult:
+    """`requests_per_operation` generated requests to each operation of the document, valid and breaking ones,
+    each with `headers` (a write key)."""
     schema = schemathesis.openapi.from_path(DOCUMENT)
     result = FuzzResult()
     for operation in (o.ok() for o in schema.get_all_operations()):
-        _fuzz_operation(operation, base_url, requests_per_operation, result)
+        _fuzz_operation(operation, base_url, requests_per_operation, result, headers or {})
     return result
 
 
-def _fuzz_operation(operation: Any, base_url: str, requests: int, result: FuzzResult) -> None:
+def _fuzz_operation(operation: Any, base_url: str, requests: int, result: FuzzResult, headers: dict[str, str]) -> None:
     cases = st.one_of(operation.as_strategy(mode) for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE))
 
     @settings(
@@ -62,7 +63,7 @@ def _fuzz_operation(operation: Any, base_url: str, requests: int, result: FuzzRe
     )
     @given(case=cases)
     def run(case: Any) -> None:
-        response = case.call(base_url=base_url, timeout=60)
+        response = case.call(base_url=base_url, headers=headers, timeout=60)
         result.requests[operation.label] += 1
         result.statuses[response.status_code] += 1
         try:

@@ -94,10 +94,15 @@ def localstack_endpoint(runtime: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def deployment(kafka_settings: Any, localstack_endpoint: str, runtime: Path) -> dict[str, str]:
+def deployment(kafka_settings: Any, localstack_endpoint: str, runtime: Path) -> dict[str, Any]:
     """The collector and the shop deployed by `make deploy`'s script, pointed at the suite's broker."""
     subprocess.run([sys.executable, "-m", "stack.deploy"], check=True, cwd=REPO)
     return json.loads((runtime / "deployment.json").read_text())
+
+
+def keyed(deployment: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, str]:
+    """`headers` with the generator's write key: what a test sends to the deployed collector to be let in."""
+    return {**(headers or {}), "X-Write-Key": deployment["write_keys"]["generator"]}
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,11 @@ from typing import Any
 import orjson
 
 from chalicelib.contract import METADATA_FIELDS
+from chalicelib.rate_limit import RateLimiter, retry_after
 from chalicelib.settings import Settings
 from chalicelib.sinks import Delivery, Record, Sink, SinkUnavailable
 from chalicelib.validation import SCHEMA_ID, SCHEMA_VERSION, ClockWindow, Problem, lake_problem, schema_problem
+from chalicelib.write_keys import WriteKey, WriteKeys, WriteKeysUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +34,16 @@ class RequestInfo:
     content_type: str | None = None
     source_ip: str | None = None
     user_agent: str | None = None
+    #: The write key the request carries (chalicelib.write_keys.key_of), if any.
+    write_key: str | None = None
 
 
 @dataclass
 class Outcome:
     status_code: int
     body: dict[str, Any]
+    #: Seconds the client should wait before resending (a Retry-After header), for 429 and 503.
+    retry_after_s: str | None = None
 
 
 @dataclass
@@ -45,10 +51,14 @@ class _Rejected(Exception):
     """The whole request is refused before anything reaches Kafka."""
 
     status_code: int
-    #: A Problem code: body.* for the body, batch.* for its events together, size.event for one too large.
+    #: A Problem code: body.* for the body, batch.* for its events together, size.event for one too large,
+    #: auth.write_key for a missing or unknown key, rate.limit past the key's rate.
     code: str
     reason: str
     errors: list[dict[str, Any]] = field(default_factory=list)
+    retry_after_s: str | None = None
+    #: Whether the refused body goes to the invalid topic: not for a throttled batch, which the client resends.
+    kept: bool = True
 
 
 def _dumps(value: Any) -> bytes:
@@ -61,9 +71,20 @@ def _now_iso() -> str:
 
 
 class Collector:
-    def __init__(self, settings: Settings, sink: Sink) -> None:
+    """Routes -> this service -> sinks. Without `write_keys` every request may write (REQUIRE_WRITE_KEY off);
+    without `limiter`, at any rate."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sink: Sink,
+        write_keys: WriteKeys | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self.settings = settings
         self.sink = sink
+        self.write_keys = write_keys
+        self.limiter = limiter
         self.clock_window = ClockWindow(
             earliest=datetime.fromisoformat(settings.earliest_event_time),
             ahead=timedelta(seconds=settings.max_clock_ahead_s),
@@ -82,7 +103,9 @@ class Collector:
         )
         counts = {"processed_count": 0, "valid_count": 0, "invalid_count": 0}
 
-        def answer(status_code: int, status: str, errors: list[dict[str, Any]], **extra: Any) -> Outcome:
+        def answer(
+            status_code: int, status: str, errors: list[dict[str, Any]], retry: str | None = None, **extra: Any
+        ) -> Outcome:
             body = {
                 "status": status,
                 "correlation_id": correlation_id,
@@ -91,15 +114,26 @@ class Collector:
                 "errors": errors,
                 **extra,
             }
-            return Outcome(status_code, body)
+            return Outcome(status_code, body, retry)
 
         try:
+            key = self._authenticate(request.write_key)
             events = self._parse(body, request)
-            records, errors = self._records(events, meta)
+            self._throttle(key, len(events))
+            records, errors = self._records(events, meta, key)
+        except WriteKeysUnavailable as exc:
+            log.warning("batch %s not accepted: %s", correlation_id, exc)
+            return answer(503, "unavailable", [], "1", message="the write keys cannot be read now; retry later")
         except _Rejected as rejected:
-            self._keep_rejected_request(body, rejected, meta)
+            if rejected.kept:
+                self._keep_rejected_request(body, rejected, meta)
             return answer(
-                rejected.status_code, "rejected", rejected.errors, message=rejected.reason, code=rejected.code
+                rejected.status_code,
+                "rejected",
+                rejected.errors,
+                rejected.retry_after_s,
+                message=rejected.reason,
+                code=rejected.code,
             )
 
         counts.update(processed_count=len(events), valid_count=len(events) - len(errors), invalid_count=len(errors))
@@ -108,7 +142,8 @@ class Collector:
         except SinkUnavailable as exc:
             log.warning("batch %s not accepted: %s", correlation_id, exc)
             counts.update(valid_count=0, invalid_count=0)
-            return answer(503, "unavailable", errors, message=f"{exc}. Nothing was accepted; retry the whole batch.")
+            message = f"{exc}. Nothing was accepted; retry the whole batch."
+            return answer(503, "unavailable", errors, "1", message=message)
 
         log.info("batch %s %s: %s", correlation_id, delivery.value, counts)
         if not counts["valid_count"]:
@@ -117,6 +152,27 @@ class Collector:
             # Durable in the spool, not yet in Kafka: accepted, and on its way (the drainer publishes it).
             return answer(202, "buffered", errors)
         return answer(200, "partial" if errors else "success", errors)
+
+    def _authenticate(self, write_key: str | None) -> WriteKey | None:
+        """The request's key; None when keys are not required. Raises _Rejected (401) for a missing or unknown
+        key, WriteKeysUnavailable when the keys cannot be read."""
+        if self.write_keys is None:
+            return None
+        found = self.write_keys.lookup(write_key)
+        if found is None:
+            why = "no write key" if write_key is None else "an unknown write key"
+            reason = f"{why}: send the source's key as X-Write-Key, as HTTP Basic's user name, or as ?key="
+            raise _Rejected(401, "auth.write_key", reason)
+        return found
+
+    def _throttle(self, key: WriteKey | None, events: int) -> None:
+        """Raises _Rejected (429) when the key's events would pass its rate."""
+        if self.limiter is None or key is None:
+            return
+        wait_s = self.limiter.take(key.key, events, key.events_per_s)
+        if wait_s:
+            reason = f"the write key is past its rate limit; nothing was accepted, resend after {wait_s:.1f}s"
+            raise _Rejected(429, "rate.limit", reason, retry_after_s=retry_after(wait_s), kept=False)
 
     def _parse(self, body: bytes, request: RequestInfo) -> list[Any]:
         settings = self.settings
@@ -156,7 +212,9 @@ class Collector:
             )
         return parsed
 
-    def _records(self, events: list[Any], meta: dict[str, Any]) -> tuple[list[Record], list[dict[str, Any]]]:
+    def _records(
+        self, events: list[Any], meta: dict[str, Any], write_key: WriteKey | None = None
+    ) -> tuple[list[Record], list[dict[str, Any]]]:
         """Valid events become raw records, invalid ones invalid records; an oversized event refuses all."""
         settings = self.settings
         meta_field = b',"collector":' + _dumps(meta) + b"}"
@@ -171,7 +229,7 @@ class Collector:
                 reason = f"event of {size} bytes exceeds the limit of {settings.max_event_bytes} bytes"
                 oversized.append({"index": index, "id": event_id, "code": "size.event", "path": "$", "reason": reason})
                 continue
-            problem = self._problem(event)
+            problem = self._problem(event, write_key)
             if problem is None:
                 # The event serialised once, with the metadata spliced in before its closing brace: a valid
                 # event is a non-empty object that has no "collector" key (the schema forbids other keys).
@@ -186,11 +244,16 @@ class Collector:
             raise _Rejected(413, "size.event", f"{len(oversized)} event(s) exceed the per-event size limit", oversized)
         return records, errors
 
-    def _problem(self, event: Any) -> Problem | None:
-        """Why the lake cannot take `event`: the schema first, then the lake's column types and clock window."""
+    def _problem(self, event: Any, write_key: WriteKey | None) -> Problem | None:
+        """Why `event` cannot be taken: the schema first, then the lake's column types and clock window, then the
+        write key's packages."""
         if not isinstance(event, dict):
             return Problem("event.shape", "$", "event must be a JSON object")
-        return schema_problem(event) or lake_problem(event, self.clock_window)
+        problem = schema_problem(event) or lake_problem(event, self.clock_window)
+        if problem is None and write_key is not None and not write_key.allows(event["package_id"]):
+            reason = f"$.package_id: the write key may not write package {event['package_id']!r}"
+            return Problem("auth.package", "$.package_id", reason)
+        return problem
 
     def _keep_rejected_request(self, body: bytes, rejected: _Rejected, meta: dict[str, Any]) -> None:
         """Keep a refused request in the invalid topic with its reason (best effort: the client has its 4xx)."""

@@ -42,9 +42,15 @@ def deployment_file(stage: str = MAIN_STAGE) -> Path:
     return runtime_dir() / ("deployment.json" if stage == MAIN_STAGE else f"deployment-{stage}.json")
 
 
-def read_deployment(stage: str = MAIN_STAGE) -> dict[str, str] | None:
-    """What the last deploy of `stage` recorded (function, API id and URL, website), or None if never deployed."""
+def read_deployment(stage: str = MAIN_STAGE) -> dict[str, Any] | None:
+    """What the last deploy of `stage` recorded (function, API id and URL, write keys, website), or None if never
+    deployed."""
     try:
         return json.loads(deployment_file(stage).read_text())
     except FileNotFoundError:
         return None
+
+
+def deployed_write_key(source: str, stage: str = MAIN_STAGE) -> str | None:
+    """The write key `make deploy` made for `source` ("shop", "generator") on `stage`, or None if it made none."""
+    return ((read_deployment(stage) or {}).get("write_keys") or {}).get(source)

@@ -8,10 +8,12 @@ from typing import Any
 
 from chalicelib.collector import Collector
 from chalicelib.drainer import Drainer
+from chalicelib.rate_limit import RateLimiter
 from chalicelib.settings import Settings, get_settings
 from chalicelib.sinks import Sink
 from chalicelib.sinks.kafka import KafkaSink
 from chalicelib.sinks.spool import FallbackSink, SqsSpool
+from chalicelib.write_keys import WriteKeys
 
 
 @lru_cache(maxsize=8)
@@ -41,7 +43,11 @@ def _logged_settings() -> Settings:
 @lru_cache(maxsize=1)
 def get_collector() -> Collector:
     settings = _logged_settings()
-    return Collector(settings, build_sink(settings))
+    if not settings.require_write_key:
+        return Collector(settings, build_sink(settings))
+    write_keys = WriteKeys(settings.write_keys_parameter, settings.write_keys_cache_s, lambda: aws_client("ssm"))
+    limiter = RateLimiter(settings.rate_limit_events_per_s, settings.rate_limit_burst_s)
+    return Collector(settings, build_sink(settings), write_keys, limiter)
 
 
 @lru_cache(maxsize=1)

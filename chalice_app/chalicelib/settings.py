@@ -49,6 +49,17 @@ DEFAULTS: dict[str, str] = {
             f"http://{WEBSITE_BUCKET}.s3-website.localhost.localstack.cloud:4566",
         ]
     ),
+    # Whether POST /collect needs a write key (chalicelib/write_keys.py): on unless a stage turns it off
+    # explicitly (`chalice local`'s dev stage does).
+    "REQUIRE_WRITE_KEY": "true",
+    # The SSM parameter holding the write keys, and how long a collector process keeps them (a revoked key
+    # works at most this long).
+    "WRITE_KEYS_PARAMETER": "/acme/clickstream/write-keys",
+    "WRITE_KEYS_CACHE_S": "60",
+    # Each key's events per second (a key's own events_per_s overrides it; 0: unlimited), per collector
+    # process, in bursts of up to this many seconds' worth.
+    "RATE_LIMIT_EVENTS_PER_S": "10000",
+    "RATE_LIMIT_BURST_S": "2",
     "LOG_LEVEL": "INFO",
     # `chalice local`'s port (the seed's), where the generator and the shop served locally send by default.
     "COLLECTOR_PORT": "60000",
@@ -84,6 +95,11 @@ class Settings:
     earliest_event_time: str
     max_clock_ahead_s: float
     cors_allowed_origins: tuple[str, ...]
+    require_write_key: bool
+    write_keys_parameter: str
+    write_keys_cache_s: float
+    rate_limit_events_per_s: float
+    rate_limit_burst_s: float
     log_level: str
 
     @classmethod
@@ -110,6 +126,11 @@ class Settings:
             earliest_event_time=get("COLLECTOR_EARLIEST_EVENT_TIME"),
             max_clock_ahead_s=float(get("COLLECTOR_MAX_CLOCK_AHEAD_S")),
             cors_allowed_origins=tuple(o.strip() for o in get("CORS_ALLOWED_ORIGINS").split(",") if o.strip()),
+            require_write_key=get("REQUIRE_WRITE_KEY").strip().lower() not in ("false", "0", "no", "off"),
+            write_keys_parameter=get("WRITE_KEYS_PARAMETER"),
+            write_keys_cache_s=float(get("WRITE_KEYS_CACHE_S")),
+            rate_limit_events_per_s=float(get("RATE_LIMIT_EVENTS_PER_S")),
+            rate_limit_burst_s=float(get("RATE_LIMIT_BURST_S")),
             log_level=get("LOG_LEVEL").upper(),
         )
 

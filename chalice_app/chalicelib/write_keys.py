@@ -2,9 +2,10 @@
 
 A key is a source's public token, like a tracker's project key (RudderStack's and Segment's write key, PostHog's
 project token): not a secret, it names the source and lets it be revoked. The keys live in one SecureString
-parameter (WRITE_KEYS_PARAMETER), JSON: {"keys": {"<key>": {"packages": ["acme.shop", ...]}}} ("*" allows any
-package). They are loaded once per cold start and again after WRITE_KEYS_CACHE_S, so a revoked key stops
-working within that time.
+parameter (WRITE_KEYS_PARAMETER), JSON: {"keys": {"<key>": {"packages": ["acme.shop", ...], "events_per_s": 500}}}
+("*" allows any package; events_per_s, optional, is the key's own rate limit). They are loaded once per cold start
+and again after WRITE_KEYS_CACHE_S, so a revoked key stops working within that time. An unknown key reloads them
+early, at most every MISS_RELOAD_S, so a key just created works within seconds.
 """
 
 from __future__ import annotations
@@ -22,12 +23,16 @@ from typing import Any
 KEY_HEADER = "x-write-key"
 KEY_QUERY_PARAMETER = "key"
 ANY_PACKAGE = "*"
+#: An unknown key reloads the keys at most this often (a key just created works within this time).
+MISS_RELOAD_S = 5.0
 
 
 @dataclass(frozen=True)
 class WriteKey:
     key: str
     packages: frozenset[str]
+    #: The key's own rate limit in events/s (0: unlimited), or None for the collector's default.
+    events_per_s: float | None = None
 
     def allows(self, package_id: Any) -> bool:
         return ANY_PACKAGE in self.packages or package_id in self.packages
@@ -66,7 +71,10 @@ def parse_keys(document: str) -> dict[str, WriteKey]:
         packages = entry.get("packages") if isinstance(entry, dict) else None
         if not isinstance(packages, list) or not all(isinstance(p, str) for p in packages):
             raise ValueError(f"write keys: {key!r} needs a list of packages")
-        keys[key] = WriteKey(key, frozenset(packages))
+        rate = entry.get("events_per_s")
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float) or rate < 0):
+            raise ValueError(f"write keys: {key!r} has an events_per_s that is not a number >= 0")
+        keys[key] = WriteKey(key, frozenset(packages), None if rate is None else float(rate))
     return keys
 
 
@@ -78,9 +86,10 @@ class WriteKeys:
         parameter: str,
         cache_s: float,
         ssm: Callable[[], Any],
+        miss_reload_s: float = MISS_RELOAD_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.parameter, self.cache_s = parameter, cache_s
+        self.parameter, self.cache_s, self.miss_reload_s = parameter, cache_s, miss_reload_s
         self._ssm, self._clock = ssm, clock
         self._keys: dict[str, WriteKey] | None = None
         self._loaded_at = 0.0
@@ -90,11 +99,12 @@ class WriteKeys:
         be loaded and none were loaded before (else the last ones are used until SSM answers again)."""
         if key is None:
             return None
-        return self._current().get(key)
+        found = self._current(self.cache_s).get(key)
+        return found if found is not None else self._current(self.miss_reload_s).get(key)
 
-    def _current(self) -> dict[str, WriteKey]:
+    def _current(self, max_age_s: float) -> dict[str, WriteKey]:
         now = self._clock()
-        if self._keys is None or now - self._loaded_at >= self.cache_s:
+        if self._keys is None or now - self._loaded_at >= max_age_s:
             try:
                 answer = self._ssm().get_parameter(Name=self.parameter, WithDecryption=True)
                 self._keys = parse_keys(answer["Parameter"]["Value"])

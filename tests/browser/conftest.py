@@ -6,7 +6,6 @@ Chromium comes from Debian (`make browser`), never from `playwright install`: no
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import threading
@@ -22,6 +21,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from chalicelib.settings import DEFAULTS, setting
+from stack.deploy import website_config
 from tests.conftest import REPO
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -120,6 +120,7 @@ class Shop:
     website_url: str  # the S3 website on LocalStack
     local_url: str  # the static server
     api_url: str  # the collector behind API Gateway, which both pages send to
+    write_key: str  # the shop's key, which both pages send
 
 
 def website_origin() -> str:
@@ -164,10 +165,15 @@ def shop(request: pytest.FixtureRequest, localstack_endpoint: str, static_site: 
             os.environ["CORS_ALLOWED_ORIGINS"] = previous
     allow_origins(deployment["function_name"], origins)
     assert deployment["website_url"] == origins[0]
-    # The same shape as frontend/config.js, as `make deploy` writes it for the website.
-    config = f"export default {json.dumps({'collectorUrl': deployment['api_url']})};\n"
-    (static_site.root / "config.js").write_text(config)
-    return Shop(website_url=deployment["website_url"], local_url=static_site.url, api_url=deployment["api_url"])
+    # config.js as `make deploy` writes it for the website.
+    write_key = deployment["write_keys"]["shop"]
+    (static_site.root / "config.js").write_text(website_config(deployment["api_url"], write_key))
+    return Shop(
+        website_url=deployment["website_url"],
+        local_url=static_site.url,
+        api_url=deployment["api_url"],
+        write_key=write_key,
+    )
 
 
 def save_screenshot(page: Page, name: str) -> Path:

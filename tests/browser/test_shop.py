@@ -150,6 +150,28 @@ def test_shop_on_the_s3_website(shop: Shop, visitor: Visitor, kafka_settings: Se
     assert visitor.errors == []
 
 
+def test_the_s3_websites_policy_lets_the_page_send_to_the_collector_only(shop: Shop, visitor: Visitor) -> None:
+    page = visitor.page
+    page.goto(f"{shop.website_url}/index.html")
+    expect(page.get_by_test_id("collector-url")).to_have_text(shop.api_url)
+    outcome = page.evaluate(
+        """async () => {
+            const violations = [];
+            document.addEventListener("securitypolicyviolation", (e) => violations.push(e.effectiveDirective));
+            let fetched = "fetched";
+            try { await fetch("https://elsewhere.example/collect", { method: "POST", body: "[]" }); }
+            catch (error) { fetched = error.name; }
+            await new Promise((resolve) => setTimeout(resolve, 200));
+            return { fetched, violations, referrer: document.querySelector("meta[name=referrer]").content };
+        }"""
+    )
+    assert outcome == {
+        "fetched": "TypeError",
+        "violations": ["connect-src"],
+        "referrer": "strict-origin-when-cross-origin",
+    }
+
+
 def test_shop_on_a_local_static_server(shop: Shop, visitor: Visitor, kafka_settings: Settings) -> None:
     page = visitor.page
     url = f"{shop.local_url}/index.html"

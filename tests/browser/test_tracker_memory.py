@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import Route, expect
 
 from lake.reader import LAKE_PREFIX
+from stack.deploy import website_config
 from stack.process import free_port
 from tests.browser.conftest import Shop, Visitor, save_screenshot
 from tests.browser.test_shop import search
@@ -29,7 +30,7 @@ def test_events_queued_while_the_collector_is_away_land_once_after_reloads(
     collector = {"url": f"http://127.0.0.1:{free_port()}"}
 
     def config(route: Route) -> None:
-        body = f"export default {json.dumps({'collectorUrl': collector['url']})};\n"
+        body = website_config(collector["url"], shop.write_key)
         route.fulfill(status=200, headers={"Content-Type": "text/javascript", "Cache-Control": "no-store"}, body=body)
 
     visitor.context.route("**/config.js", config)

@@ -21,13 +21,13 @@ import requests
 
 from chalicelib import dependencies
 from stack.lifecycle import fresh_stack_environment
-from tests.conftest import REPO
+from tests.conftest import REPO, keyed
 
 
 @dataclass
 class Stack:
     env: dict[str, str]
-    deployment: dict[str, str]
+    deployment: dict[str, Any]
 
     def stack(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         """`python -m stack ARGS` against this stack."""
@@ -86,7 +86,7 @@ def kill_group(pid: int | None) -> None:
 class Traffic:
     """Synthetic events posted through API Gateway by a few threads at a steady rate, every answer recorded."""
 
-    url: str
+    deployment: dict[str, Any]
     rate: float
     batch: int = 25
     threads: int = 4
@@ -114,6 +114,8 @@ class Traffic:
         from generator.synthetic import synthetic_events
 
         session = requests.Session()
+        session.headers.update(keyed(self.deployment))
+        url = self.deployment["api_url"]
         interval = self.batch * self.threads / self.rate
         started = time.monotonic()
         sent = 0
@@ -122,7 +124,7 @@ class Traffic:
             sent += 1
             posted = time.monotonic()
             try:
-                response = session.post(f"{self.url}/collect", json=events, timeout=60)
+                response = session.post(f"{url}/collect", json=events, timeout=60)
                 status = response.status_code
                 rejected = {e["id"] for e in response.json().get("errors", [])} if status in (200, 202) else None
             except requests.RequestException:

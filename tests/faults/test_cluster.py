@@ -49,7 +49,7 @@ def test_a_broker_killed_under_500_events_per_second_every_answer_is_200_and_the
     cluster_stack: Stack,
 ) -> None:
     victim = kafka.nodes()[1]  # not the first bootstrap address: clients must find the others themselves
-    traffic = Traffic(cluster_stack.deployment["api_url"], rate=500).start(seed=11)
+    traffic = Traffic(cluster_stack.deployment, rate=500).start(seed=11)
     time.sleep(5)
     cluster_stack.stack("hold", victim.name)  # down for 15 s, then the supervisor's to bring back
     kill_group(victim.service().pid())
@@ -77,7 +77,7 @@ def test_a_broker_killed_under_500_events_per_second_every_answer_is_200_and_the
 
 def test_the_worker_killed_and_restarted_the_job_recovers(cluster_stack: Stack) -> None:
     driver = spark.service().pid()
-    traffic = Traffic(cluster_stack.deployment["api_url"], rate=200, threads=2).start(seed=12)
+    traffic = Traffic(cluster_stack.deployment, rate=200, threads=2).start(seed=12)
     time.sleep(5)
     cluster_stack.stack("hold", "spark-worker")
     kill_group(spark.worker_service().pid())

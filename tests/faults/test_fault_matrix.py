@@ -24,7 +24,7 @@ from generator.synthetic import synthetic_events
 from lake.reader import LAKE_PREFIX
 from stack import kafka, localstack, spark
 from stack.deploy import spool_depth
-from tests.conftest import lake_ids
+from tests.conftest import keyed, lake_ids
 from tests.faults.conftest import Stack, Traffic, kill_group, lake_figures, report, wait_until
 
 # Each test waits for recoveries and for the lake: longer than the suite's default timeout.
@@ -32,14 +32,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def test_a_broker_killed_under_load_every_answer_is_200_or_202_and_nothing_is_lost(fault_stack: Stack) -> None:
-    traffic = Traffic(fault_stack.deployment["api_url"], rate=500).start(seed=1)
+    traffic = Traffic(fault_stack.deployment, rate=500).start(seed=1)
     time.sleep(5)
     fault_stack.stack("hold", "kafka")  # down for 20 s, then the supervisor's to bring back
     kill_group(kafka.service().pid())
     killed = time.monotonic()
     # A batch larger than an SQS message holds: it waits in the spool bucket, its message pointing there.
     large = synthetic_events(987, seed=6)
-    large_answer = requests.post(f"{fault_stack.deployment['api_url']}/collect", json=large, timeout=60)
+    url = f"{fault_stack.deployment['api_url']}/collect"
+    large_answer = requests.post(url, json=large, headers=keyed(fault_stack.deployment), timeout=60)
     deepest = 0
     while time.monotonic() - killed < 20:
         deepest = max(deepest, sum(spool_depth() or (0, 0)))
@@ -72,7 +73,7 @@ def test_a_broker_killed_under_load_every_answer_is_200_or_202_and_nothing_is_lo
 
 
 def test_b_lake_writer_killed_mid_batch_comes_back_by_itself(fault_stack: Stack) -> None:
-    traffic = Traffic(fault_stack.deployment["api_url"], rate=300, threads=2).start(seed=2)
+    traffic = Traffic(fault_stack.deployment, rate=300, threads=2).start(seed=2)
     time.sleep(6)
     before = spark.service().pid()
     kill_group(before)
@@ -103,7 +104,7 @@ def _every_raw_id() -> list[str]:
 
 def test_c_localstack_killed_comes_back_with_the_same_api_and_the_lake_whole(fault_stack: Stack) -> None:
     url = fault_stack.deployment["api_url"]
-    before = Traffic(url, rate=200, threads=2).start(seed=3)
+    before = Traffic(fault_stack.deployment, rate=200, threads=2).start(seed=3)
     time.sleep(5)
     before.stop()
     assert lake_ids(LAKE_PREFIX, before.accepted, timeout_s=120) == Counter(dict.fromkeys(before.accepted, 1))
@@ -111,7 +112,7 @@ def test_c_localstack_killed_comes_back_with_the_same_api_and_the_lake_whole(fau
     kill_group(localstack.service().pid())
     killed = time.monotonic()
     answering = wait_until(lambda: requests.get(f"{url}/ping", timeout=5).status_code == 200, 300, every_s=1)
-    after = Traffic(url, rate=200, threads=2).start(seed=4)
+    after = Traffic(fault_stack.deployment, rate=200, threads=2).start(seed=4)
     time.sleep(5)
     after.stop()
     # The lake came back with LocalStack's S3 empty: rebuilt from Kafka, it holds every event ever accepted.
@@ -155,7 +156,7 @@ def test_d_lambda_killed_mid_invocation_the_retry_lands_once(fault_stack: Stack)
     for pid in frozen:
         os.kill(pid, signal.SIGSTOP)  # the next invocation reaches a process that cannot answer
     events = synthetic_events(500, seed=5)
-    sender = Sender(url)
+    sender = Sender(url, fault_stack.deployment["write_keys"]["generator"])
     answer: dict = {}
     posting = threading.Thread(target=lambda: answer.update(sender.post(events)))
     posting.start()

@@ -7,6 +7,7 @@ from chalice import Blueprint, Response
 from chalicelib.collector import RequestInfo
 from chalicelib.cors import cors_headers, preflight_headers
 from chalicelib.dependencies import get_collector
+from chalicelib.write_keys import key_of
 
 bp = Blueprint(__name__)
 
@@ -24,6 +25,7 @@ def collect() -> Response:
             content_type=request.headers.get("content-type"),
             source_ip=identity.get("sourceIp"),
             user_agent=request.headers.get("user-agent") or identity.get("userAgent"),
+            write_key=key_of(request.headers, request.query_params),
         ),
     )
     headers = {
@@ -31,8 +33,8 @@ def collect() -> Response:
         "X-Correlation-Id": outcome.body["correlation_id"],
         **cors_headers(request.headers, collector.settings),
     }
-    if outcome.status_code == 503:
-        headers["Retry-After"] = "1"
+    if outcome.retry_after_s:
+        headers["Retry-After"] = outcome.retry_after_s
     return Response(body=outcome.body, status_code=outcome.status_code, headers=headers)
 
 
