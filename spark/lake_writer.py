@@ -198,10 +198,36 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 # --- plan -----------------------------------------------------------------------------------------------
 
 
+def kafka_options(bootstrap_servers: str, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The Kafka source's and sink's client options: the servers, and for KAFKA_SECURITY_PROTOCOL=SASL_SSL the
+    SASL mechanism, user and password (KAFKA_SASL_USERNAME/PASSWORD, from the environment: a password on a command
+    line is visible to every process) and the CA (KAFKA_SSL_CAFILE, PEM; empty: the JVM's CAs)."""
+    env = dict(os.environ if environ is None else environ)
+    options = {"kafka.bootstrap.servers": bootstrap_servers}
+    protocol = setting("KAFKA_SECURITY_PROTOCOL", env).strip().upper()
+    if protocol == "PLAINTEXT":
+        return options
+    options["kafka.security.protocol"] = protocol
+    cafile = setting("KAFKA_SSL_CAFILE", env)
+    if protocol in ("SSL", "SASL_SSL") and cafile:
+        options.update({"kafka.ssl.truststore.type": "PEM", "kafka.ssl.truststore.location": cafile})
+    if protocol.startswith("SASL_"):
+        mechanism = setting("KAFKA_SASL_MECHANISM", env).strip().upper()
+        if not mechanism.startswith("SCRAM-") and mechanism != "PLAIN":
+            raise ValueError(f"the lake writer speaks SASL SCRAM and PLAIN, not {mechanism}")
+        module = "scram.ScramLoginModule" if mechanism.startswith("SCRAM-") else "plain.PlainLoginModule"
+        username, password = (json.dumps(setting(name, env)) for name in ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"))
+        options["kafka.sasl.mechanism"] = mechanism
+        options["kafka.sasl.jaas.config"] = (
+            f"org.apache.kafka.common.security.{module} required username={username} password={password};"
+        )
+    return options
+
+
 def read_topic(spark: SparkSession, args: argparse.Namespace, topic: str) -> DataFrame:
     return (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", args.bootstrap_servers)
+        .options(**kafka_options(args.bootstrap_servers))
         .option("subscribe", topic)
         .option("startingOffsets", args.starting_offsets)
         .option("failOnDataLoss", args.fail_on_data_loss)
@@ -480,7 +506,7 @@ def latest_query(df: DataFrame, args: argparse.Namespace) -> StreamingQuery:
         return (
             processed.writeStream.queryName("latest")
             .format("kafka")
-            .option("kafka.bootstrap.servers", args.bootstrap_servers)
+            .options(**kafka_options(args.bootstrap_servers))
             .option("topic", args.latest_topic)
             .option("checkpointLocation", f"{args.checkpoint.rstrip('/')}/latest")
             .outputMode("append")

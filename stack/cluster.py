@@ -15,10 +15,12 @@ from pathlib import Path
 
 from stack.paths import runtime_dir
 
-#: What CLUSTER=1 changes. Each Kafka node's controller listens on the port at its place in the list.
+#: What CLUSTER=1 changes. Each Kafka node's controller and SASL_SSL listener listen on the ports at its place in
+#: the lists.
 CLUSTER_DEFAULTS = {
     "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092,127.0.0.1:9192,127.0.0.1:9292",
     "KAFKA_CONTROLLER_PORT": "9093,9193,9293",
+    "KAFKA_SASL_SSL_PORT": "9094,9194,9294",
     "SPARK_MASTER": "spark://127.0.0.1:7077",
 }
 

@@ -6,7 +6,8 @@ Runs `chalice deploy --stage localstack` (or --stage bench) against LocalStack (
   - uploads frontend/ to the website bucket with the API's URL written into config.js;
   - writes what it deployed to <runtime>/deployment.json for the other stages and prints the URLs.
 Before that it creates what the stage needs and Chalice does not make: the spool's queue and bucket, the
-write keys of the shop and the generator in SSM (kept across redeploys, recorded in the deployment), and
+write keys of the shop and the generator in SSM (kept across redeploys, recorded in the deployment), the
+embedded broker's SCRAM user in Secrets Manager, and
 the REST API under a fixed id (LocalStack's `_custom_id_` tag), so the API's URL survives a LocalStack
 restart and a redeploy: the shop, the generator and `make run` keep working with the URL they have.
 """
@@ -29,7 +30,7 @@ from typing import Any
 from chalicelib.contract import MAIN_STAGE, deployment_file, read_deployment
 from chalicelib.settings import DEFAULTS, setting
 from generator.synthetic import PACKAGE_ID as GENERATOR_PACKAGE
-from stack import cluster, localstack
+from stack import cluster, kafka_security, localstack
 from stack.paths import REPO, runtime_dir
 
 APP_DIR = REPO / "chalice_app"
@@ -183,6 +184,7 @@ def deploy_collector(stage: str) -> dict[str, Any]:
     env = {**os.environ, **stage_environment(stage), **overrides, **localstack.aws_environment()}
     ensure_spool(env)
     write_keys = ensure_write_keys(stage, env)
+    kafka_secret = kafka_security.ensure_secret()
     chalice = Path(sys.executable).parent / "chalice"
     app_dir = staged_app()
     api_id = pin_rest_api(stage, app_dir)
@@ -207,6 +209,8 @@ def deploy_collector(stage: str) -> dict[str, Any]:
         "rest_api_id": api_id,
         "api_url": api_url(api_id),
         "write_keys": write_keys,
+        # The embedded broker's SASL_SSL user, for a client that takes KAFKA_SASL_SECRET_ARN.
+        "kafka_sasl_secret_arn": kafka_secret,
     }
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from string import Template
 
 from chalicelib.settings import Settings, host_port
+from stack import kafka_security
 from stack.paths import REPO, cache_dir, runtime_dir
 from stack.process import Service, ServiceError, port_open, wait_for_port
 
@@ -77,6 +78,8 @@ class Node:
     host: str
     port: int
     controller_port: int
+    #: The SASL_SSL listener's port (stack/kafka_security.py).
+    sasl_port: int
 
     @property
     def name(self) -> str:
@@ -98,19 +101,34 @@ class Node:
         return Service(self.name, runtime_dir(), marker=f"kafka.Kafka {self.config}")
 
 
+def _ports(variable: str, default: str, count: int) -> list[int]:
+    """A port per node from `variable` (comma-separated)."""
+    ports = [int(p) for p in (os.environ.get(variable) or default).split(",") if p.strip()]
+    if len(ports) != count:
+        raise ServiceError(
+            f"kafka: {count} address(es) in KAFKA_BOOTSTRAP_SERVERS but {len(ports)} port(s) in {variable}: the "
+            "embedded stack runs one node per address and needs one port each"
+        )
+    return ports
+
+
 def nodes(settings: Settings | None = None) -> list[Node]:
-    """The embedded stack's nodes: one per address of KAFKA_BOOTSTRAP_SERVERS, each with its controller port
-    from KAFKA_CONTROLLER_PORT (as many, comma-separated)."""
+    """The embedded stack's nodes: one per address of KAFKA_BOOTSTRAP_SERVERS (the PLAINTEXT listener), each with
+    its controller port from KAFKA_CONTROLLER_PORT and its SASL_SSL port from KAFKA_SASL_SSL_PORT (as many,
+    comma-separated)."""
     settings = settings or Settings.from_env()
     servers = [host_port(server) for server in settings.kafka_servers]
-    controllers = [int(p) for p in (os.environ.get("KAFKA_CONTROLLER_PORT") or "9093").split(",") if p.strip()]
-    if len(controllers) != len(servers):
-        raise ServiceError(
-            f"kafka: {len(servers)} address(es) in KAFKA_BOOTSTRAP_SERVERS but {len(controllers)} controller port(s) "
-            "in KAFKA_CONTROLLER_PORT: the embedded stack runs one node per address and needs one port each"
-        )
-    pairs = zip(servers, controllers, strict=True)
-    return [Node(i, host, port, controller) for i, ((host, port), controller) in enumerate(pairs, 1)]
+    controllers = _ports("KAFKA_CONTROLLER_PORT", "9093", len(servers))
+    sasl = _ports("KAFKA_SASL_SSL_PORT", "9094", len(servers))
+    ports = zip(servers, controllers, sasl, strict=True)
+    return [
+        Node(i, host, port, controller, sasl_port) for i, ((host, port), controller, sasl_port) in enumerate(ports, 1)
+    ]
+
+
+def sasl_ssl_servers(settings: Settings | None = None) -> str:
+    """The embedded brokers' SASL_SSL listeners, as KAFKA_BOOTSTRAP_SERVERS for a client that uses them."""
+    return ",".join(f"{n.host}:{n.sasl_port}" for n in nodes(settings))
 
 
 def replication(count: int) -> tuple[int, int]:
@@ -131,12 +149,16 @@ def _write_config(node: Node, all_nodes: list[Node], settings: Settings) -> None
     else:
         quorum = "controller.quorum.voters=" + ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in all_nodes)
     replicas, min_isr = replication(len(all_nodes))
+    tls = kafka_security.ensure_tls()
     text = Template((KAFKA_DIR / "server.properties").read_text()).substitute(
         node_id=node.node_id,
         quorum=quorum,
         host=node.host,
         port=node.port,
         controller_port=node.controller_port,
+        sasl_port=node.sasl_port,
+        keystore=tls.keystore,
+        keystore_password=tls.keystore_password,
         log_dirs=node.data_dir,
         partitions=settings.topic_partitions,
         replicas=replicas,
@@ -206,11 +228,12 @@ def start(settings: Settings | None = None, timeout_s: float = 60.0, only: str |
         svc = node.service()
         if svc.pid() is not None:
             continue
-        if port_open(node.host, node.port):
-            raise ServiceError(
-                f"kafka: {node.host}:{node.port} is taken by a process this stack did not start; stop it or set "
-                "KAFKA_BOOTSTRAP_SERVERS to another port"
-            )
+        for port, variable in ((node.port, "KAFKA_BOOTSTRAP_SERVERS"), (node.sasl_port, "KAFKA_SASL_SSL_PORT")):
+            if port_open(node.host, port):
+                raise ServiceError(
+                    f"kafka: {node.host}:{port} is taken by a process this stack did not start; stop it or set "
+                    f"{variable} to another port"
+                )
         _write_config(node, all_nodes, settings)
         _format_storage(node, all_nodes, classpath)
         log4j = f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}"
@@ -222,7 +245,8 @@ def start(settings: Settings | None = None, timeout_s: float = 60.0, only: str |
                 f"kafka: {node.name} did not open {node.host}:{node.port}; last log lines:\n{svc.log_tail()}"
             )
     create_topics(settings)
-    where = ", ".join(f"{n.host}:{n.port} (pid {n.service().pid()})" for n in chosen)
+    kafka_security.ensure_scram_user(settings)
+    where = ", ".join(f"{n.host}:{n.port}, SASL_SSL {n.sasl_port} (pid {n.service().pid()})" for n in chosen)
     print(
         f"kafka: {version()} up on {where} in {time.monotonic() - started:.1f}s, data under {runtime_dir()}",
         flush=True,
@@ -347,7 +371,7 @@ def status() -> str:
         elif not port_open(node.host, node.port):
             states.append(f"{node.name} (pid {pid}) on {node.host}:{node.port} NOT answering")
         else:
-            states.append(f"{node.name} (pid {pid}) on {node.host}:{node.port}")
+            states.append(f"{node.name} (pid {pid}) on {node.host}:{node.port}, SASL_SSL {node.sasl_port}")
     if not any(node.service().pid() for node in all_nodes):
         return "kafka: not running"
     line = "kafka: " + ", ".join(states)

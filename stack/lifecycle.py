@@ -55,10 +55,11 @@ def fresh_stack_environment(runtime: Path | str, clustered: bool = False) -> dic
     """
     nodes = 3 if clustered else 1
     ports: set[int] = set()
-    while len(ports) < 2 * nodes + 6:
+    while len(ports) < 3 * nodes + 6:
         ports.add(free_port())
     free = sorted(ports)
-    brokers, controllers, rest = free[:nodes], free[nodes : 2 * nodes], free[2 * nodes :]
+    brokers, controllers, sasl = free[:nodes], free[nodes : 2 * nodes], free[2 * nodes : 3 * nodes]
+    rest = free[3 * nodes :]
     gateway, collector_port, spark_ui, master, master_ui, worker_ui = rest
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "SPARK_", "COLLECTOR_", "AWS_", "CLUSTER"))
@@ -67,6 +68,7 @@ def fresh_stack_environment(runtime: Path | str, clustered: bool = False) -> dic
         CLICKSTREAM_RUNTIME=str(runtime),
         KAFKA_BOOTSTRAP_SERVERS=",".join(f"127.0.0.1:{port}" for port in brokers),
         KAFKA_CONTROLLER_PORT=",".join(map(str, controllers)),
+        KAFKA_SASL_SSL_PORT=",".join(map(str, sasl)),
         GATEWAY_LISTEN=f"127.0.0.1:{gateway}",
         COLLECTOR_PORT=str(collector_port),
         SPARK_UI_PORT=str(spark_ui),

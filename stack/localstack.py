@@ -29,7 +29,7 @@ RUNTIME_REQUIREMENTS = LOCALSTACK_DIR / "lambda-runtime-requirements.txt"
 PLUGIN_DIR = LOCALSTACK_DIR / "lambda-local-executor"
 # Our Lambda runtime processes are recognised by this path in their command line.
 RUNTIME_SCRIPT_SUFFIX = "lambda_local_executor/runtime.py"
-DEFAULT_SERVICES = "s3,apigateway,lambda,iam,sts,sqs,ssm,cloudwatch,logs"
+DEFAULT_SERVICES = "s3,apigateway,lambda,iam,sts,sqs,ssm,secretsmanager,cloudwatch,logs"
 HEALTHY = ("running", "available")
 
 

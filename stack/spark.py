@@ -18,6 +18,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from chalicelib.settings import Settings
+from chalicelib.sinks.kafka import sasl_credentials
 from stack import localstack
 from stack.paths import REPO, cache_dir, runtime_dir
 from stack.process import Service, ServiceError, wait_for_port
@@ -201,6 +203,16 @@ def service(name: str = "spark") -> Service:
     return Service(name, runtime_dir(), marker=str(JOB))
 
 
+def _sasl_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The SASL user and password of KAFKA_SASL_SECRET_ARN's secret, for a job that reaches Kafka over SASL: read
+    here, as a cluster's platform would inject them, so the job needs no AWS client of its own."""
+    settings = Settings.from_env(env)
+    if not settings.kafka_security_protocol.startswith("SASL_") or not settings.kafka_sasl_secret_arn:
+        return {}
+    username, password = sasl_credentials(settings, localstack.client)()
+    return {"KAFKA_SASL_USERNAME": username, "KAFKA_SASL_PASSWORD": password}
+
+
 def start(timeout_s: float = 120.0, name: str = "spark", overrides: Mapping[str, str] | None = None) -> None:
     """Start the job in the background and wait until its three queries have started.
 
@@ -212,6 +224,7 @@ def start(timeout_s: float = 120.0, name: str = "spark", overrides: Mapping[str,
         return
     status_file(name).unlink(missing_ok=True)
     env = {**os.environ, **(overrides or {})}
+    env.update(_sasl_environment(env))
     env.update(
         PYSPARK_SUBMIT_ARGS=submit_args(env),
         PYSPARK_PYTHON=sys.executable,

@@ -9,6 +9,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +39,15 @@ def kafka_settings(runtime: Path) -> Iterator[Any]:
     from stack import kafka
     from stack.process import free_port
 
-    client_port, controller_port = free_port(), free_port()
-    while controller_port == client_port:
-        controller_port = free_port()
-    os.environ.update(KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{client_port}", KAFKA_CONTROLLER_PORT=str(controller_port))
+    ports: set[int] = set()
+    while len(ports) < 3:
+        ports.add(free_port())
+    client_port, controller_port, sasl_port = ports
+    os.environ.update(
+        KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{client_port}",
+        KAFKA_CONTROLLER_PORT=str(controller_port),
+        KAFKA_SASL_SSL_PORT=str(sasl_port),
+    )
     dependencies.reset()
     settings = Settings.from_env()
     kafka.start(settings)
@@ -105,9 +111,10 @@ def keyed(deployment: dict[str, Any], headers: dict[str, str] | None = None) -> 
     return {**(headers or {}), "X-Write-Key": deployment["write_keys"]["generator"]}
 
 
-@pytest.fixture(scope="module")
-def lake_writer(kafka_settings: Any, localstack_endpoint: str) -> Iterator[None]:
-    """The Spark lake writer (as `make up` runs it) on the suite's broker and LocalStack, for one test module."""
+@contextmanager
+def running_lake_writer(**overrides: str) -> Iterator[None]:
+    """The Spark lake writer (as `make up` runs it) on the suite's broker and LocalStack, with `overrides` on top of
+    the suite's environment (another way to Kafka, say), until the block ends."""
     from chalicelib.settings import setting
     from stack import localstack, spark
     from stack.process import free_port
@@ -119,11 +126,18 @@ def lake_writer(kafka_settings: Any, localstack_endpoint: str) -> Iterator[None]
         LAKE_COMMIT_INTERVAL="1 second",
         SESSIONS_INTERVAL_S="10",
     )
-    spark.start()
+    spark.start(overrides=overrides)
     try:
         yield
     finally:
         spark.stop()
+
+
+@pytest.fixture(scope="module")
+def lake_writer(kafka_settings: Any, localstack_endpoint: str) -> Iterator[None]:
+    """The lake writer for one test module."""
+    with running_lake_writer():
+        yield
 
 
 def lake_ids(prefix: str, wanted: set[str], timeout_s: float = 120) -> Counter[str]:

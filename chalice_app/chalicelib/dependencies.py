@@ -11,7 +11,7 @@ from chalicelib.drainer import Drainer
 from chalicelib.rate_limit import RateLimiter
 from chalicelib.settings import Settings, get_settings
 from chalicelib.sinks import Sink
-from chalicelib.sinks.kafka import KafkaSink
+from chalicelib.sinks.kafka import KafkaSink, sasl_credentials
 from chalicelib.sinks.spool import FallbackSink, SqsSpool
 from chalicelib.write_keys import WriteKeys
 
@@ -27,7 +27,7 @@ def aws_client(name: str) -> Any:
 
 def build_sink(settings: Settings) -> Sink:
     """Kafka, falling back on the spool when one is configured (COLLECTOR_SPOOL=sqs)."""
-    kafka = KafkaSink(settings)
+    kafka = KafkaSink(settings, sasl_credentials(settings, aws_client))
     if settings.spool == "sqs":
         return FallbackSink(kafka, SqsSpool(settings, aws_client), settings.kafka_cooldown_s)
     return kafka
@@ -52,7 +52,8 @@ def get_collector() -> Collector:
 
 @lru_cache(maxsize=1)
 def get_drainer() -> Drainer:
-    return Drainer(KafkaSink(_logged_settings()), aws_client)
+    settings = _logged_settings()
+    return Drainer(KafkaSink(settings, sasl_credentials(settings, aws_client)), aws_client)
 
 
 def reset() -> None:

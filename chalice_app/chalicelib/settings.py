@@ -22,6 +22,15 @@ DEFAULTS: dict[str, str] = {
     "KAFKA_TOPIC_PARTITIONS": "6",
     # How long a batch may wait for Kafka (metadata, acks) before the collector answers 503.
     "KAFKA_SEND_TIMEOUT_S": "10",
+    # How clients reach Kafka: PLAINTEXT (the embedded broker's default listener), or SASL_SSL with a SASL
+    # mechanism, its user and password (or a Secrets Manager secret holding both, as MSK keeps them) and the CA
+    # that signed the brokers' certificates (empty: the system's CAs, as for MSK).
+    "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
+    "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+    "KAFKA_SASL_USERNAME": "",
+    "KAFKA_SASL_PASSWORD": "",
+    "KAFKA_SASL_SECRET_ARN": "",
+    "KAFKA_SSL_CAFILE": "",
     # A little lingering lets one batch travel in few produce requests.
     "KAFKA_LINGER_MS": "5",
     # After Kafka failed a batch, how long later batches go straight to the spool (when there is one).
@@ -83,6 +92,12 @@ class Settings:
     latest_topic: str
     topic_partitions: int
     kafka_send_timeout_s: float
+    kafka_security_protocol: str
+    kafka_sasl_mechanism: str
+    kafka_sasl_username: str
+    kafka_sasl_password: str
+    kafka_sasl_secret_arn: str
+    kafka_ssl_cafile: str
     kafka_linger_ms: int
     kafka_cooldown_s: float
     spool: str
@@ -114,6 +129,12 @@ class Settings:
             latest_topic=get("KAFKA_LATEST_TOPIC"),
             topic_partitions=int(get("KAFKA_TOPIC_PARTITIONS")),
             kafka_send_timeout_s=float(get("KAFKA_SEND_TIMEOUT_S")),
+            kafka_security_protocol=get("KAFKA_SECURITY_PROTOCOL").strip().upper(),
+            kafka_sasl_mechanism=get("KAFKA_SASL_MECHANISM").strip().upper(),
+            kafka_sasl_username=get("KAFKA_SASL_USERNAME"),
+            kafka_sasl_password=get("KAFKA_SASL_PASSWORD"),
+            kafka_sasl_secret_arn=get("KAFKA_SASL_SECRET_ARN"),
+            kafka_ssl_cafile=get("KAFKA_SSL_CAFILE"),
             kafka_linger_ms=int(get("KAFKA_LINGER_MS")),
             kafka_cooldown_s=float(get("KAFKA_COOLDOWN_S")),
             spool=get("COLLECTOR_SPOOL").strip().lower(),

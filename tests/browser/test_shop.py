@@ -15,12 +15,15 @@ from playwright.sync_api import Page, Route, expect
 
 from chalicelib.settings import Settings
 from generator.synthetic import PRODUCTS
+from stack.deploy import SHOP_PACKAGE
 from tests.browser.conftest import Shop, StaticSite, Visitor, save_screenshot
 from tests.conftest import read_topic
 
 pytestmark = pytest.mark.slow
 
-PACKAGE_ID = "acme.shop.web"
+PACKAGE_ID = SHOP_PACKAGE
+#: POST /collect's URL, with or without the write key's query.
+COLLECT = re.compile(r"/collect(\?|$)")
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 UTC_MILLIS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")  # what Date.toISOString() gives
 PRODUCT = {pid: {"product_id": pid, "product_name": name, "price": price} for pid, name, price in PRODUCTS}
@@ -214,7 +217,7 @@ def test_closing_the_page_delivers_queued_events_by_beacon(
 ) -> None:
     page = visitor.page
     posts = []
-    page.on("request", lambda request: request.url.endswith("/collect") and posts.append(request.url))
+    page.on("request", lambda request: COLLECT.search(request.url) and posts.append(request.url))
     # A batch of 100 and a minute between flushes: everything stays queued until the page goes away.
     url = f"{shop.website_url}/index.html?batchSize=100&flushMs=60000"
     page.goto(url)
@@ -263,7 +266,7 @@ def test_tracker_retries_failed_batches_in_order_but_never_a_4xx(
             case _:
                 route.continue_()  # to the deployed collector
 
-    page.route("**/collect", answer)
+    page.route(COLLECT, answer)
     url = f"{shop.local_url}/index.html?batchSize=100&flushMs=60000"
     page.goto(url)
     search(page, "tablet", "1 result for “tablet”")
@@ -297,7 +300,7 @@ def test_tracker_retries_failed_batches_in_order_but_never_a_4xx(
 
 def test_the_shops_catalogue_is_the_generators(static_site: StaticSite, visitor: Visitor) -> None:
     page = visitor.page
-    page.route("**/collect", lambda route: route.abort())  # no collector needed here
+    page.route(COLLECT, lambda route: route.abort())  # no collector needed here
     page.goto(f"{static_site.url}/index.html")
     # The module the page loaded (an import() of the same URL does not run it again).
     products = page.evaluate("import('./shop.js').then((shop) => shop.PRODUCTS)")

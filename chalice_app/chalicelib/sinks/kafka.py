@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import socket
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kafka import KafkaProducer
@@ -16,6 +18,29 @@ from chalicelib.settings import Settings, host_port
 from chalicelib.sinks import Delivery, Record, SinkUnavailable
 
 log = logging.getLogger(__name__)
+
+
+class _SaslRefusals(logging.Handler):
+    """kafka-python logs why a broker refused the SASL handshake but raises only "Unable to bootstrap": the last
+    such reason, so a wrong password is named as one."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._last: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "SaslAuthenticationFailedError: " in message:
+            reason = message.rsplit("SaslAuthenticationFailedError: ", 1)[-1]
+            self._last = re.sub(r"\s*\(backoff [^)]*\)\s*$", "", reason).strip()
+
+    def take(self) -> str | None:
+        last, self._last = self._last, None
+        return last
+
+
+_sasl_refusals = _SaslRefusals()
+logging.getLogger("kafka.net").addHandler(_sasl_refusals)
 
 
 _M = 0x5BD1E995
@@ -54,10 +79,53 @@ def partition_for(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-def producer_config(settings: Settings) -> dict[str, Any]:
+#: Where SASL credentials come from: KAFKA_SASL_SECRET_ARN's secret, else KAFKA_SASL_USERNAME/PASSWORD.
+Credentials = Callable[[], tuple[str, str]]
+
+
+def sasl_credentials(settings: Settings, aws_client: Callable[[str], Any]) -> Credentials:
+    """A loader of the SASL user and password: from Secrets Manager when KAFKA_SASL_SECRET_ARN names a secret
+    (MSK's shape, {"username", "password"}), else the settings' own. Raises SinkUnavailable if it cannot be read."""
+
+    def load() -> tuple[str, str]:
+        if not settings.kafka_sasl_secret_arn:
+            return settings.kafka_sasl_username, settings.kafka_sasl_password
+        try:
+            answer = aws_client("secretsmanager").get_secret_value(SecretId=settings.kafka_sasl_secret_arn)
+            secret = json.loads(answer["SecretString"])
+            return secret["username"], secret["password"]
+        except Exception as exc:  # boto3's errors, a secret of another shape
+            raise SinkUnavailable(f"the Kafka secret {settings.kafka_sasl_secret_arn} cannot be read: {exc}") from exc
+
+    return load
+
+
+def security_config(settings: Settings, credentials: Credentials | None = None) -> dict[str, Any]:
+    """kafka-python's settings for KAFKA_SECURITY_PROTOCOL: none for PLAINTEXT; TLS (the CA of KAFKA_SSL_CAFILE,
+    else the system's) and SASL (KAFKA_SASL_MECHANISM with `credentials`' user and password) otherwise."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return {}
+    config: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL") and settings.kafka_ssl_cafile:
+        config["ssl_cafile"] = settings.kafka_ssl_cafile
+    if protocol.startswith("SASL_"):
+        config["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        if settings.kafka_sasl_mechanism != "AWS_MSK_IAM":  # IAM signs with the function's role instead
+            username, password = (credentials or sasl_credentials(settings, _no_aws))()
+            config.update(sasl_plain_username=username, sasl_plain_password=password)
+    return config
+
+
+def _no_aws(name: str) -> Any:
+    raise SinkUnavailable(f"KAFKA_SASL_SECRET_ARN is set but no AWS client was given to read it ({name})")
+
+
+def producer_config(settings: Settings, credentials: Credentials | None = None) -> dict[str, Any]:
     """The producer's settings; the benchmark's raw producer uses the same ones."""
     timeout_ms = int(settings.kafka_send_timeout_s * 1000)
     return {
+        **security_config(settings, credentials),
         "bootstrap_servers": settings.kafka_servers,
         # Only what every in-sync replica has is acknowledged, and retries never duplicate a record.
         "acks": "all",
@@ -75,15 +143,19 @@ def producer_config(settings: Settings) -> dict[str, Any]:
 
 
 class KafkaSink:
-    def __init__(self, settings: Settings) -> None:
+    """Records to Kafka with one producer, made on first use; `credentials` load the SASL user when the settings
+    ask for SASL (read when the producer is made: once per cold start, again after a failure)."""
+
+    def __init__(self, settings: Settings, credentials: Credentials | None = None) -> None:
         self._settings = settings
+        self._credentials = credentials
         self._producer: KafkaProducer | None = None
         self._lock = threading.Lock()
 
     def _get_producer(self) -> KafkaProducer:
         with self._lock:
             if self._producer is None:
-                self._producer = KafkaProducer(**producer_config(self._settings))
+                self._producer = KafkaProducer(**producer_config(self._settings, self._credentials))
             return self._producer
 
     def _discard_producer(self) -> None:
@@ -116,9 +188,11 @@ class KafkaSink:
             producer.flush(timeout=self._settings.kafka_send_timeout_s)
         except (KafkaError, OSError) as exc:
             self._discard_producer()
-            raise SinkUnavailable(
-                f"Kafka at {self._settings.kafka_bootstrap_servers} did not take the batch: {exc!r}"
-            ) from exc
+            servers = self._settings.kafka_bootstrap_servers
+            refusal = _sasl_refusals.take()
+            if refusal:
+                raise SinkUnavailable(f"Kafka at {servers} refused the SASL credentials: {refusal}") from exc
+            raise SinkUnavailable(f"Kafka at {servers} did not take the batch: {exc!r}") from exc
         failed = [f for f in futures if not f.succeeded()]
         if failed:
             self._discard_producer()
