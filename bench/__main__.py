@@ -266,7 +266,9 @@ def _chalice_local(bodies: list[bytes], total: int) -> dict[str, float]:
     """The collector behind its own `chalice local` on a free port, writing to the bench topics."""
     port = free_port()
     svc = chalice_local.service(port, name="bench-chalice-local")
-    svc.start(chalice_local.command("bench", port), cwd=chalice_local.APP_DIR)
+    # The bench stage checks write keys: its chalice local reads them from SSM on LocalStack.
+    env = {**os.environ, **localstack.aws_environment()}
+    svc.start(chalice_local.command("bench", port), cwd=chalice_local.APP_DIR, env=env)
     try:
         if not wait_for_port("127.0.0.1", port, 30, alive=lambda: svc.pid() is not None):
             raise ServiceError(f"bench: chalice local did not start:\n{svc.log_tail()}")
