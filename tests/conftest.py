@@ -216,3 +216,20 @@ def read_topic(bootstrap: str, topic: str, match: dict[str, Any], expected: int,
         return found
     finally:
         consumer.close()
+
+
+FIGURES: dict[str, dict[str, Any]] = {}
+
+
+def report(name: str, figures: dict[str, Any]) -> None:
+    """Keep what a test measured (a fault's losses, the fuzzing's answers, the limiter's rate); pytest prints it at
+    the end of the run (and on the terminal now)."""
+    FIGURES[name] = figures
+    print(f"\n{name}: {figures}", flush=True)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES:
+        terminalreporter.section("measured figures")
+        for name, figures in FIGURES.items():
+            terminalreporter.write_line(f"{name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))

@@ -159,19 +159,3 @@ def lake_figures(traffic: Traffic, landed: Counter[str]) -> dict[str, Any]:
         "lost": len(traffic.accepted - set(landed)),
         "duplicated": sum(1 for n in landed.values() if n > 1),
     }
-
-
-FIGURES: dict[str, dict[str, Any]] = {}
-
-
-def report(name: str, figures: dict[str, Any]) -> None:
-    """Keep what a fault test measured; pytest prints it at the end of the run (and on the terminal now)."""
-    FIGURES[name] = figures
-    print(f"\nfault {name}: {figures}", flush=True)
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if FIGURES:
-        terminalreporter.section("fault matrix figures")
-        for name, figures in FIGURES.items():
-            terminalreporter.write_line(f"{name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))

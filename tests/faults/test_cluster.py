@@ -13,8 +13,8 @@ from chalicelib.settings import Settings
 from lake.reader import LAKE_PREFIX
 from stack import kafka, spark
 from stack.paths import runtime_dir
-from tests.conftest import lake_ids
-from tests.faults.conftest import Stack, Traffic, kill_group, lake_figures, report, running_stack, wait_until
+from tests.conftest import lake_ids, report
+from tests.faults.conftest import Stack, Traffic, kill_group, lake_figures, running_stack, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -24,8 +24,8 @@ from generator.synthetic import synthetic_events
 from lake.reader import LAKE_PREFIX
 from stack import kafka, localstack, spark
 from stack.deploy import spool_depth
-from tests.conftest import keyed, lake_ids
-from tests.faults.conftest import Stack, Traffic, kill_group, lake_figures, report, wait_until
+from tests.conftest import keyed, lake_ids, report
+from tests.faults.conftest import Stack, Traffic, kill_group, lake_figures, wait_until
 
 # Each test waits for recoveries and for the lake: longer than the suite's default timeout.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

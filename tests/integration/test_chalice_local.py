@@ -9,7 +9,7 @@ from chalicelib.settings import Settings
 from generator.synthetic import synthetic_events
 from stack import kafka
 from tests.api_fuzz import REQUESTS_PER_OPERATION, fuzz
-from tests.conftest import read_topic
+from tests.conftest import read_topic, report
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def test_broker_down_gives_503_then_recovers(chalice_local_url: str, kafka_setti
 def test_fuzzed_requests_get_documented_answers_and_no_5xx(chalice_local_url: str) -> None:
     """schemathesis against the OpenAPI document: at least 2,000 requests, every answer as documented."""
     result = fuzz(chalice_local_url, REQUESTS_PER_OPERATION)
-    print(f"fuzz chalice local: {dict(result.requests)}, statuses {dict(result.statuses)}")
+    report("fuzz chalice local", {"requests": dict(result.requests), "statuses": dict(result.statuses)})
     assert sum(result.requests.values()) >= 2000
     assert not [s for s in result.statuses if s >= 500], result.statuses
     assert result.failures == []

@@ -26,7 +26,7 @@ from generator.synthetic import synthetic_events
 from stack import localstack
 from stack.deploy import website_config, with_security_policy
 from tests.api_fuzz import REQUESTS_PER_OPERATION, fuzz
-from tests.conftest import REPO, keyed, read_topic
+from tests.conftest import REPO, keyed, read_topic, report
 from tests.localstack.lambda_support import runtime_pids
 
 pytestmark = pytest.mark.slow
@@ -149,10 +149,19 @@ def test_fuzzed_requests_through_api_gateway_get_documented_answers_and_no_5xx(d
     # A key that may write any package: the generated events are refused for what they are, not for their package.
     with extra_write_key(["*"]) as key:
         result = fuzz(deployment["api_url"], REQUESTS_PER_OPERATION, {"X-Write-Key": key})
-    print(f"fuzz API Gateway: {dict(result.requests)}, statuses {dict(result.statuses)}")
+    report("fuzz API Gateway", {"requests": dict(result.requests), "statuses": dict(result.statuses)})
     assert sum(result.requests.values()) >= 2000
     assert not [s for s in result.statuses if s >= 500], result.statuses
     assert result.failures == []
+
+
+def one_customer(count: int, seed: int) -> list[dict[str, Any]]:
+    """Synthetic events of a single customer: the rate tests send thousands, which later lake writers of the suite
+    would otherwise cut into thousands of sessions."""
+    events = synthetic_events(count, seed=seed)
+    for event in events:
+        event["event"]["customer_id"] = f"rate-test-{seed}"
+    return events
 
 
 @contextmanager
@@ -218,7 +227,7 @@ def test_a_burst_past_the_keys_rate_gets_429_with_retry_after_and_the_generator_
     url = f"{deployment['api_url']}/collect"
     with extra_write_key(["*"], events_per_s=20) as key:
         statuses, throttled = Counter(), None
-        for batch in batched(synthetic_events(200, seed=36), 10):
+        for batch in batched(one_customer(200, seed=36), 10):
             response = requests.post(url, json=batch, headers={"X-Write-Key": key}, timeout=60)
             statuses[response.status_code] += 1
             if response.status_code == 429:
@@ -228,7 +237,7 @@ def test_a_burst_past_the_keys_rate_gets_429_with_retry_after_and_the_generator_
         assert throttled.json()["code"] == "rate.limit" and throttled.json()["valid_count"] == 0
         # The generator honours 429 and Retry-After: every event gets in, later.
         sender = Sender(deployment["api_url"], key, retries=30)
-        sender.send(batched(synthetic_events(100, seed=37), 10), total=100)
+        sender.send(batched(one_customer(100, seed=37), 10), total=100)
         assert sender.totals.accepted == 100 and sender.totals.retried > 0, sender.totals.summary()
 
 
@@ -242,7 +251,7 @@ def test_the_limiters_allowed_rate_under_8_concurrent_clients(deployment: dict[s
         accepted, statuses, lock = [0], Counter(), threading.Lock()
 
         def client(seed: int) -> None:
-            events = iter(batched(synthetic_events(20_000, seed=seed), 5))
+            events = iter(batched(one_customer(20_000, seed=seed), 5))
             deadline = time.monotonic() + seconds
             with requests.Session() as session:
                 while time.monotonic() < deadline:
@@ -260,9 +269,16 @@ def test_the_limiters_allowed_rate_under_8_concurrent_clients(deployment: dict[s
         elapsed = time.monotonic() - started
     allowed = accepted[0] / elapsed
     instances = len(runtime_pids(deployment["function_name"]))
-    print(
-        f"limiter: {clients} clients, {elapsed:.1f}s, configured {rate} events/s, allowed {allowed:.1f} events/s "
-        f"(ratio {allowed / rate:.2f}), {instances} Lambda instance(s), statuses {dict(statuses)}"
+    report(
+        "limiter, 8 concurrent clients",
+        {
+            "configured_events_per_s": rate,
+            "allowed_events_per_s": round(allowed, 1),
+            "ratio": round(allowed / rate, 2),
+            "lambda_instances": instances,
+            "seconds": round(elapsed, 1),
+            "statuses": dict(statuses),
+        },
     )
     assert set(statuses) <= {200, 429} and statuses[429], statuses
     # Each instance lets through its burst (RATE_LIMIT_BURST_S of the rate) and then the rate.

@@ -192,6 +192,14 @@ class KafkaSink:
             refusal = _sasl_refusals.take()
             if refusal:
                 raise SinkUnavailable(f"Kafka at {servers} refused the SASL credentials: {refusal}") from exc
+            protocol = self._settings.kafka_security_protocol
+            if protocol.startswith("SASL_") and "bootstrap" in str(exc) and self.reachable():
+                # The broker can close a refused handshake before its answer arrives; the port answering
+                # while no connection is made leaves the handshake as the cause.
+                raise SinkUnavailable(
+                    f"Kafka at {servers} answers but no {protocol} connection was made ({exc!r}): its SASL handshake "
+                    "failed; check the SASL credentials and the CA"
+                ) from exc
             raise SinkUnavailable(f"Kafka at {servers} did not take the batch: {exc!r}") from exc
         failed = [f for f in futures if not f.succeeded()]
         if failed:
