@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,24 +111,31 @@ def ensure_spool(environment: dict[str, str]) -> None:
     localstack.ensure_bucket(setting("SPOOL_BUCKET", environment))
 
 
+def change_write_keys(name: str, change: Callable[[dict[str, Any]], None]) -> None:
+    """Read the write keys' parameter `name` (none yet: no keys), let `change` edit its keys, write it back."""
+    ssm = localstack.client("ssm")
+    try:
+        document = json.loads(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+    except ssm.exceptions.ParameterNotFound:
+        document = {"keys": {}}
+    change(document["keys"])
+    ssm.put_parameter(Name=name, Value=json.dumps(document), Type="SecureString", Overwrite=True)
+
+
 def ensure_write_keys(stage: str, environment: dict[str, str]) -> dict[str, str]:
     """A write key per source in the stage's SSM parameter (chalicelib/write_keys.py), and the keys.
 
     A source keeps the key its last deploy recorded, so a redeploy (or LocalStack restarted empty) does not
     change the key the shop and the generator hold; keys others added to the parameter stay.
     """
-    ssm = localstack.client("ssm")
-    name = setting("WRITE_KEYS_PARAMETER", environment)
-    try:
-        document = json.loads(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
-    except ssm.exceptions.ParameterNotFound:
-        document = {"keys": {}}
     recorded = (read_deployment(stage) or {}).get("write_keys") or {}
-    keys = {}
-    for source, packages in SOURCE_PACKAGES.items():
-        keys[source] = recorded.get(source) or f"{source}-{secrets.token_urlsafe(18)}"
-        document["keys"][keys[source]] = {"packages": list(packages), "source": source}
-    ssm.put_parameter(Name=name, Value=json.dumps(document), Type="SecureString", Overwrite=True)
+    keys = {source: recorded.get(source) or f"{source}-{secrets.token_urlsafe(18)}" for source in SOURCE_PACKAGES}
+
+    def add_sources(entries: dict[str, Any]) -> None:
+        for source, packages in SOURCE_PACKAGES.items():
+            entries[keys[source]] = {"packages": list(packages), "source": source}
+
+    change_write_keys(setting("WRITE_KEYS_PARAMETER", environment), add_sources)
     return keys
 
 

@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from chalicelib.write_keys import MISS_RELOAD_S
 from generator.sender import Sender, batched
 from generator.synthetic import synthetic_events
 from stack import localstack
-from stack.deploy import website_config, with_security_policy
+from stack.deploy import change_write_keys, website_config, with_security_policy
 from tests.api_fuzz import REQUESTS_PER_OPERATION, fuzz
 from tests.conftest import REPO, keyed, read_topic, report
 from tests.localstack.lambda_support import runtime_pids
@@ -167,25 +167,18 @@ def one_customer(count: int, seed: int) -> list[dict[str, Any]]:
 @contextmanager
 def extra_write_key(packages: list[str], events_per_s: float | None = None) -> Iterator[str]:
     """A write key added to the deployed parameter, as an operator would add one, and removed afterwards."""
-    ssm = localstack.client("ssm")
     name = setting("WRITE_KEYS_PARAMETER")
     key = f"test-{uuid.uuid4().hex}"
-
-    def change(update: Callable[[dict[str, Any]], None]) -> None:
-        document = json.loads(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
-        update(document["keys"])
-        ssm.put_parameter(Name=name, Value=json.dumps(document), Type="SecureString", Overwrite=True)
-
     entry: dict[str, Any] = {"packages": packages}
     if events_per_s is not None:
         entry["events_per_s"] = events_per_s
-    change(lambda keys: keys.update({key: entry}))
+    change_write_keys(name, lambda keys: keys.update({key: entry}))
     # After this long, any Lambda instance's next request with the key reloads the keys (write_keys.py).
     time.sleep(MISS_RELOAD_S)
     try:
         yield key
     finally:
-        change(lambda keys: keys.pop(key))
+        change_write_keys(name, lambda keys: keys.pop(key))
 
 
 def test_no_key_or_an_unknown_key_is_401_and_nothing_reaches_the_raw_topic(
