@@ -216,7 +216,7 @@ def _with_write_keys(settings: Settings, plain: Collector, bodies: list[bytes], 
     key = deployed_write_key("generator", "bench")
     if key is None:
         return {"missing": "the bench stage is not deployed (make bench deploys it)"}
-    write_keys = WriteKeys(settings.write_keys_parameter, settings.write_keys_cache_s, lambda: localstack.client("ssm"))
+    write_keys = WriteKeys.from_settings(settings, lambda: localstack.client("ssm"))
     keyed = Collector(settings, plain.sink, write_keys, RateLimiter(1e12, settings.rate_limit_burst_s))
     info = RequestInfo("application/json", "127.0.0.1", "bench", write_key=key)
 

@@ -260,27 +260,38 @@ def _totals(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     return row
 
 
-def _timeline(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    first, last = con.execute("SELECT min(ts), max(ts) FROM e").fetchall()[0] or (None, None)
+def _bucket_counts(
+    con: duckdb.DuckDBPyConnection, table: str, instant: str, measures: dict[str, str], by: str = ""
+) -> tuple[int, list[dict[str, Any]]]:
+    """The bucket width for the table's time span, and each measure (name: aggregate) per bucket, and per `by` if
+    given, from the first bucket to the last, a bucket without rows counted 0 (a chart with no holes)."""
+    first, last = con.execute(f"SELECT min({instant}), max({instant}) FROM {table}").fetchall()[0] or (None, None)
     seconds = bucket_seconds(first, last)
-    types = [t for (t,) in con.execute("SELECT DISTINCT type FROM e WHERE ts IS NOT NULL").fetchall()]
-    types.sort(key=lambda t: (EVENT_TYPES.index(t) if t in EVENT_TYPES else len(EVENT_TYPES), t))
+    aggregates = ", ".join(f"{expression} AS {name}" for name, expression in measures.items())
+    keys, groups = ("bucket, " + by, f"CROSS JOIN (SELECT DISTINCT {by} FROM counts)") if by else ("bucket", "")
     rows = _rows(
         con,
         f"""
         WITH counts AS (
-            SELECT time_bucket(INTERVAL {seconds} SECOND, ts) AS bucket, type, count(*) AS n
-            FROM e WHERE ts IS NOT NULL GROUP BY ALL
+            SELECT time_bucket(INTERVAL {seconds} SECOND, {instant}) AS bucket, {by + ", " if by else ""}{aggregates}
+            FROM {table} WHERE {instant} IS NOT NULL GROUP BY ALL
         ), buckets AS (
             SELECT unnest(range(min(bucket), max(bucket) + INTERVAL {seconds} SECOND, INTERVAL {seconds} SECOND))
                 AS bucket
             FROM counts
         )
-        SELECT bucket, type, coalesce(n, 0) AS n
-        FROM buckets CROSS JOIN (SELECT DISTINCT type FROM counts) LEFT JOIN counts USING (bucket, type)
+        SELECT {keys}, {", ".join(f"coalesce({n}, 0) AS {n}" for n in measures)}
+        FROM buckets {groups} LEFT JOIN counts USING ({keys})
         ORDER BY bucket
         """,
     )
+    return seconds, rows
+
+
+def _timeline(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    types = [t for (t,) in con.execute("SELECT DISTINCT type FROM e WHERE ts IS NOT NULL").fetchall()]
+    types.sort(key=lambda t: (EVENT_TYPES.index(t) if t in EVENT_TYPES else len(EVENT_TYPES), t))
+    seconds, rows = _bucket_counts(con, "e", "ts", {"n": "count(*)"}, by="type")
     buckets: dict[str, dict[str, int]] = {}
     for row in rows:
         buckets.setdefault(_iso(row["bucket"]) or "", {t: 0 for t in types})[row["type"]] = row["n"]
@@ -446,30 +457,14 @@ def _bots(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 
 def _sessions_timeline(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     """Sessions per time bucket of their start: bounced (one event) and engaged."""
-    first, last = con.execute("SELECT min(start), max(start) FROM s").fetchall()[0] or (None, None)
-    seconds = bucket_seconds(first, last)
-    rows = _rows(
-        con,
-        f"""
-        WITH counts AS (
-            SELECT time_bucket(INTERVAL {seconds} SECOND, start) AS bucket,
-                count(*) FILTER (WHERE events > 1) AS engaged, count(*) FILTER (WHERE events = 1) AS bounced
-            FROM s WHERE start IS NOT NULL GROUP BY ALL
-        ), buckets AS (
-            SELECT unnest(range(min(bucket), max(bucket) + INTERVAL {seconds} SECOND, INTERVAL {seconds} SECOND))
-                AS bucket
-            FROM counts
-        )
-        SELECT bucket, coalesce(engaged, 0) AS engaged, coalesce(bounced, 0) AS bounced
-        FROM buckets LEFT JOIN counts USING (bucket) ORDER BY bucket
-        """,
-    )
+    kinds = {"engaged": "count(*) FILTER (WHERE events > 1)", "bounced": "count(*) FILTER (WHERE events = 1)"}
+    seconds, rows = _bucket_counts(con, "s", "start", kinds)
     return {
         "bucket_seconds": seconds,
         "bucket": bucket_name(seconds),
-        "types": list(SESSION_KINDS),
+        "types": list(kinds),
         "unit": "sessions",
-        "buckets": [{"start": _iso(r["bucket"]), "counts": {kind: r[kind] for kind in SESSION_KINDS}} for r in rows],
+        "buckets": [{"start": _iso(r["bucket"]), "counts": {kind: r[kind] for kind in kinds}} for r in rows],
     }
 
 
@@ -477,7 +472,6 @@ def _sessions_timeline(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 SOURCE_MEDIUM = (
     "coalesce(utm_source, referrer_host, '(direct)') || ' / ' || coalesce(utm_medium, referrer_medium, '(none)')"
 )
-SESSION_KINDS = ("engaged", "bounced")
 
 
 def _conversion(con: duckdb.DuckDBPyConnection, key: str, top: int) -> list[dict[str, Any]]:

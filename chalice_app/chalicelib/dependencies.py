@@ -45,7 +45,7 @@ def get_collector() -> Collector:
     settings = _logged_settings()
     if not settings.require_write_key:
         return Collector(settings, build_sink(settings))
-    write_keys = WriteKeys(settings.write_keys_parameter, settings.write_keys_cache_s, lambda: aws_client("ssm"))
+    write_keys = WriteKeys.from_settings(settings, lambda: aws_client("ssm"))
     limiter = RateLimiter(settings.rate_limit_events_per_s, settings.rate_limit_burst_s)
     return Collector(settings, build_sink(settings), write_keys, limiter)
 

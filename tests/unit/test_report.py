@@ -310,8 +310,13 @@ def test_session_figures_come_from_the_sessions_table(fig: dict[str, Any], event
     assert [(r["page"], r["sessions"]) for r in fig["landing_pages"]] == sorted(
         pages.items(), key=lambda item: (-item[1], item[0])
     )[: report.TOP_PAGES]
-    starts = fig["sessions_timeline"]["buckets"]
+    timeline = fig["sessions_timeline"]
+    starts = timeline["buckets"]
+    assert timeline["types"] == ["engaged", "bounced"]
+    assert sum(b["counts"]["bounced"] for b in starts) == totals["bounced_sessions"]
     assert sum(b["counts"]["engaged"] + b["counts"]["bounced"] for b in starts) == len(sessions)
+    step = timedelta(seconds=timeline["bucket_seconds"])
+    assert {_moment(b["start"]) - _moment(a["start"]) for a, b in pairwise(starts)} == {step}  # no holes
 
 
 def test_bots_are_left_out_unless_asked_and_their_share_shown(events: list[dict[str, Any]]) -> None:
