@@ -91,15 +91,23 @@ def ensure_table(spark: SparkSession, path: str, schema: T.StructType) -> None:
 
 
 @contextlib.contextmanager
-def transaction(spark: SparkSession, app_id: str, version: int) -> Iterator[None]:
-    """Delta's idempotent-write id for the SQL run inside: a (app id, version) committed before is skipped."""
-    spark.conf.set("spark.databricks.delta.write.txnAppId", app_id)
-    spark.conf.set("spark.databricks.delta.write.txnVersion", str(version))
+def session_conf(spark: SparkSession, conf: dict[str, str]) -> Iterator[None]:
+    """`conf` set in the session for the SQL run inside only (Delta reads a write's options from the session)."""
+    for key, value in conf.items():
+        spark.conf.set(key, value)
     try:
         yield
     finally:
-        spark.conf.unset("spark.databricks.delta.write.txnAppId")
-        spark.conf.unset("spark.databricks.delta.write.txnVersion")
+        for key in conf:
+            spark.conf.unset(key)
+
+
+def transaction(spark: SparkSession, app_id: str, version: int) -> contextlib.AbstractContextManager[None]:
+    """Delta's idempotent-write id for the SQL run inside: a (app id, version) committed before is skipped."""
+    return session_conf(
+        spark,
+        {"spark.databricks.delta.write.txnAppId": app_id, "spark.databricks.delta.write.txnVersion": str(version)},
+    )
 
 
 def _days(batch: DataFrame) -> list[str]:

@@ -290,20 +290,19 @@ class SessionsUpdater:
         view = "sessions_changes"
         source.createOrReplaceTempView(view)
         names, values = ", ".join(f"`{c}`" for c in columns), ", ".join(f"s.`{c}`" for c in columns)
-        spark.conf.set(USER_METADATA, json.dumps({MARK: mark}))
         try:
-            spark.sql(
-                f"""
-                MERGE INTO delta.`{self.path}` AS t USING {view} AS s
-                ON t.{lake_tables.PARTITION} IN ({lake_tables.in_list(days)})
-                   AND t.{lake_tables.PARTITION} = s.{lake_tables.PARTITION} AND t.{KEY} = s.{KEY}
-                WHEN MATCHED AND s._gone THEN DELETE
-                WHEN MATCHED THEN UPDATE SET {", ".join(f"t.`{c}` = s.`{c}`" for c in columns)}
-                WHEN NOT MATCHED AND NOT s._gone THEN INSERT ({names}) VALUES ({values})
-                """
-            )
+            with lake_tables.session_conf(spark, {USER_METADATA: json.dumps({MARK: mark})}):
+                spark.sql(
+                    f"""
+                    MERGE INTO delta.`{self.path}` AS t USING {view} AS s
+                    ON t.{lake_tables.PARTITION} IN ({lake_tables.in_list(days)})
+                       AND t.{lake_tables.PARTITION} = s.{lake_tables.PARTITION} AND t.{KEY} = s.{KEY}
+                    WHEN MATCHED AND s._gone THEN DELETE
+                    WHEN MATCHED THEN UPDATE SET {", ".join(f"t.`{c}` = s.`{c}`" for c in columns)}
+                    WHEN NOT MATCHED AND NOT s._gone THEN INSERT ({names}) VALUES ({values})
+                    """
+                )
         finally:
-            spark.conf.unset(USER_METADATA)
             spark.catalog.dropTempView(view)
 
 
