@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv kafka-jars browser up down status deploy local run compact lake report test test-fast bench schemas lint clean
+.PHONY: help venv kafka-jars browser up down status deploy local run compact lake report test test-fast bench schemas docs lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,7 +31,7 @@ up: $(STAMP) ## start Kafka, LocalStack (with the lake bucket), `chalice local` 
 	$(PY) -m stack up
 
 deploy: $(STAMP) ## deploy the collector to Lambda + API Gateway and the shop to an S3 website on LocalStack
-	$(PY) -m stack.deploy
+	$(PY) -m stack deploy
 
 down: $(STAMP) ## stop everything `make up` started
 	$(PY) -m stack down
@@ -62,12 +62,15 @@ report: $(STAMP) ## an HTML report of what the lake holds (DuckDB over the lake'
 	$(PY) -m lake.report
 
 bench: up ## every figure measured in one run; prints one JSON object (also saved under bench-results/)
-	$(PY) -m stack.deploy
-	$(PY) -m stack.deploy --stage bench
+	$(PY) -m stack deploy
+	$(PY) -m stack deploy --stage bench
 	$(PY) -m bench
 
 schemas: $(STAMP) ## regenerate the .avsc, .proto, the collector's copy and its OpenAPI document from the JSON Schema
 	$(PY) schemas/generate.py
+
+docs: $(STAMP) ## regenerate README's settings table from the configuration tree (pipeline/config_sections.py)
+	$(PY) -m pipeline readme
 
 lint: $(STAMP) ## ruff check and ruff format --check
 	$(PY) -m ruff check .

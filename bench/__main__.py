@@ -30,21 +30,21 @@ from kafka import KafkaProducer
 
 from bench import lake, tables
 from chalicelib.collector import Collector, RequestInfo
-from chalicelib.contract import deployed_write_key, read_deployment
 from chalicelib.rate_limit import RateLimiter
-from chalicelib.settings import Settings
 from chalicelib.sinks.kafka import KafkaSink, producer_config
 from chalicelib.write_keys import WriteKeys
 from generator.sender import SEED_BATCH_SIZE
 from generator.synthetic import synthetic_events
-from stack import chalice_local, cluster, kafka, localstack, spark
+from pipeline.config import Config
+from pipeline.deployment import deployed_write_key, read_deployment
+from stack import chalice_local, kafka, localstack, spark
+from stack.cluster import current
+from stack.deploy import stage_config
 from stack.lifecycle import fresh_stack_environment
 from stack.paths import REPO
 from stack.process import ServiceError, free_port, group_peak_rss_mb, wait_for_port
 
 BATCH = SEED_BATCH_SIZE
-BATCHES = int(os.environ.get("BENCH_BATCHES", "30"))
-SEED_EVENTS = int(os.environ.get("BENCH_SEED_EVENTS", "2000"))
 REPEATS = 3
 SMALL_REQUESTS = 200
 
@@ -108,26 +108,18 @@ def measured(measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         return {"missing": f"{type(exc).__name__}: {str(exc).strip()[:2000]}"}
 
 
-def bench_settings() -> Settings:
-    """This shell's settings with the bench stage's topics and write keys (chalice_app/.chalice/config.json)."""
-    config = json.loads((REPO / "chalice_app" / ".chalice" / "config.json").read_text())
-    stage = config["stages"]["bench"]["environment_variables"]
-    ours = {k: v for k, v in stage.items() if k.endswith("_TOPIC") or k == "WRITE_KEYS_PARAMETER"}
-    return Settings.from_env({**os.environ, **ours})
-
-
 def main() -> int:
-    cluster.apply_defaults()
-    settings = bench_settings()
+    # The bench stage's configuration (its topics and write keys: chalice_app/.chalice/config.json).
+    settings, _ = stage_config("bench", current())
     kafka.create_topics(settings)
-    events = synthetic_events(BATCH * BATCHES, seed=1)
+    events = synthetic_events(BATCH * settings.bench.batches, seed=1)
     batches = [events[i : i + BATCH] for i in range(0, len(events), BATCH)]
     bodies = [json.dumps(b).encode() for b in batches]
     total = len(events)
     result: dict[str, Any] = {"batch_size": BATCH, "events_per_run": total, "acks": "all"}
 
     # Warm-up: connections and metadata, as in a warm Lambda.
-    collector = Collector(settings, KafkaSink(settings))
+    collector = Collector(settings, KafkaSink(settings.kafka))
     info = RequestInfo("application/json", "127.0.0.1", "bench")
     assert collector.collect(bodies[0], info).status_code == 200
 
@@ -141,13 +133,13 @@ def main() -> int:
         lambda: _with_write_keys(settings, collector, bodies, total)
     )
 
-    producer = KafkaProducer(**producer_config(settings))
+    producer = KafkaProducer(**producer_config(settings.kafka))
     values = [[json.dumps(e).encode() for e in b] for b in batches]
 
     def raw() -> None:
         for batch, encoded in zip(batches, values, strict=True):
             futures = [
-                producer.send(settings.raw_topic, key=e["id"].encode(), value=v)
+                producer.send(settings.kafka.raw_topic, key=e["id"].encode(), value=v)
                 for e, v in zip(batch, encoded, strict=True)
             ]
             producer.flush()
@@ -158,16 +150,16 @@ def main() -> int:
     producer.close()
 
     # The seed: default producer settings, one synchronous round trip per event.
-    seed_producer = KafkaProducer(bootstrap_servers=settings.kafka_servers)
+    seed_producer = KafkaProducer(bootstrap_servers=settings.kafka.servers)
     # The seed keyed each record by event id too.
     seed_values = [
         (e["id"].encode(), v) for b, vs in zip(batches, values, strict=True) for e, v in zip(b, vs, strict=True)
     ]
-    seed_values = seed_values[:SEED_EVENTS]
+    seed_values = seed_values[: settings.bench.seed_events]
 
     def seed_way() -> None:
         for k, v in seed_values:
-            seed_producer.send(settings.raw_topic, key=k, value=v).get(timeout=10)
+            seed_producer.send(settings.kafka.raw_topic, key=k, value=v).get(timeout=10)
 
     result["seed_per_event_eps"] = round(_rate(len(seed_values), seed_way))
     seed_producer.close()
@@ -196,8 +188,8 @@ def main() -> int:
         "collector >= 20 x seed": result["ratios"]["collector_vs_seed"] >= 20,
     }
     result["lake_e2e_latency"] = measured(lake.e2e_latency)
-    result["spark_throughput"] = measured(lambda: lake.spark_throughput(settings))
-    result["tables"] = measured(lambda: tables.table_figures(settings))
+    result["spark_throughput"] = measured(lambda: lake.spark_throughput(current()))
+    result["tables"] = measured(lambda: tables.table_figures(current()))
     result["peak_rss_mb"] = measured(peak_rss)
     result["make_run_cold_services"] = measured(make_run_on_a_fresh_stack)
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "kafka": kafka.version()}
@@ -209,15 +201,15 @@ def main() -> int:
     return 0
 
 
-def _with_write_keys(settings: Settings, plain: Collector, bodies: list[bytes], total: int) -> dict[str, Any]:
+def _with_write_keys(settings: Config, plain: Collector, bodies: list[bytes], total: int) -> dict[str, Any]:
     """The in-process run again with the deployed bench key checked for every batch (the keys read from SSM on
     LocalStack, then cached) and its package for every event, and the rate limiter counting (at a rate it never
     reaches): the cost of authentication against the same collector without."""
     key = deployed_write_key("generator", "bench")
     if key is None:
         return {"missing": "the bench stage is not deployed (make bench deploys it)"}
-    write_keys = WriteKeys.from_settings(settings, lambda: localstack.client("ssm"))
-    keyed = Collector(settings, plain.sink, write_keys, RateLimiter(1e12, settings.rate_limit_burst_s))
+    write_keys = WriteKeys.from_config(settings.collector, lambda: localstack.client("ssm"))
+    keyed = Collector(settings, plain.sink, write_keys, RateLimiter(1e12, settings.collector.rate_limit_burst_s))
     info = RequestInfo("application/json", "127.0.0.1", "bench", write_key=key)
 
     def run() -> None:
@@ -267,8 +259,8 @@ def _chalice_local(bodies: list[bytes], total: int) -> dict[str, float]:
     port = free_port()
     svc = chalice_local.service(port, name="bench-chalice-local")
     # The bench stage checks write keys: its chalice local reads them from SSM on LocalStack.
-    env = {**os.environ, **localstack.aws_environment()}
-    svc.start(chalice_local.command("bench", port), cwd=chalice_local.APP_DIR, env=env)
+    env = current().child_environment(as_variables=True)
+    svc.start(chalice_local.command(port, "bench"), cwd=chalice_local.APP_DIR, env=env)
     try:
         if not wait_for_port("127.0.0.1", port, 30, alive=lambda: svc.pid() is not None):
             raise ServiceError(f"bench: chalice local did not start:\n{svc.log_tail()}")

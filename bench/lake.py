@@ -10,14 +10,12 @@ enriched with the sessions table kept up.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import statistics
 import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pyarrow.dataset as ds
@@ -25,12 +23,13 @@ import requests
 from kafka import KafkaConsumer, TopicPartition
 
 from chalicelib.collector import Collector, RequestInfo
-from chalicelib.contract import read_deployment
-from chalicelib.settings import Settings, setting
 from chalicelib.sinks.kafka import KafkaSink
 from generator.synthetic import synthetic_events
 from lake.reader import LAKE_PREFIX, filesystem, table
+from pipeline.config import Config
+from pipeline.deployment import read_deployment
 from stack import kafka, localstack, spark
+from stack.cluster import current
 from stack.deploy import BENCH_PACKAGE
 from stack.process import free_port, group_peak_rss_mb
 
@@ -39,10 +38,10 @@ def _percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
 
 
-def _latest_consumer(settings: Settings) -> KafkaConsumer:
+def _latest_consumer(config: Config) -> KafkaConsumer:
     """A consumer of every partition of the latest topic, from its end."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, enable_auto_commit=False)
-    topic = settings.latest_topic
+    consumer = KafkaConsumer(bootstrap_servers=config.kafka.servers, enable_auto_commit=False)
+    topic = config.kafka.latest_topic
     partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
     consumer.assign(partitions)
     consumer.seek_to_end(*partitions)
@@ -84,7 +83,7 @@ def _latency_run(url: str, write_key: str, rate: int, seconds: float, tick: floa
     posted: dict[str, float] = {}
     seen: dict[str, float] = {}
     in_latest: dict[str, float] = {}
-    consumer = _latest_consumer(Settings.from_env())
+    consumer = _latest_consumer(current())
     start_table = table(LAKE_PREFIX)
     read_files: set[str] = set(start_table.file_uris()) if start_table is not None else set()
     stop = threading.Event()
@@ -142,12 +141,12 @@ def _latency_run(url: str, write_key: str, rate: int, seconds: float, tick: floa
     }
 
 
-def spark_throughput(settings: Settings, backlog: int = 500_000) -> dict[str, Any]:
+def spark_throughput(config: Config, backlog: int = 500_000) -> dict[str, Any]:
     """A fresh lake writer on local[2] over a backlog of `backlog` events; events/s until caught up."""
     topic = f"bench.lake.{uuid.uuid4().hex[:8]}"
-    settings = dataclasses.replace(settings, raw_topic=topic)
-    kafka.create_topics(settings)
-    collector = Collector(settings, KafkaSink(settings))
+    config = config.replace(kafka={"raw_topic": topic})
+    kafka.create_topics(config)
+    collector = Collector(config, KafkaSink(config.kafka))
     events = synthetic_events(backlog, seed=5)
     # A burst within one hour, as after an outage at a busy hour: the synthetic shop spaces customers 7 s apart,
     # which would spread half a million events over a week of hourly partitions.
@@ -160,11 +159,11 @@ def spark_throughput(settings: Settings, backlog: int = 500_000) -> dict[str, An
         assert collector.collect(body, RequestInfo("application/json", "127.0.0.1", "bench")).status_code == 200
     try:
         # The enrichment's cost alone (sessions off in both), then the sessions' on top.
-        enriched = _catch_up(settings, backlog, enrichment="on", sessions="off")
-        plain = _catch_up(settings, backlog, enrichment="off", sessions="off")
-        with_sessions = _catch_up(settings, backlog, enrichment="on", sessions="on")
+        enriched = _catch_up(config, backlog, enrichment=True, sessions=False)
+        plain = _catch_up(config, backlog, enrichment=False, sessions=False)
+        with_sessions = _catch_up(config, backlog, enrichment=True, sessions=True)
     finally:
-        kafka.delete_topics([topic])
+        kafka.delete_topics([topic], config)
     return {
         **enriched,
         "without_enrichment": plain,
@@ -178,30 +177,23 @@ def spark_throughput(settings: Settings, backlog: int = 500_000) -> dict[str, An
 def delete_prefix(prefix: str) -> None:
     """Every object under `prefix` in the lake bucket (a bench run's tables and checkpoints)."""
     s3 = localstack.client("s3")
-    bucket = setting("LAKE_BUCKET")
+    bucket = current().lake.bucket
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
         if keys:
             s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
 
 
-def _catch_up(settings: Settings, events: int, enrichment: str, sessions: str) -> dict[str, Any]:
-    run = f"s3a://{setting('LAKE_BUCKET')}/bench/{uuid.uuid4().hex[:8]}"
-    overrides = {
-        "SPARK_MASTER": "local[2]",
-        "SPARK_UI_PORT": str(free_port()),
-        "KAFKA_RAW_TOPIC": settings.raw_topic,
-        "KAFKA_INVALID_TOPIC": settings.invalid_topic,
-        "KAFKA_LATEST_TOPIC": settings.latest_topic,
-        "LAKE_PATH": f"{run}/clickstream-data",
-        "LAKE_INVALID_PATH": f"{run}/clickstream-invalid",
-        "LAKE_SESSIONS_PATH": f"{run}/clickstream-sessions",
-        "SPARK_CHECKPOINT": f"{run}/_checkpoints",
-        "LAKE_ENRICHMENT": enrichment,
-        "LAKE_SESSIONS": sessions,
-    }
+def _catch_up(config: Config, events: int, enrichment: bool, sessions: bool) -> dict[str, Any]:
+    run = f"s3a://{config.lake.bucket}/bench/{uuid.uuid4().hex[:8]}"
+    tables = {f"{t.split('-')[-1]}_path": f"{run}/{t}" for t in ("clickstream-invalid", "clickstream-sessions")}
+    job = config.replace(
+        spark={"master": "local[2]", "ui_port": free_port(), "checkpoint": f"{run}/_checkpoints"},
+        lake={"events_path": f"{run}/clickstream-data", **tables, "enrichment": enrichment},
+        sessions={"enabled": sessions},
+    )
     launched = time.monotonic()
-    spark.start(name="spark-bench", overrides=overrides)
+    spark.start(job, name="spark-bench")
     ready = time.monotonic()
     max_lag = 0
     try:
@@ -215,10 +207,11 @@ def _catch_up(settings: Settings, events: int, enrichment: str, sessions: str) -
             time.sleep(0.5)
         elapsed = time.monotonic() - ready
         peak_rss = group_peak_rss_mb(spark.service("spark-bench").pid())
-        steady = _steady_rate(spark.service("spark-bench").logfile)
+        totals = spark.job_status("spark-bench")["queries"]["lake"]["totals"]
+        steady = round(totals["steady_rows"] / (totals["steady_ms"] / 1000)) if totals["steady_ms"] else 0
     finally:
         spark.stop("spark-bench")
-        delete_prefix(run.removeprefix(f"s3a://{setting('LAKE_BUCKET')}/"))
+        delete_prefix(run.removeprefix(f"s3a://{config.lake.bucket}/"))
     return {
         "master": "local[2]",
         "backlog_events": events,
@@ -232,18 +225,3 @@ def _catch_up(settings: Settings, events: int, enrichment: str, sessions: str) -
         "sessions": sessions,
         "target >= 20k events/s (steady)": steady >= 20_000,
     }
-
-
-def _steady_rate(log: Path) -> int:
-    """Rows per second of the lake query's micro-batches with data, the first one left out."""
-    lines = log.read_text(errors="replace").splitlines()
-    run = lines[max(i for i, line in enumerate(lines) if line.startswith("--- ")) :]
-    batches = []
-    for line in run:
-        start = line.find('{"query": "lake"')
-        if start >= 0:
-            progress = json.loads(line[start:])
-            if progress["rows"]:
-                batches.append(progress)
-    later = batches[1:] or batches
-    return round(sum(b["rows"] for b in later) / (sum(b["batch_ms"] for b in later) / 1000)) if later else 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+import threading
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -27,13 +28,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "spark"))
 
 import lake_tables
 import lake_writer
+import records
+from pipeline.config import Config
 
 
 def template_rows(spark: SparkSession, template: str) -> DataFrame:
     """The template's records as the lake writer makes events table rows of them (enriched), numbered 0..n-1 in
     `kafka_offset`, cached."""
-    records = spark.read.schema("key string, value string, n long").json(f"file://{template}")
-    records = records.select(
+    raw = spark.read.schema("key string, value string, n long").json(f"file://{template}")
+    raw = raw.select(
         F.col("key").cast("binary").alias("key"),
         F.col("value").cast("binary").alias("value"),
         F.lit("bench").alias("topic"),
@@ -41,8 +44,8 @@ def template_rows(spark: SparkSession, template: str) -> DataFrame:
         F.col("n").alias("offset"),
         F.current_timestamp().alias("timestamp"),
     )
-    schema = json.loads(lake_writer.EVENT_SCHEMA_FILE.read_text())
-    events, _ = lake_writer.table_rows(lake_writer.parse_raw_records(records, schema), "truncate")
+    schema = json.loads(Path(Config.defaults().lake.event_schema).read_text())
+    events, _ = records.table_rows(records.parse_raw_records(raw, schema), "truncate")
     return events.coalesce(1).cache()
 
 
@@ -80,7 +83,8 @@ def merge(spark: SparkSession, path: str, template: str, day: str, rows: int, ba
     """Micro-batches of new events into `day`, through the lake writer's TableWriter; each one's seconds."""
     source = template_rows(spark, template)
     lake_tables.ensure_table(spark, path, source.schema)
-    writer = lake_tables.TableWriter(path, lake_tables.Maintenance(spark, path, float("inf"), float("inf")))
+    never = Config.from_env({"LAKE_COMPACT_INTERVAL_S": "inf", "LAKE_VACUUM_INTERVAL_S": "inf"}).maintenance
+    writer = lake_tables.TableWriter(path, lake_tables.Maintenance(spark, path, never, threading.Event()))
     run = f"bench-{time.time_ns()}"
     writer.started(run)
     seconds = []

@@ -27,41 +27,43 @@ import pyarrow as pa
 
 from bench.lake import delete_prefix
 from chalicelib.collector import Collector, RequestInfo
-from chalicelib.settings import Settings, setting
 from chalicelib.sinks.memory import MemorySink
 from generator.synthetic import synthetic_events
 from lake.reader import table
+from pipeline.config import Config
 from stack import spark
+from stack.cluster import current
 from stack.paths import REPO, runtime_dir
 from stack.process import free_port
 
 JOB = Path(__file__).resolve().parent / "table_job.py"
 TEMPLATE_EVENTS = 10_000
-ROWS_PER_DAY = int(os.environ.get("BENCH_ROWS_PER_DAY", "333334"))
+ROWS_PER_DAY = current().bench.rows_per_day
 #: 30 s of 1k events/s: one micro-batch of the lake writer at the rate of the latency figures.
 MERGE_ROWS = 30_000
 MERGE_BATCHES = 3
 #: An hour at 200 events/s with LAKE_COMMIT_INTERVAL's 30 s.
-HOUR_COMMITS = int(os.environ.get("BENCH_HOUR_COMMITS", "120"))
+HOUR_COMMITS = current().bench.hour_commits
 HOUR_ROWS_PER_COMMIT = 6_000
 
 
-def _template(settings: Settings, path: Path) -> None:
+def _template(config: Config, path: Path) -> None:
     """Raw-topic records as the collector publishes them (its metadata included)."""
     sink = MemorySink()
-    collector = Collector(settings, sink)
+    collector = Collector(config, sink)
     events = synthetic_events(TEMPLATE_EVENTS, seed=11)
     for offset in range(0, len(events), 1000):
         body = json.dumps(events[offset : offset + 1000]).encode()
         assert collector.collect(body, RequestInfo("application/json", "127.0.0.1", "bench")).status_code == 200
     with path.open("w") as out:
-        for n, record in enumerate(r for r in sink.records if r.topic == settings.raw_topic):
+        for n, record in enumerate(r for r in sink.records if r.topic == config.kafka.raw_topic):
             out.write(json.dumps({"key": record.key.decode(), "value": record.value.decode(), "n": n}) + "\n")
 
 
 def _job(*args: str) -> dict[str, Any]:
-    env = {**os.environ, "SPARK_MASTER": "local[2]", "SPARK_UI_PORT": str(free_port())}
-    env.update(PYSPARK_SUBMIT_ARGS=spark.submit_args(env), PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
+    config = current().replace(spark={"master": "local[2]", "ui_port": free_port()})
+    env = config.child_environment()
+    env.update(PYSPARK_SUBMIT_ARGS=spark.submit_args(config), PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
     log = runtime_dir() / "bench-table-job.log"
     with log.open("a") as out:
         out.write(f"--- {' '.join(args[:2])}\n")
@@ -74,7 +76,7 @@ def _job(*args: str) -> dict[str, Any]:
 
 
 def _day_files(key: str, day: str) -> dict[str, Any]:
-    found = table(key, setting("LAKE_BUCKET"))
+    found = table(key, current().lake.bucket)
     assert found is not None, key
     actions = pa.table(found.get_add_actions(flatten=True))
     sizes = [
@@ -87,7 +89,8 @@ def _day_files(key: str, day: str) -> dict[str, Any]:
 
 def _report(lake_path: str, invalid_path: str, sessions_path: str) -> dict[str, Any]:
     """`make report`'s command over the given tables: wall time and peak RSS (of the process and its children)."""
-    env = {**os.environ, "LAKE_PATH": lake_path, "LAKE_INVALID_PATH": invalid_path, "LAKE_SESSIONS_PATH": sessions_path}
+    paths = {"events_path": lake_path, "invalid_path": invalid_path, "sessions_path": sessions_path}
+    env = current().replace(lake=paths).child_environment()
     with tempfile.TemporaryDirectory() as out:
         started = time.monotonic()
         process = subprocess.Popen(
@@ -111,9 +114,9 @@ def _report(lake_path: str, invalid_path: str, sessions_path: str) -> dict[str, 
     }
 
 
-def table_figures(settings: Settings) -> dict[str, Any]:
+def table_figures(config: Config) -> dict[str, Any]:
     prefix = f"bench/{uuid.uuid4().hex[:8]}"
-    bucket = setting("LAKE_BUCKET")
+    bucket = config.lake.bucket
     aged, hour = f"{prefix}/aged/clickstream-data", f"{prefix}/hour/clickstream-data"
     today = datetime.now(UTC).date()
     small_days = -(-1_000_000 // ROWS_PER_DAY)
@@ -126,7 +129,7 @@ def table_figures(settings: Settings) -> dict[str, Any]:
     result: dict[str, Any] = {"rows_per_day": ROWS_PER_DAY}
     with tempfile.TemporaryDirectory() as work:
         template = str(Path(work) / "template.jsonl")
-        _template(settings, Path(template))
+        _template(config, Path(template))
         aged_url, hour_url = f"s3a://{bucket}/{aged}", f"s3a://{bucket}/{hour}"
         try:
             build_small = _job("build", aged_url, template, day(0), str(small_days), str(ROWS_PER_DAY))

@@ -14,20 +14,43 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import logging
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from chalicelib.contract import deployed_write_key, read_deployment, runtime_dir
-from chalicelib.settings import setting
 from generator.sender import SEED_BATCH_SIZE, GaveUp, Refused, ReplayState, Sender, Stopped, batched
 from generator.synthetic import synthetic_events
+from pipeline.config import load
+from pipeline.deployment import deployed_write_key, read_deployment, runtime_dir
 
 DEFAULT_BATCH = SEED_BATCH_SIZE
-DEFAULT_URL = f"http://localhost:{setting('COLLECTOR_PORT')}"
+DEFAULT_URL = f"http://localhost:{load().collector.port}"
 DEFAULT_FILE = Path(__file__).resolve().parent / "data" / "events.json"
+
+
+class Progress:
+    """A one-line progress bar on a terminal's stderr; silent when stderr is a file or a pipe."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.started = time.monotonic()
+        self.shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or not total:
+            return
+        self.total, self.shown = total, True
+        share = min(done / self.total, 1.0)
+        rate = done / max(time.monotonic() - self.started, 1e-9)
+        bar = "#" * int(share * 30)
+        print(f"\r[{bar:<30}] {done}/{self.total} events, {rate:,.0f}/s", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.shown:
+            print(file=sys.stderr, flush=True)
 
 
 def deployed_api_url() -> str:
@@ -49,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--write-key",
-        default=os.environ.get("WRITE_KEY"),
+        default=load().generator.write_key or None,
         help="the source's write key (default: $WRITE_KEY; with --api-gateway, the key make deploy made for the "
         "generator; chalice local needs none)",
     )
@@ -86,7 +109,11 @@ def replay(sender: Sender, args: argparse.Namespace) -> None:
 
     # A line that is not JSON is sent as text: the collector keeps it as invalid, with the reason.
     batches = ([_parse(line) for line in chunk] for chunk in batched(lines[done:], args.batch_size))
-    sender.send(batches, total=len(lines) - done, rate=args.rate, acknowledged=acknowledged)
+    progress = Progress()
+    try:
+        sender.send(batches, total=len(lines) - done, rate=args.rate, acknowledged=acknowledged, progress=progress)
+    finally:
+        progress.close()
 
 
 def _parse(line: str) -> Any:
@@ -98,6 +125,8 @@ def _parse(line: str) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # The sender's retries, on stderr beside the progress bar.
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.synthetic is not None:
         events = synthetic_events(args.synthetic, seed=args.seed, invalid_share=args.invalid_share, start=args.start)
         if args.output:
@@ -112,7 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     stopped = False
     try:
         if args.synthetic is not None:
-            sender.send(batched(events, args.batch_size), total=len(events), rate=args.rate)
+            progress = Progress()
+            try:
+                sender.send(batched(events, args.batch_size), total=len(events), rate=args.rate, progress=progress)
+            finally:
+                progress.close()
         else:
             replay(sender, args)
     except Stopped:

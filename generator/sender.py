@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,6 +18,8 @@ SEED_BATCH_SIZE = 987
 
 #: Answers worth retrying: the collector's 503 (Kafka did not take the batch) and gateway trouble.
 RETRYABLE = {429, 500, 502, 503, 504}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -104,7 +106,7 @@ class Sender:
             if attempt == self.retries:
                 raise GaveUp(f"generator: giving up on a batch after {self.retries} retries: {reason}")
             self.totals.retried += 1
-            print(f"generator: {reason}; retrying in {wait:.1f}s", file=sys.stderr, flush=True)
+            log.warning("generator: %s; retrying in %.1fs", reason, wait)
             time.sleep(wait)
             delay = min(delay * 2, 10)
         raise AssertionError("unreachable")
@@ -115,46 +117,25 @@ class Sender:
         total: int,
         rate: float | None = None,
         acknowledged: Callable[[list[Any]], None] | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> None:
         """Send each batch in turn, at most `rate` events/s; raise Stopped after a batch if asked to stop.
 
-        `acknowledged` is called with each batch the collector answered, before anything else happens.
+        `acknowledged` is called with each batch the collector answered, before anything else happens; `progress`
+        with the events sent so far and `total`.
         """
-        progress = Progress(total)
         started = time.monotonic()
         for batch in batches:
             self.post(batch)
             if acknowledged is not None:
                 acknowledged(batch)
-            progress.update(self.totals.sent)
+            if progress is not None:
+                progress(self.totals.sent, total)
             if rate:
                 # The next batch leaves when the events sent so far are due at this rate.
                 time.sleep(max(0.0, started + self.totals.sent / rate - time.monotonic()))
             if self._stop:
-                progress.close()
                 raise Stopped
-        progress.close()
-
-
-class Progress:
-    """A one-line progress bar on a terminal's stderr; silent when stderr is a file or a pipe."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.enabled = sys.stderr.isatty() and total > 0
-        self.started = time.monotonic()
-
-    def update(self, done: int) -> None:
-        if not self.enabled:
-            return
-        share = min(done / self.total, 1.0)
-        rate = done / max(time.monotonic() - self.started, 1e-9)
-        bar = "#" * int(share * 30)
-        print(f"\r[{bar:<30}] {done}/{self.total} events, {rate:,.0f}/s", end="", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.enabled:
-            print(file=sys.stderr, flush=True)
 
 
 def batched(items: list[Any], size: int) -> Iterator[list[Any]]:

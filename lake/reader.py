@@ -7,7 +7,6 @@ partition pruning happen when it is scanned: DuckDB, Polars, pyarrow); `read()` 
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 
 import pyarrow as pa
@@ -16,23 +15,20 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 from pyarrow import fs
 
-from chalicelib.settings import LAKE_TABLES, aws_environment, lake_url, setting
+from pipeline.config import load
+from pipeline.contract import LAKE_TABLES
 
 LAKE_PREFIX, INVALID_PREFIX, SESSIONS_PREFIX = LAKE_TABLES  # the events, the invalid events, the sessions
 
 
-def _endpoint() -> str:
-    return os.environ.get("LAKE_S3_ENDPOINT") or aws_environment()["AWS_ENDPOINT_URL"]
-
-
 def storage_options() -> dict[str, str]:
     """delta-rs's S3 settings: LocalStack by default, or LAKE_S3_ENDPOINT (MinIO, AWS) with the AWS credentials."""
-    aws = aws_environment()
+    config = load()
     return {
-        "AWS_ENDPOINT_URL": _endpoint(),
-        "AWS_REGION": aws["AWS_DEFAULT_REGION"],
-        "AWS_ACCESS_KEY_ID": aws["AWS_ACCESS_KEY_ID"],
-        "AWS_SECRET_ACCESS_KEY": aws["AWS_SECRET_ACCESS_KEY"],
+        "AWS_ENDPOINT_URL": config.lake.s3_endpoint,
+        "AWS_REGION": config.aws.region,
+        "AWS_ACCESS_KEY_ID": config.aws.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": config.aws.secret_access_key,
         "AWS_ALLOW_HTTP": "true",
     }
 
@@ -45,16 +41,18 @@ def _filesystem(endpoint: str, region: str, key: str, secret: str) -> fs.S3FileS
 
 def filesystem() -> fs.S3FileSystem:
     """The lake's S3 as pyarrow's filesystem (for reading single files of a table)."""
-    aws = aws_environment()
-    return _filesystem(_endpoint(), aws["AWS_DEFAULT_REGION"], aws["AWS_ACCESS_KEY_ID"], aws["AWS_SECRET_ACCESS_KEY"])
+    config = load()
+    aws = config.aws
+    return _filesystem(config.lake.s3_endpoint, aws.region, aws.access_key_id, aws.secret_access_key)
 
 
 def table_path(prefix: str, bucket: str | None = None) -> str:
     """bucket/key of a lake table: `prefix` in `bucket` if given; else where the lake writer writes it
     (LAKE_PATH, LAKE_INVALID_PATH), or `prefix` in the lake bucket."""
+    lake = load().lake
     if bucket is None and prefix in LAKE_TABLES:
-        return lake_url(prefix).split("://", 1)[-1]
-    return f"{bucket or setting('LAKE_BUCKET')}/{prefix}"
+        return lake.path(prefix).split("://", 1)[-1]
+    return f"{bucket or lake.bucket}/{prefix}"
 
 
 def table(prefix: str = LAKE_PREFIX, bucket: str | None = None) -> DeltaTable | None:

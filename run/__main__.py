@@ -11,25 +11,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
+from datetime import datetime
 from typing import Any
 
 from generator.sender import SEED_BATCH_SIZE, Sender, batched
 from generator.synthetic import synthetic_events
 from lake.reader import INVALID_PREFIX, LAKE_PREFIX, SESSIONS_PREFIX, read
 from lake.report import write_report
-from stack import cluster, localstack, spark
+from stack import localstack, spark
+from stack.cluster import current
 from stack.deploy import deploy, shop_link
 from stack.lifecycle import up
 
 
 def send(
-    api_url: str, write_key: str, count: int, seed: int, invalid_share: float
+    api_url: str, write_key: str, count: int, seed: int, invalid_share: float, start: datetime | None = None
 ) -> tuple[set[str], set[str], set[str], dict[str, Any]]:
     """Synthetic events through API Gateway; the ids the collector accepted and rejected, the customers of the
     accepted ones, and its totals."""
-    events = synthetic_events(count, seed=seed, invalid_share=invalid_share)
+    events = synthetic_events(count, seed=seed, invalid_share=invalid_share, start=start)
     sender = Sender(api_url, write_key)
     rejected: set[str] = set()
     for batch in batched(events, SEED_BATCH_SIZE):
@@ -69,15 +72,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=2000, help="synthetic events to send (default 2000)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--invalid-share", type=float, default=0.05)
+    parser.add_argument(
+        "--start",
+        type=datetime.fromisoformat,
+        help="time of the first synthetic visit: the same --seed and --start "
+        "send the same events, ids included (default: now, so each run adds events)",
+    )
     parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for the lake")
     args = parser.parse_args(argv)
-    cluster.apply_defaults()
+    # What the stack's library logs (services starting) is part of this command's output.
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    config = current()
 
     started = time.monotonic()
-    up()
-    deployment = deploy()
+    up(config)
+    deployment = deploy(config=config)
     accepted, rejected, customers, totals = send(
-        deployment["api_url"], deployment["write_keys"]["generator"], args.events, args.seed, args.invalid_share
+        deployment["api_url"],
+        deployment["write_keys"]["generator"],
+        args.events,
+        args.seed,
+        args.invalid_share,
+        args.start,
     )
     print(f"generator: {json.dumps(totals)}", flush=True)
     landed_after = wait_for_lake(accepted, rejected, args.timeout)
@@ -114,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                 *[f"  {key:34s} {value}" for key, value in summary.items()],
                 f"  shop website                       {shop_link(deployment)}",
                 f"  collector API                      {deployment['api_url']}",
-                f"  Spark UI                           {spark.ui_url()}",
-                f"  LocalStack                         {localstack.endpoint_url()}",
+                f"  Spark UI                           {spark.ui_url(config)}",
+                f"  LocalStack                         {localstack.endpoint_url(config)}",
                 f"  lake report                        {report}",
                 "  stop everything with `make down`",
             ]

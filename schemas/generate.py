@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from chalicelib.contract import is_int32
+from pipeline.config import Config
+from pipeline.contract import is_int32
 
 SCHEMAS = Path(__file__).resolve().parent
 SOURCE = SCHEMAS / "acme.clickstream.raw.events.json"
@@ -141,8 +142,8 @@ def proto_schema(source: dict[str, Any]) -> str:
 
 # --- OpenAPI ----------------------------------------------------------------------------------------------
 
-#: The collector's batch limit (chalicelib.settings' COLLECTOR_MAX_BATCH_EVENTS default).
-MAX_BATCH_EVENTS = 1000
+#: The collector's batch limit (COLLECTOR_MAX_BATCH_EVENTS's default).
+MAX_BATCH_EVENTS = Config.defaults().collector.max_batch_events
 _PROBLEM = {
     "type": "object",
     "description": "Why one event, or the whole request, was not accepted.",

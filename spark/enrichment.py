@@ -28,7 +28,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-IP_MODES = ("truncate", "full", "drop")
+from pipeline.contract import IP_MODES
+
 CAMPAIGN_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "gclid", "fbclid", "msclkid")
 #: A referrer's medium by its host: a host listed, a subdomain of one, or (for the names) any host with that
 #: label before its public suffix (google.de, www.google.co.uk). Email is looked at first: mail.google.com is mail.

@@ -10,17 +10,19 @@
   one writing driver per table, and a lock per table keeps compaction and writes in turn.
 - `python lake_tables.py maintain PATH...` does the same once, for `make compact` when the lake writer is stopped.
 
-Standard library and PySpark only: it runs wherever the lake writer runs (the compose image has nothing else).
+PySpark and the ground floor (pipeline/) only: it runs wherever the lake writer runs (the compose image has nothing
+else).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.utils import AnalysisException
 
-PARTITION = "dt"
+from pipeline.config_sections import MaintenanceConfig
+from pipeline.contract import PARTITION
+
 #: Time travel and readers of an older version keep a week of files; the log keeps 30 days.
 VACUUM_RETAIN_HOURS = 168
 TABLE_PROPERTIES = {
@@ -118,8 +122,21 @@ def in_list(days: list[str]) -> str:
     return ", ".join("'" + day.replace("'", "") + "'" for day in days)
 
 
+Note = Callable[[str, dict[str, Any]], None]
+
+
+#: The lake writer's own log (its JSON lines); its `main` sends it to stdout, the job's log.
+log = logging.getLogger("clickstream.lake")
+
+
+def log_note(kind: str, figures: dict[str, Any]) -> None:
+    """A note of what a job did, as a JSON line in its log."""
+    log.info(json.dumps({kind: figures}, default=str))
+
+
 class Maintenance:
-    """Compaction and vacuum of one table, on a thread of their own: when due, or when `make compact` asks.
+    """Compaction and vacuum of one table, on a thread of their own: when due, or when `make compact` asks; until
+    `stopping` is set, when a compaction under way finishes first.
 
     The table's writes hold `lock` too, so a compaction runs between two batches, never during one (and an
     idle table is still compacted on request).
@@ -129,15 +146,17 @@ class Maintenance:
         self,
         spark: SparkSession,
         path: str,
-        compact_every_s: float,
-        vacuum_every_s: float,
-        request_file: str | None = None,
+        config: MaintenanceConfig,
+        stopping: threading.Event,
+        note: Note = log_note,
     ) -> None:
         self.spark = spark
         self.path = path
-        self.compact_every_s = compact_every_s
-        self.vacuum_every_s = vacuum_every_s
-        self.request_file = Path(request_file) if request_file else None
+        self.compact_every_s = config.compact_interval_s
+        self.vacuum_every_s = config.vacuum_interval_s
+        self.request_file = Path(config.request_file) if config.request_file else None
+        self.stopping = stopping
+        self.note = note
         self.lock = threading.Lock()
         self._touched: set[str] = set()
         self._touched_lock = threading.Lock()
@@ -149,17 +168,17 @@ class Maintenance:
         with self._touched_lock:
             self._touched.update(days)
 
-    def start(self) -> None:
-        threading.Thread(target=self._run, name=f"maintenance {self.path}", daemon=True).start()
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name=f"maintenance {self.path}", daemon=True)
+        thread.start()
+        return thread
 
     def _run(self) -> None:
-        # A daemon thread: it ends with the driver.
-        while True:
-            time.sleep(1.0)
+        while not self.stopping.wait(1.0):
             try:
                 self.run_due()
             except Exception as exc:  # a failed compaction must not stop the lake: the next round tries again
-                print(json.dumps({"maintenance": "failed", "table": self.path, "error": str(exc)[:500]}), flush=True)
+                self.note(f"maintenance {self.path}", {"failed": str(exc)[:500]})
                 self.last_compact = self.last_vacuum = time.monotonic()
 
     def run_due(self) -> None:
@@ -175,10 +194,11 @@ class Maintenance:
             if requested or compact_due:
                 with self._touched_lock:
                     self._touched.clear()
-                _log("compact", self.path, compact(self.spark, self.path, None if requested else days))
+                compacted = compact(self.spark, self.path, None if requested else days)
+                self.note(f"maintenance {self.path}", {"compact": compacted})
                 self.last_compact = now
             if requested or vacuum_due:
-                _log("vacuum", self.path, vacuum(self.spark, self.path))
+                self.note(f"maintenance {self.path}", {"vacuum": vacuum(self.spark, self.path)})
                 self.last_vacuum = now
         if requested:
             self._answer()
@@ -217,10 +237,6 @@ def vacuum(spark: SparkSession, path: str) -> dict[str, Any]:
     started = time.monotonic()
     spark.sql(f"VACUUM delta.`{path}` RETAIN {VACUUM_RETAIN_HOURS} HOURS")
     return {"retain_hours": VACUUM_RETAIN_HOURS, "ms": round((time.monotonic() - started) * 1000)}
-
-
-def _log(action: str, path: str, figures: dict[str, Any]) -> None:
-    print(json.dumps({"maintenance": action, "table": path, **figures}), flush=True)
 
 
 class TableWriter:
@@ -282,12 +298,13 @@ def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[0] != "maintain":
         print("usage: lake_tables.py maintain PATH [PATH...]", file=sys.stderr)
         return 2
+    log.addHandler(logging.StreamHandler(sys.stdout))
+    log.setLevel(logging.INFO)
     spark = session("acme-clickstream-lake-maintenance")
     try:
         for path in argv[1:]:
             if exists(spark, path):
-                _log("compact", path, compact(spark, path))
-                _log("vacuum", path, vacuum(spark, path))
+                log_note(f"maintenance {path}", {"compact": compact(spark, path), "vacuum": vacuum(spark, path)})
     finally:
         spark.stop()
     return 0

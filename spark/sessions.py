@@ -31,9 +31,9 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 import lake_tables
+from pipeline.config_sections import SessionsConfig
+from pipeline.contract import PARTITION
 
-#: A customer's next event after this much silence starts a new session (the usual web-analytics cut-off).
-DEFAULT_GAP_MINUTES = 30
 #: Taken from the session's first event: where the visit came from and on what.
 LANDING_COLUMNS = {
     "package_id": "package_id",
@@ -116,7 +116,7 @@ def sessions_of(events: DataFrame, gap_minutes: float) -> DataFrame:
         (F.col("purchases") > 0).alias("converted"),
         "revenue",
         "first_event_id",
-        F.date_format("session_start", "yyyy-MM-dd").alias(lake_tables.PARTITION),
+        F.date_format("session_start", "yyyy-MM-dd").alias(PARTITION),
     )
 
 
@@ -127,7 +127,8 @@ def empty_sessions(events: DataFrame) -> DataFrame:
     empty = events.sparkSession.range(0).select(
         *[F.lit(None).cast(types.get(name, "string")).alias(name) for name in EVENT_COLUMNS]
     )
-    return sessions_of(empty, DEFAULT_GAP_MINUTES)
+    # The gap changes which sessions there are, not their columns.
+    return sessions_of(empty, gap_minutes=30)
 
 
 class SessionsUpdater:
@@ -143,7 +144,7 @@ class SessionsUpdater:
 
     def __init__(
         self, spark: SparkSession, path: str, events_path: str, maintenance: lake_tables.Maintenance,
-        gap_minutes: float, interval_s: float,
+        config: SessionsConfig, stopping: threading.Event, note: lake_tables.Note = lake_tables.log_note,
     ) -> None:  # fmt: skip
         # A session of its own, with the lake writer's settings: the commit's metadata set for the MERGE is not
         # seen by other writers' commits.
@@ -153,25 +154,29 @@ class SessionsUpdater:
                 self.spark.conf.set(key, value)
         self.path, self.events_path = path, events_path
         self.maintenance = maintenance
-        self.gap_minutes, self.interval_s = gap_minutes, interval_s
+        self.gap_minutes, self.interval_s = config.gap_minutes, config.interval_s
+        self.stopping, self.note = stopping, note
         self._mark: int | None = None
         self._mark_read = False
 
-    def start(self) -> None:
-        threading.Thread(target=self._run, name=f"sessions {self.path}", daemon=True).start()
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name=f"sessions {self.path}", daemon=True)
+        thread.start()
+        return thread
 
     def _run(self) -> None:
         context = self.spark.sparkContext
         # Its jobs share the cores fairly with the lake's batches (the lake writer's FAIR scheduler).
         context.setLocalProperty("spark.scheduler.pool", "sessions")
         # The first round at once (after a restart it catches up on what the last one missed); then a pause of
-        # interval_s after each round, so rounds never run back to back on a busy driver.
-        while True:
+        # interval_s after each round, so rounds never run back to back on a busy driver. A stop waits for the
+        # round under way (its MERGE) to end.
+        while not self.stopping.is_set():
             try:
                 self.update()
             except Exception as exc:  # a failed round must not stop the lake: the next one starts from the same mark
-                print(json.dumps({"sessions": "failed", "table": self.path, "error": str(exc)[:500]}), flush=True)
-            time.sleep(self.interval_s)
+                self.note("sessions", {"failed": str(exc)[:500]})
+            self.stopping.wait(self.interval_s)
 
     def update(self) -> dict[str, Any]:
         """One round: the sessions of the customers with events committed since the mark, recomputed and merged."""
@@ -195,7 +200,7 @@ class SessionsUpdater:
         finally:
             touched.unpersist()
         figures = {"customers": customers, "days": days, "events_version": version, "ms": _ms_since(started)}
-        print(json.dumps({"sessions": "updated", **figures}), flush=True)
+        self.note("sessions", figures)
         return figures
 
     def _events_version(self) -> int | None:
@@ -220,7 +225,7 @@ class SessionsUpdater:
                 return windows, *_earliest_and_count(windows)
             except Exception as exc:  # the feed's versions are checked when it is read; a rebuild is always right
                 windows.unpersist()
-                print(json.dumps({"sessions": "rebuilding", "reason": str(exc)[:300]}), flush=True)
+                self.note("sessions", {"rebuilding": str(exc)[:300]})
         windows = _windows(events)
         return windows, *_earliest_and_count(windows)
 
@@ -259,7 +264,7 @@ class SessionsUpdater:
             day_spans = windows.select(*[F.date_format(c, "yyyy-MM-dd").alias(c) for c in ("lo", "hi")]).distinct()
             days = _merged([(row["lo"], row["hi"]) for row in day_spans.collect()])
             rows = (
-                events.where(_within(F.col(lake_tables.PARTITION), days))
+                events.where(_within(F.col(PARTITION), days))
                 .select(*[c for c in EVENT_COLUMNS if c in events.columns])
                 .join(F.broadcast(windows), "customer_id")
                 .where(F.col("event_timestamp").between(F.col("lo"), F.col("hi")))
@@ -270,14 +275,14 @@ class SessionsUpdater:
             columns = fresh.columns
             # Sessions that came out as stored are not written again (a MERGE rewrites every file it matches in).
             changed = fresh.exceptAll(nearby.select(*columns))
-            gone = nearby.select(KEY, lake_tables.PARTITION).join(fresh.select(KEY), KEY, "left_anti")
+            gone = nearby.select(KEY, PARTITION).join(fresh.select(KEY), KEY, "left_anti")
             source = (
                 changed.withColumn("_gone", F.lit(False))
                 .unionByName(gone.withColumn("_gone", F.lit(True)), allowMissingColumns=True)
                 .persist()
             )
             frames.append(source)
-            written = sorted(r[0] for r in source.select(lake_tables.PARTITION).distinct().collect())
+            written = sorted(r[0] for r in source.select(PARTITION).distinct().collect())
             if written:
                 self._merge(source, columns, written, mark)
             return written
@@ -295,8 +300,8 @@ class SessionsUpdater:
                 spark.sql(
                     f"""
                     MERGE INTO delta.`{self.path}` AS t USING {view} AS s
-                    ON t.{lake_tables.PARTITION} IN ({lake_tables.in_list(days)})
-                       AND t.{lake_tables.PARTITION} = s.{lake_tables.PARTITION} AND t.{KEY} = s.{KEY}
+                    ON t.{PARTITION} IN ({lake_tables.in_list(days)})
+                       AND t.{PARTITION} = s.{PARTITION} AND t.{KEY} = s.{KEY}
                     WHEN MATCHED AND s._gone THEN DELETE
                     WHEN MATCHED THEN UPDATE SET {", ".join(f"t.`{c}` = s.`{c}`" for c in columns)}
                     WHEN NOT MATCHED AND NOT s._gone THEN INSERT ({names}) VALUES ({values})

@@ -1,23 +1,37 @@
-"""`python -m stack up|down|status|...`: what `make up`, `make down` and `make status` run."""
+"""`python -m stack up|down|status|deploy|...`: what `make up`, `make down`, `make status` and `make deploy` run."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
-from stack import chalice_local, cluster, kafka, localstack, spark, supervisor
+from stack import chalice_local, deploy, kafka, localstack, spark, supervisor
 from stack.lifecycle import down, status, up
 from stack.process import ServiceError
 
+
+def _deploy(stage: str) -> None:
+    deployment = deploy.deploy(stage)
+    print(
+        f"deploy: collector {deployment['function_name']} behind API Gateway {deployment['rest_api_id']} "
+        f"in {deployment['deploy_seconds']}s"
+    )
+    print(f"  API      {deployment['api_url']}  (try: curl {deployment['api_url']}/ping)")
+    if "website_url" in deployment:
+        print(f"  website  {deploy.shop_link(deployment)}")
+
+
 COMMANDS = {
-    "up": up,
-    "down": down,
-    "status": lambda: print("\n".join(status())),
-    "kafka-jars": lambda: print(kafka.fetch_jars()),
-    "localstack-install": localstack.install,
-    "local": chalice_local.run_in_foreground,
-    "spark-jars": lambda: print(spark.fetch_jars()),
-    "compact": spark.compact,
+    "up": lambda args: up(),
+    "down": lambda args: down(),
+    "status": lambda args: print("\n".join(status())),
+    "deploy": lambda args: _deploy(args.stage),
+    "kafka-jars": lambda args: print(kafka.fetch_jars()),
+    "localstack-install": lambda args: localstack.install(),
+    "local": lambda args: chalice_local.run_in_foreground(),
+    "spark-jars": lambda args: print(spark.fetch_jars()),
+    "compact": lambda args: print(spark.compact()),
 }
 
 
@@ -25,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
     parser.add_argument("command", choices=sorted([*COMMANDS, "hold", "release"]))
     parser.add_argument("service", nargs="?", help="hold/release: the service the supervisor leaves alone or not")
+    parser.add_argument("--stage", default=deploy.STAGE, help="deploy: a stage of chalice_app/.chalice/config.json")
     args = parser.parse_args(argv)
-    cluster.apply_defaults()
+    # What the stack's library logs (services starting and stopping) is this command's output.
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     if args.command in ("hold", "release"):
         if not args.service:
             parser.error(f"{args.command} needs a service: {', '.join(supervisor.watched())}")
@@ -36,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
         return 0
     try:
-        COMMANDS[args.command]()
-    except ServiceError as exc:
+        COMMANDS[args.command](args)
+    except (ServiceError, deploy.DeployError) as exc:
         print(exc, file=sys.stderr)
         return 1
     return 0

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
-from stack.paths import runtime_dir
+from pipeline.config import CONFIG_VARIABLE, Config, load
+from pipeline.deployment import runtime_dir
 
 #: What CLUSTER=1 changes. Each Kafka node's controller and SASL_SSL listener listen on the ports at its place in
 #: the lists.
@@ -25,34 +27,35 @@ CLUSTER_DEFAULTS = {
 }
 
 
-def marker() -> Path:
-    return runtime_dir() / "cluster.json"
+def marker(config: Config) -> Path:
+    return runtime_dir(config) / "cluster.json"
 
 
-def enabled() -> bool:
+def enabled(config: Config) -> bool:
     """CLUSTER=1 (or 0) if set, else whether the running stack was started as a cluster."""
-    choice = os.environ.get("CLUSTER", "").strip()
-    return choice == "1" if choice else marker().exists()
+    return config.stack.cluster == "1" if config.stack.cluster else marker(config).exists()
 
 
-def apply_defaults() -> None:
-    """Put the cluster's settings into this process's environment (and its children's), when clustered: those
-    the running cluster was started with, else the defaults."""
-    if not enabled():
-        return
+def current(environ: Mapping[str, str] | None = None) -> Config:
+    """The stack's configuration: the tree this process was handed, else its environment with, when the stack runs
+    as a cluster, the values the running cluster was started with (or CLUSTER_DEFAULTS) where no variable is set."""
+    env = os.environ if environ is None else environ
+    config = load(env)
+    if env.get(CONFIG_VARIABLE) or not enabled(config):
+        return config
     try:
-        values = {**CLUSTER_DEFAULTS, **json.loads(marker().read_text())}
+        recorded = json.loads(marker(config).read_text())
     except (FileNotFoundError, ValueError):
-        values = CLUSTER_DEFAULTS
-    for name, value in values.items():
-        if value:
-            os.environ.setdefault(name, value)
+        recorded = {}
+    defaults = {**CLUSTER_DEFAULTS, **{k: v for k, v in recorded.items() if v}}
+    return load({**defaults, **{k: v for k, v in env.items() if v}, "CLUSTER": "1"})
 
 
-def record(clustered: bool) -> None:
-    """Remember (at `make up`) or forget (at `make down`) that the stack runs as a cluster."""
+def record(config: Config, clustered: bool) -> None:
+    """Remember (at `make up`) or forget (at `make down`) that the stack runs as a cluster, and with which values."""
     if clustered:
-        marker().parent.mkdir(parents=True, exist_ok=True)
-        marker().write_text(json.dumps({name: os.environ.get(name, "") for name in CLUSTER_DEFAULTS}) + "\n")
+        values = config.environment(("kafka", "spark"))
+        marker(config).parent.mkdir(parents=True, exist_ok=True)
+        marker(config).write_text(json.dumps({name: values[name] for name in CLUSTER_DEFAULTS}) + "\n")
     else:
-        marker().unlink(missing_ok=True)
+        marker(config).unlink(missing_ok=True)

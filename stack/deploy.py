@@ -1,8 +1,9 @@
 """`make deploy`: the collector to Lambda + API Gateway on LocalStack, and the shop to an S3 website.
 
-Runs `chalice deploy --stage localstack` (or --stage bench) against LocalStack (AWS_ENDPOINT_URL), then:
-  - applies the collector settings set in this shell (any variable of chalicelib/settings.py's DEFAULTS,
-    e.g. KAFKA_BOOTSTRAP_SERVERS) on top of the stage's environment, as `chalice local` would see them;
+Runs `chalice deploy --stage localstack` (or --stage bench) against LocalStack (AWS_ENDPOINT_URL), from a copy of
+chalice_app/ that carries the ground floor (pipeline/, in Chalice's vendor/ folder), then:
+  - applies the collector's settings (the kafka and collector sections of the tree) that differ from their
+    defaults, e.g. KAFKA_BOOTSTRAP_SERVERS, on top of the stage's environment, as `chalice local` would see them;
   - uploads frontend/ to the website bucket with the API's URL written into config.js;
   - writes what it deployed to <runtime>/deployment.json for the other stages and prints the URLs.
 Before that it creates what the stage needs and Chalice does not make: the spool's queue and bucket, the
@@ -14,11 +15,9 @@ restart and a redeploy: the shop, the generator and `make run` keep working with
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import mimetypes
-import os
 import secrets
 import shutil
 import subprocess
@@ -28,10 +27,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from chalicelib.contract import MAIN_STAGE, deployment_file, read_deployment
-from chalicelib.settings import DEFAULTS, setting
 from generator.synthetic import PACKAGE_ID as GENERATOR_PACKAGE
-from stack import cluster, kafka_security, localstack
+from pipeline.config import Config
+from pipeline.deployment import MAIN_STAGE, deployment_file, read_deployment
+from stack import kafka_security, localstack
+from stack.cluster import current
 from stack.paths import REPO, runtime_dir
 
 APP_DIR = REPO / "chalice_app"
@@ -62,9 +62,9 @@ def rest_api_id(stage: str) -> str:
     return hashlib.sha256(f"{APP_NAME}-{stage}".encode()).hexdigest()[:10]
 
 
-def api_url(rest_api_id: str) -> str:
+def api_url(rest_api_id: str, config: Config | None = None) -> str:
     """The API's base URL as LocalStack serves it; no DNS needed (chalice prints AWS's form)."""
-    return f"{localstack.endpoint_url()}/restapis/{rest_api_id}/{API_STAGE}/_user_request_"
+    return f"{localstack.endpoint_url(config)}/restapis/{rest_api_id}/{API_STAGE}/_user_request_"
 
 
 #: The shop's demo link carries a campaign's parameters, which the lake's enrichment files as utm_* columns.
@@ -75,45 +75,47 @@ def shop_link(deployment: dict[str, str]) -> str:
     return f"{deployment['website_url']}/index.html?{DEMO_CAMPAIGN}"
 
 
-def website_url(bucket: str) -> str:
+def website_url(bucket: str, config: Config | None = None) -> str:
     """The S3 website's URL for a browser: *.localhost.localstack.cloud resolves to 127.0.0.1 by public DNS."""
-    _, port = localstack.listen()
+    _, port = localstack.listen(config)
     return f"http://{bucket}.s3-website.localhost.localstack.cloud:{port}"
 
 
-def staged_app() -> Path:
-    """A copy of chalice_app/ in the runtime folder, deployed from there.
+def staged_app(staging: Path | None = None) -> Path:
+    """A copy of chalice_app/ (in the runtime folder unless told), with the ground floor in its vendor/ folder (which
+    Chalice puts at the root of the Lambda's package), deployed or packaged from there.
 
     Chalice records what it deployed under .chalice/deployed/: that state belongs to this LocalStack
     (which forgets everything when it restarts), not to the source tree, and two stacks (a developer's
     and the test suite's) must not share it.
     """
-    staging = runtime_dir() / "chalice_app"
+    staging = staging or runtime_dir() / "chalice_app"
     for entry in staging.iterdir() if staging.exists() else ():
         if entry.name == ".chalice":
             continue  # its deployed/ state is what lets chalice update instead of create
         shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     ignore = shutil.ignore_patterns("__pycache__", "deployed", "deployments")
     shutil.copytree(APP_DIR, staging, dirs_exist_ok=True, ignore=ignore)
+    shutil.copytree(REPO / "pipeline", staging / "vendor" / "pipeline", ignore=ignore)
     return staging
 
 
-def ensure_spool(environment: dict[str, str]) -> None:
-    """The spool's queue and bucket (chalicelib/sinks/spool.py), unless they exist."""
-    sqs = localstack.client("sqs")
+def ensure_spool(stage: Config) -> None:
+    """The spool's queue and bucket (chalicelib/sinks/spool.py) of a stage's configuration, unless they exist."""
+    sqs = localstack.client("sqs", stage)
     sqs.create_queue(
-        QueueName=setting("SPOOL_QUEUE", environment),
+        QueueName=stage.collector.spool_queue,
         Attributes={
             "VisibilityTimeout": str(SPOOL_VISIBILITY_TIMEOUT_S),
             "MessageRetentionPeriod": str(SPOOL_RETENTION_S),
         },
     )
-    localstack.ensure_bucket(setting("SPOOL_BUCKET", environment))
+    localstack.ensure_bucket(stage.collector.spool_bucket, stage)
 
 
-def change_write_keys(name: str, change: Callable[[dict[str, Any]], None]) -> None:
+def change_write_keys(name: str, change: Callable[[dict[str, Any]], None], config: Config | None = None) -> None:
     """Read the write keys' parameter `name` (none yet: no keys), let `change` edit its keys, write it back."""
-    ssm = localstack.client("ssm")
+    ssm = localstack.client("ssm", config)
     try:
         document = json.loads(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
     except ssm.exceptions.ParameterNotFound:
@@ -122,28 +124,29 @@ def change_write_keys(name: str, change: Callable[[dict[str, Any]], None]) -> No
     ssm.put_parameter(Name=name, Value=json.dumps(document), Type="SecureString", Overwrite=True)
 
 
-def ensure_write_keys(stage: str, environment: dict[str, str]) -> dict[str, str]:
+def ensure_write_keys(stage: str, stage_config: Config) -> dict[str, str]:
     """A write key per source in the stage's SSM parameter (chalicelib/write_keys.py), and the keys.
 
     A source keeps the key its last deploy recorded, so a redeploy (or LocalStack restarted empty) does not
     change the key the shop and the generator hold; keys others added to the parameter stay.
     """
-    recorded = (read_deployment(stage) or {}).get("write_keys") or {}
+    recorded = (read_deployment(stage, stage_config) or {}).get("write_keys") or {}
     keys = {source: recorded.get(source) or f"{source}-{secrets.token_urlsafe(18)}" for source in SOURCE_PACKAGES}
 
     def add_sources(entries: dict[str, Any]) -> None:
         for source, packages in SOURCE_PACKAGES.items():
             entries[keys[source]] = {"packages": list(packages), "source": source}
 
-    change_write_keys(setting("WRITE_KEYS_PARAMETER", environment), add_sources)
+    change_write_keys(stage_config.collector.write_keys_parameter, add_sources, stage_config)
     return keys
 
 
-def spool_depth(environment: dict[str, str] | None = None) -> tuple[int, int] | None:
+def spool_depth(config: Config | None = None) -> tuple[int, int] | None:
     """Batches waiting in the spool for Kafka, and batches a drainer holds right now; None without a queue."""
-    sqs = localstack.client("sqs")
+    config = config or current()
+    sqs = localstack.client("sqs", config)
     try:
-        url = sqs.get_queue_url(QueueName=setting("SPOOL_QUEUE", environment))["QueueUrl"]
+        url = sqs.get_queue_url(QueueName=config.collector.spool_queue)["QueueUrl"]
     except sqs.exceptions.QueueDoesNotExist:
         return None
     names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
@@ -152,9 +155,10 @@ def spool_depth(environment: dict[str, str] | None = None) -> tuple[int, int] | 
     return waiting, draining
 
 
-def spool_status(environment: dict[str, str] | None = None) -> str:
-    queue = setting("SPOOL_QUEUE", environment)
-    depth = spool_depth(environment)
+def spool_status(config: Config | None = None) -> str:
+    config = config or current()
+    queue = config.collector.spool_queue
+    depth = spool_depth(config)
     if depth is None:
         return f"spool: no queue {queue} (make deploy creates it)"
     return f"spool: {queue} holds {depth[0]} batch(es) waiting for Kafka, {depth[1]} being drained"
@@ -165,14 +169,14 @@ def deployed_record(app_dir: Path, stage: str) -> Path:
     return app_dir / ".chalice" / "deployed" / f"{stage}.json"
 
 
-def pin_rest_api(stage: str, app_dir: Path) -> str:
+def pin_rest_api(stage: str, app_dir: Path, config: Config) -> str:
     """Make Chalice update the API with the stage's fixed id instead of creating one with a random id.
 
     The API is created under that id (LocalStack honours a `_custom_id_` tag) when LocalStack lacks it, and
     Chalice's record of what it deployed is pointed at it: Chalice then updates that API in place.
     """
     api_id = rest_api_id(stage)
-    apigateway = localstack.client("apigateway")
+    apigateway = localstack.client("apigateway", config)
     try:
         apigateway.get_rest_api(restApiId=api_id)
     except apigateway.exceptions.NotFoundException:
@@ -186,16 +190,27 @@ def pin_rest_api(stage: str, app_dir: Path) -> str:
     return api_id
 
 
-def deploy_collector(stage: str) -> dict[str, Any]:
-    overrides = {name: os.environ[name] for name in DEFAULTS if os.environ.get(name)}
-    # Chalice reads app.py here, at deploy time: it sees the stage's settings (the spool queue's name).
-    env = {**os.environ, **stage_environment(stage), **overrides, **localstack.aws_environment()}
-    ensure_spool(env)
-    write_keys = ensure_write_keys(stage, env)
-    kafka_secret = kafka_security.ensure_secret()
+#: The sections the collector reads: a deploy applies their changed settings to the stage's functions.
+COLLECTOR_SECTIONS = ("kafka", "collector")
+
+
+def stage_config(stage: str, config: Config) -> tuple[Config, dict[str, str]]:
+    """What a stage's functions run with: the stage's own variables (config.json) with the deploying configuration's
+    changed collector settings on top; and those changes."""
+    overrides = config.environment(COLLECTOR_SECTIONS, changed_only=True)
+    return Config.from_env({**config.environment(), **stage_environment(stage), **overrides}), overrides
+
+
+def deploy_collector(stage: str, config: Config) -> dict[str, Any]:
+    functions_config, overrides = stage_config(stage, config)
+    ensure_spool(functions_config)
+    write_keys = ensure_write_keys(stage, functions_config)
+    kafka_secret = kafka_security.ensure_secret(config)
     chalice = Path(sys.executable).parent / "chalice"
     app_dir = staged_app()
-    api_id = pin_rest_api(stage, app_dir)
+    api_id = pin_rest_api(stage, app_dir, config)
+    # Chalice reads app.py here, at deploy time: it sees the stage's settings (the spool queue's name).
+    env = functions_config.child_environment(as_variables=True)
     subprocess.run([str(chalice), "deploy", "--stage", stage], cwd=app_dir, env=env, check=True)
     resources = {r["name"]: r for r in json.loads(deployed_record(app_dir, stage).read_text())["resources"]}
     if resources["rest_api"]["rest_api_id"] != api_id:
@@ -206,7 +221,7 @@ def deploy_collector(stage: str) -> dict[str, Any]:
         if r["resource_type"] == "lambda_function"
     }
     if overrides:
-        lambda_client = localstack.client("lambda")
+        lambda_client = localstack.client("lambda", config)
         for name in functions.values():
             current = lambda_client.get_function_configuration(FunctionName=name)
             variables = {**current.get("Environment", {}).get("Variables", {}), **overrides}
@@ -215,16 +230,16 @@ def deploy_collector(stage: str) -> dict[str, Any]:
     return {
         "function_name": functions["api_handler"],
         "rest_api_id": api_id,
-        "api_url": api_url(api_id),
+        "api_url": api_url(api_id, config),
         "write_keys": write_keys,
         # The embedded broker's SASL_SSL user, for a client that takes KAFKA_SASL_SECRET_ARN.
         "kafka_sasl_secret_arn": kafka_secret,
     }
 
 
-def deploy_website(collector_url: str, write_key: str) -> dict[str, str]:
-    bucket = setting("WEBSITE_BUCKET")
-    s3 = localstack.ensure_bucket(bucket)
+def deploy_website(collector_url: str, write_key: str, config: Config) -> dict[str, str]:
+    bucket = config.stack.website_bucket
+    s3 = localstack.ensure_bucket(bucket, config)
     s3.put_bucket_website(Bucket=bucket, WebsiteConfiguration={"IndexDocument": {"Suffix": "index.html"}})
     public_read = {
         "Version": "2012-10-17",
@@ -244,7 +259,7 @@ def deploy_website(collector_url: str, write_key: str) -> dict[str, str]:
         if content_type.startswith("text/") or key.endswith(".js"):
             content_type = ("text/javascript" if key.endswith(".js") else content_type) + "; charset=utf-8"
         s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
-    return {"website_bucket": bucket, "website_url": website_url(bucket)}
+    return {"website_bucket": bucket, "website_url": website_url(bucket, config)}
 
 
 def website_config(collector_url: str, write_key: str) -> str:
@@ -286,44 +301,21 @@ def with_security_policy(html: str, collector_url: str) -> str:
     return html.replace(_CHARSET, _CHARSET + policies, 1)
 
 
-def deploy(stage: str = STAGE) -> dict[str, Any]:
+def deploy(stage: str = STAGE, config: Config | None = None) -> dict[str, Any]:
     """Deploy `stage` (and, for the main stage, the shop), record it, and return the record."""
-    if not localstack.healthy():
-        raise DeployError(f"LocalStack does not answer at {localstack.endpoint_url()}; run `make up` first")
+    config = config or current()
+    if not localstack.healthy(config):
+        raise DeployError(f"LocalStack does not answer at {localstack.endpoint_url(config)}; run `make up` first")
     started = time.monotonic()
-    deployment = deploy_collector(stage)
+    deployment = deploy_collector(stage, config)
     if stage == STAGE:  # one shop, talking to the main stage
-        deployment |= deploy_website(deployment["api_url"], deployment["write_keys"]["shop"])
+        deployment |= deploy_website(deployment["api_url"], deployment["write_keys"]["shop"], config)
     deployment["deploy_seconds"] = f"{time.monotonic() - started:.1f}"
-    deployment_file(stage).parent.mkdir(parents=True, exist_ok=True)
-    deployment_file(stage).write_text(json.dumps(deployment, indent=2) + "\n")
+    record = deployment_file(stage, config)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(deployment, indent=2) + "\n")
     return deployment
 
 
 class DeployError(RuntimeError):
     """A deploy could not run (LocalStack is not there)."""
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m stack.deploy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--stage", default=STAGE, help=f"a stage of chalice_app/.chalice/config.json ({STAGE})")
-    args = parser.parse_args(argv)
-    cluster.apply_defaults()
-    try:
-        deployment = deploy(args.stage)
-    except DeployError as exc:
-        sys.exit(f"deploy: {exc}")
-    print(
-        f"deploy: collector {deployment['function_name']} behind API Gateway {deployment['rest_api_id']} "
-        f"in {deployment['deploy_seconds']}s"
-    )
-    print(f"  API      {deployment['api_url']}  (try: curl {deployment['api_url']}/ping)")
-    if "website_url" in deployment:
-        print(f"  website  {shop_link(deployment)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

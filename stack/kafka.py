@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
+import logging
 import re
 import shutil
 import subprocess
@@ -18,11 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from chalicelib.settings import Settings, host_port
+from pipeline.config import Config
+from pipeline.contract import host_port
 from stack import kafka_security
+from stack.cluster import current
 from stack.paths import REPO, cache_dir, runtime_dir
 from stack.process import Service, ServiceError, port_open, wait_for_port
 
+log = logging.getLogger(__name__)
 KAFKA_DIR = REPO / "kafka"
 POM = KAFKA_DIR / "pom.xml"
 
@@ -37,8 +40,8 @@ def libs_dir() -> Path:
     return cache_dir() / f"kafka-{version()}" / "libs"
 
 
-def java() -> str:
-    java_home = os.environ.get("JAVA_HOME")
+def java(config: Config | None = None) -> str:
+    java_home = (config or current()).stack.java_home
     return str(Path(java_home) / "bin" / "java") if java_home else "java"
 
 
@@ -49,7 +52,7 @@ def fetch_jars() -> Path:
     digest = hashlib.sha256(POM.read_bytes()).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
         return libs
-    print(f"kafka: resolving Apache Kafka {version()} from Maven Central into {libs}", flush=True)
+    log.info("kafka: resolving Apache Kafka %s from Maven Central into %s", version(), libs)
     staging = libs.with_name("libs.partial")
     shutil.rmtree(staging, ignore_errors=True)
     subprocess.run(
@@ -101,9 +104,9 @@ class Node:
         return Service(self.name, runtime_dir(), marker=f"kafka.Kafka {self.config}")
 
 
-def _ports(variable: str, default: str, count: int) -> list[int]:
-    """A port per node from `variable` (comma-separated)."""
-    ports = [int(p) for p in (os.environ.get(variable) or default).split(",") if p.strip()]
+def _ports(values: tuple[str, ...], variable: str, count: int) -> list[int]:
+    """A port per node from a comma-separated setting."""
+    ports = [int(p) for p in values]
     if len(ports) != count:
         raise ServiceError(
             f"kafka: {count} address(es) in KAFKA_BOOTSTRAP_SERVERS but {len(ports)} port(s) in {variable}: the "
@@ -112,23 +115,23 @@ def _ports(variable: str, default: str, count: int) -> list[int]:
     return ports
 
 
-def nodes(settings: Settings | None = None) -> list[Node]:
+def nodes(config: Config | None = None) -> list[Node]:
     """The embedded stack's nodes: one per address of KAFKA_BOOTSTRAP_SERVERS (the PLAINTEXT listener), each with
     its controller port from KAFKA_CONTROLLER_PORT and its SASL_SSL port from KAFKA_SASL_SSL_PORT (as many,
     comma-separated)."""
-    settings = settings or Settings.from_env()
-    servers = [host_port(server) for server in settings.kafka_servers]
-    controllers = _ports("KAFKA_CONTROLLER_PORT", "9093", len(servers))
-    sasl = _ports("KAFKA_SASL_SSL_PORT", "9094", len(servers))
+    kafka = (config or current()).kafka
+    servers = [host_port(server) for server in kafka.servers]
+    controllers = _ports(kafka.controller_ports, "KAFKA_CONTROLLER_PORT", len(servers))
+    sasl = _ports(kafka.sasl_ssl_ports, "KAFKA_SASL_SSL_PORT", len(servers))
     ports = zip(servers, controllers, sasl, strict=True)
     return [
         Node(i, host, port, controller, sasl_port) for i, ((host, port), controller, sasl_port) in enumerate(ports, 1)
     ]
 
 
-def sasl_ssl_servers(settings: Settings | None = None) -> str:
+def sasl_ssl_servers(config: Config | None = None) -> str:
     """The embedded brokers' SASL_SSL listeners, as KAFKA_BOOTSTRAP_SERVERS for a client that uses them."""
-    return ",".join(f"{n.host}:{n.sasl_port}" for n in nodes(settings))
+    return ",".join(f"{n.host}:{n.sasl_port}" for n in nodes(config))
 
 
 def replication(count: int) -> tuple[int, int]:
@@ -142,7 +145,7 @@ def service() -> Service:
     return nodes()[0].service()
 
 
-def _write_config(node: Node, all_nodes: list[Node], settings: Settings) -> None:
+def _write_config(node: Node, all_nodes: list[Node], config: Config) -> None:
     if len(all_nodes) == 1:
         # One node bootstraps its quorum dynamically (formatted --standalone), as Kafka's quickstart does.
         quorum = f"controller.quorum.bootstrap.servers={node.host}:{node.controller_port}"
@@ -160,7 +163,7 @@ def _write_config(node: Node, all_nodes: list[Node], settings: Settings) -> None
         keystore=tls.keystore,
         keystore_password=tls.keystore_password,
         log_dirs=node.data_dir,
-        partitions=settings.topic_partitions,
+        partitions=config.kafka.topic_partitions,
         replicas=replicas,
         min_isr=min_isr,
     )
@@ -168,7 +171,7 @@ def _write_config(node: Node, all_nodes: list[Node], settings: Settings) -> None
     node.config.write_text(text)
 
 
-def _format_storage(node: Node, all_nodes: list[Node], classpath: str) -> None:
+def _format_storage(node: Node, all_nodes: list[Node], classpath: str, config: Config) -> None:
     """Format KRaft storage the first time only: the data folder then survives restarts."""
     if (node.data_dir / "meta.properties").exists():
         return
@@ -177,7 +180,7 @@ def _format_storage(node: Node, all_nodes: list[Node], classpath: str) -> None:
     standalone = ["--standalone"] if len(all_nodes) == 1 else []
     subprocess.run(
         [
-            java(),
+            java(config),
             "-cp",
             classpath,
             "kafka.tools.StorageTool",
@@ -215,13 +218,13 @@ def _cluster_id() -> str:
             return cluster_id
 
 
-def start(settings: Settings | None = None, timeout_s: float = 60.0, only: str | None = None) -> None:
+def start(config: Config | None = None, timeout_s: float = 60.0, only: str | None = None) -> None:
     """Start every node that is not running (or only the one named), wait for their ports, create the topics."""
-    settings = settings or Settings.from_env()
-    all_nodes = nodes(settings)
+    config = config or current()
+    all_nodes = nodes(config)
     chosen = [n for n in all_nodes if only in (None, n.name)]
     classpath = str(fetch_jars() / "*")
-    heap = os.environ.get("KAFKA_HEAP_OPTS") or "-Xms256m -Xmx512m"
+    heap = config.kafka.heap_opts
     started = time.monotonic()
     # All processes first: a node of three opens its port only once a quorum of controllers is up.
     for node in chosen:
@@ -234,26 +237,25 @@ def start(settings: Settings | None = None, timeout_s: float = 60.0, only: str |
                     f"kafka: {node.host}:{port} is taken by a process this stack did not start; stop it or set "
                     f"{variable} to another port"
                 )
-        _write_config(node, all_nodes, settings)
-        _format_storage(node, all_nodes, classpath)
+        _write_config(node, all_nodes, config)
+        _format_storage(node, all_nodes, classpath, config)
         log4j = f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}"
-        svc.start([java(), *heap.split(), "-XX:+UseG1GC", log4j, "-cp", classpath, "kafka.Kafka", str(node.config)])
+        svc.start(
+            [java(config), *heap.split(), "-XX:+UseG1GC", log4j, "-cp", classpath, "kafka.Kafka", str(node.config)]
+        )
     for node in chosen:
         svc = node.service()
         if not wait_for_port(node.host, node.port, timeout_s, alive=lambda svc=svc: svc.pid() is not None):
             raise ServiceError(
                 f"kafka: {node.name} did not open {node.host}:{node.port}; last log lines:\n{svc.log_tail()}"
             )
-    create_topics(settings)
-    kafka_security.ensure_scram_user(settings)
+    create_topics(config)
+    kafka_security.ensure_scram_user(config)
     where = ", ".join(f"{n.host}:{n.port}, SASL_SSL {n.sasl_port} (pid {n.service().pid()})" for n in chosen)
-    print(
-        f"kafka: {version()} up on {where} in {time.monotonic() - started:.1f}s, data under {runtime_dir()}",
-        flush=True,
-    )
+    log.info("kafka: %s up on %s in %.1fs, data under %s", version(), where, time.monotonic() - started, runtime_dir())
 
 
-def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
+def create_topics(config: Config, timeout_s: float = 30.0) -> None:
     """Create the pipeline's topics that do not exist yet, with the configured partition count."""
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -262,7 +264,7 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
     while True:
         try:
             admin = KafkaAdminClient(
-                bootstrap_servers=settings.kafka_servers,
+                bootstrap_servers=config.kafka.servers,
                 request_timeout_ms=10000,
                 client_id="clickstream-stack",
             )
@@ -272,18 +274,19 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
-    kept = dict.fromkeys((settings.raw_topic, settings.invalid_topic), topic_retention())
+    kafka = config.kafka
+    kept = dict.fromkeys((kafka.raw_topic, kafka.invalid_topic), kafka.retention_ms)
     try:
         existing = set(admin.list_topics())
-        missing = [t for t in settings.topics if t not in existing]
+        missing = [t for t in kafka.topics if t not in existing]
         if missing:
             try:
-                replicas, min_isr = replication(len(settings.kafka_servers))
+                replicas, min_isr = replication(len(kafka.servers))
                 admin.create_topics(
                     [
                         NewTopic(
                             t,
-                            settings.topic_partitions,
+                            kafka.topic_partitions,
                             replicas,
                             topic_configs={"min.insync.replicas": str(min_isr), **_retention_config(kept.get(t))},
                         )
@@ -302,39 +305,29 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
         admin.close()
 
 
-def topic_retention() -> str:
-    """retention.ms of the raw and invalid topics: -1 (forever) by default.
-
-    LocalStack's S3 forgets the lake when it restarts, and the lake writer rebuilds the lake from these topics
-    (stack/supervisor.py restarts it on a fresh checkpoint); a record dropped by retention could not come back.
-    With a durable S3 (AWS, MinIO), a finite KAFKA_RETENTION_MS is safe once the lake holds the records.
-    """
-    return os.environ.get("KAFKA_RETENTION_MS") or "-1"
-
-
 def _retention_config(retention_ms: str | None) -> dict[str, str]:
     return {} if retention_ms is None else {"retention.ms": retention_ms}
 
 
-def delete_topics(topics: list[str]) -> None:
+def delete_topics(topics: list[str], config: Config | None = None) -> None:
     from kafka.admin import KafkaAdminClient
 
-    settings = Settings.from_env()
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="clickstream-stack")
+    admin = KafkaAdminClient(bootstrap_servers=(config or current()).kafka.servers, client_id="clickstream-stack")
     try:
         admin.delete_topics(topics)
     finally:
         admin.close()
 
 
-def topic_counts(settings: Settings) -> dict[str, int]:
+def topic_counts(config: Config | None = None) -> dict[str, int]:
     """How many records each pipeline topic holds (sum of its partitions' end offsets)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, group_id=None)
+    kafka = (config or current()).kafka
+    consumer = KafkaConsumer(bootstrap_servers=kafka.servers, group_id=None)
     try:
         counts = {}
-        for topic in settings.topics:
+        for topic in kafka.topics:
             partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
             counts[topic] = sum(consumer.end_offsets(partitions).values()) if partitions else 0
         return counts
@@ -342,27 +335,28 @@ def topic_counts(settings: Settings) -> dict[str, int]:
         consumer.close()
 
 
-def stop() -> None:
-    for node in reversed(nodes()):
+def stop(config: Config | None = None) -> None:
+    for node in reversed(nodes(config)):
         if node.service().stop(timeout_s=30):
-            print(f"{node.name}: stopped", flush=True)
+            log.info("%s: stopped", node.name)
 
 
-def under_replicated(settings: Settings) -> int:
+def under_replicated(config: Config | None = None) -> int:
     """Partitions of the pipeline's topics with fewer in-sync replicas than replicas."""
     from kafka.admin import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="clickstream-stack")
+    kafka = (config or current()).kafka
+    admin = KafkaAdminClient(bootstrap_servers=kafka.servers, client_id="clickstream-stack")
     try:
-        described = admin.describe_topics(list(settings.topics))
+        described = admin.describe_topics(list(kafka.topics))
     finally:
         admin.close()
     return sum(len(p["isr_nodes"]) < len(p["replica_nodes"]) for topic in described for p in topic["partitions"])
 
 
-def status() -> str:
-    settings = Settings.from_env()
-    all_nodes = nodes(settings)
+def status(config: Config | None = None) -> str:
+    config = config or current()
+    all_nodes = nodes(config)
     states = []
     for node in all_nodes:
         pid = node.service().pid()
@@ -376,10 +370,10 @@ def status() -> str:
         return "kafka: not running"
     line = "kafka: " + ", ".join(states)
     try:
-        counts = ", ".join(f"{topic} {n}" for topic, n in topic_counts(settings).items())
+        counts = ", ".join(f"{topic} {n}" for topic, n in topic_counts(config).items())
         if len(all_nodes) > 1:
             replicas, min_isr = replication(len(all_nodes))
-            lagging = under_replicated(settings)
+            lagging = under_replicated(config)
             line += f"; replication {replicas}, min.insync {min_isr}, under-replicated partitions {lagging}"
         return f"{line}; records: {counts}"
     except Exception as exc:  # a cluster without quorum answers nothing: say so instead of failing status

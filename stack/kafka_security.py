@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from chalicelib.settings import Settings
+from pipeline.config import Config
 from stack.paths import runtime_dir
 from stack.process import ServiceError
 
@@ -102,12 +102,12 @@ def ensure_tls() -> BrokerTls:
     )
 
 
-def ensure_scram_user(settings: Settings) -> None:
+def ensure_scram_user(config: Config) -> None:
     """Give the broker the SCRAM user's credential (idempotent: an upsert), over the PLAINTEXT listener."""
     from kafka.admin import KafkaAdminClient, UserScramCredentialUpsertion
 
     tls = ensure_tls()
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="clickstream-stack")
+    admin = KafkaAdminClient(bootstrap_servers=config.kafka.servers, client_id="clickstream-stack")
     try:
         errors = admin.alter_user_scram_credentials(
             [UserScramCredentialUpsertion(tls.username, SCRAM_MECHANISM, tls.password)]
@@ -119,13 +119,13 @@ def ensure_scram_user(settings: Settings) -> None:
         raise ServiceError(f"kafka: the SCRAM user could not be created: {failed}")
 
 
-def ensure_secret() -> str:
+def ensure_secret(config: Config) -> str:
     """The SCRAM user's secret in Secrets Manager on LocalStack (MSK's shape: {"username", "password"}); its ARN."""
     from stack import localstack
 
     tls = ensure_tls()
     value = json.dumps({"username": tls.username, "password": tls.password})
-    client = localstack.client("secretsmanager")
+    client = localstack.client("secretsmanager", config)
     try:
         return client.put_secret_value(SecretId=SECRET_NAME, SecretString=value)["ARN"]
     except client.exceptions.ResourceNotFoundException:

@@ -3,55 +3,63 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
-from chalicelib.settings import setting
+from pipeline.config import CONFIG_VARIABLE, Config, variables
 from stack import chalice_local, cluster, deploy, kafka, localstack, spark, supervisor
+from stack.cluster import current
 from stack.process import free_port
 
 
-def up(supervised: bool = True) -> None:
-    clustered = cluster.enabled()
-    cluster.record(clustered)
-    kafka.start()
-    localstack.start()
-    localstack.ensure_bucket(setting("LAKE_BUCKET"))
-    chalice_local.start()
+def up(config: Config | None = None, supervised: bool = True) -> None:
+    config = config or current()
+    clustered = cluster.enabled(config)
+    cluster.record(config, clustered)
+    kafka.start(config)
+    localstack.start(config)
+    localstack.ensure_bucket(config.lake.bucket, config)
+    chalice_local.start(config)
     if clustered:
-        spark.start_master()
-        spark.start_worker()
-    spark.start()
+        spark.start_master(config)
+        spark.start_worker(config)
+    spark.start(config)
     if supervised:
-        supervisor.start()
+        supervisor.start(config)
 
 
-def down() -> None:
+def down(config: Config | None = None) -> None:
+    config = config or current()
     # The supervisor first: it would bring back what the next lines stop.
     supervisor.stop()
     spark.stop()
-    if cluster.enabled():
-        spark.stop_cluster()
+    if cluster.enabled(config):
+        spark.stop_cluster(config)
     chalice_local.stop()
-    localstack.stop()
-    kafka.stop()
-    cluster.record(False)
+    localstack.stop(config)
+    kafka.stop(config)
+    cluster.record(config, False)
 
 
-def status() -> list[str]:
-    lines = [kafka.status(), localstack.status(), chalice_local.status(), spark.status()]
-    if cluster.enabled():
-        lines.append(spark.cluster_status())
+def status(config: Config | None = None) -> list[str]:
+    config = config or current()
+    lines = [kafka.status(config), localstack.status(config), chalice_local.status(config), spark.status(config)]
+    if cluster.enabled(config):
+        lines.append(spark.cluster_status(config))
     lines.append(supervisor.status())
-    if localstack.healthy():
-        lines.append(deploy.spool_status())
+    if localstack.healthy(config):
+        lines.append(deploy.spool_status(config))
     return lines
 
 
-def fresh_stack_environment(runtime: Path | str, clustered: bool = False) -> dict[str, str]:
-    """This environment for a second, independent stack: its own runtime folder and free ports for every service
-    (three Kafka nodes and a Spark master and worker if `clustered`).
+def fresh_stack_environment(
+    runtime: Path | str, clustered: bool = False, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """`base` (this environment) for a second, independent stack: its own runtime folder and free ports for every
+    service (three Kafka nodes and a Spark master and worker if `clustered`).
 
-    The stack's own settings of this shell (ports, topics, endpoints) are left out, so its defaults apply.
+    Every setting of the tree is left out of `base` (ports, topics, endpoints, the lake's paths and intervals), so
+    the defaults apply but for the ports and the runtime folder.
     """
     nodes = 3 if clustered else 1
     ports: set[int] = set()
@@ -61,9 +69,8 @@ def fresh_stack_environment(runtime: Path | str, clustered: bool = False) -> dic
     brokers, controllers, sasl = free[:nodes], free[nodes : 2 * nodes], free[2 * nodes : 3 * nodes]
     rest = free[3 * nodes :]
     gateway, collector_port, spark_ui, master, master_ui, worker_ui = rest
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "SPARK_", "COLLECTOR_", "AWS_", "CLUSTER"))
-    }
+    settings = {variable.name for _, variable in variables()} | {CONFIG_VARIABLE}
+    env = {k: v for k, v in (os.environ if base is None else base).items() if k not in settings}
     env.update(
         CLICKSTREAM_RUNTIME=str(runtime),
         KAFKA_BOOTSTRAP_SERVERS=",".join(f"127.0.0.1:{port}" for port in brokers),
@@ -80,4 +87,8 @@ def fresh_stack_environment(runtime: Path | str, clustered: bool = False) -> dic
             SPARK_MASTER_WEBUI_PORT=str(master_ui),
             SPARK_WORKER_WEBUI_PORT=str(worker_ui),
         )
+    # The machine's own (JAVA_HOME, the download cache) stay: they are not the stack's.
+    for name in ("JAVA_HOME", "CLICKSTREAM_HOME"):
+        if (os.environ if base is None else base).get(name):
+            env[name] = (os.environ if base is None else base)[name]
     return env

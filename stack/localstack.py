@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -19,9 +20,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from chalicelib.settings import REGION, aws_environment, gateway_listen, gateway_url
+from pipeline.config import CONFIG_VARIABLE, Config
+from pipeline.contract import host_port
+from stack.cluster import current
 from stack.paths import REPO, cache_dir, runtime_dir
 from stack.process import Service, ServiceError, port_open
+
+log = logging.getLogger(__name__)
 
 LOCALSTACK_DIR = REPO / "localstack"
 REQUIREMENTS = LOCALSTACK_DIR / "requirements.txt"
@@ -29,7 +34,6 @@ RUNTIME_REQUIREMENTS = LOCALSTACK_DIR / "lambda-runtime-requirements.txt"
 PLUGIN_DIR = LOCALSTACK_DIR / "lambda-local-executor"
 # Our Lambda runtime processes are recognised by this path in their command line.
 RUNTIME_SCRIPT_SUFFIX = "lambda_local_executor/runtime.py"
-DEFAULT_SERVICES = "s3,apigateway,lambda,iam,sts,sqs,ssm,secretsmanager,cloudwatch,logs"
 HEALTHY = ("running", "available")
 
 
@@ -65,17 +69,20 @@ def runtime_requirements(python: str) -> list[str]:
     return pins
 
 
-def listen() -> tuple[str, int]:
-    """Where LocalStack listens (GATEWAY_LISTEN)."""
-    return gateway_listen()
+def listen(config: Config | None = None) -> tuple[str, int]:
+    """Where LocalStack listens: the first address of GATEWAY_LISTEN (0.0.0.0 is reached on 127.0.0.1)."""
+    host, port = host_port((config or current()).stack.gateway_listen.split(",")[0])
+    return (host if host not in ("0.0.0.0", "::") else "127.0.0.1"), port
 
 
-def endpoint_url() -> str:
-    return gateway_url()
+def endpoint_url(config: Config | None = None) -> str:
+    """LocalStack's URL, from GATEWAY_LISTEN."""
+    host, port = listen(config)
+    return f"http://{host}:{port}"
 
 
-def services() -> list[str]:
-    return [s.strip() for s in (os.environ.get("SERVICES") or DEFAULT_SERVICES).split(",") if s.strip()]
+def services(config: Config | None = None) -> list[str]:
+    return [s.strip() for s in (config or current()).stack.localstack_services.split(",") if s.strip()]
 
 
 def state_dir() -> Path:
@@ -113,13 +120,13 @@ def install() -> None:
     stamp.unlink(missing_ok=True)
     if subprocess.run([str(_python()), "-c", "pass"], capture_output=True).returncode if _python().exists() else 1:
         shutil.rmtree(venv(), ignore_errors=True)  # missing, or broken (its base Python is gone)
-        print(f"localstack: creating its virtualenv {venv()}", flush=True)
+        log.info("localstack: creating its virtualenv %s", venv())
         subprocess.run([sys.executable, "-m", "venv", str(venv())], check=True)
 
     def pip(*args: str) -> None:
         subprocess.run([str(_python()), "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True)
 
-    print("localstack: installing LocalStack (about a minute, once)", flush=True)
+    log.info("localstack: installing LocalStack (about a minute, once)")
     pip("install", "-r", str(REQUIREMENTS))
     # Built from a copy: setuptools would otherwise leave build/ and *.egg-info in the repo.
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,16 +143,17 @@ def install() -> None:
         pip("install", "--target", str(target), *target_python, *runtime_requirements(python))
     pip("check")
     stamp.write_text(digest + "\n")
-    print(f"localstack: installed in {time.monotonic() - started:.0f}s", flush=True)
+    log.info("localstack: installed in %.0fs", time.monotonic() - started)
 
 
 # --- run --------------------------------------------------------------------------------------------------
 
 
-def _environment() -> dict[str, str]:
-    host, port = listen()
-    # The caller's virtualenv must not leak into LocalStack's interpreter.
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+def _environment(config: Config) -> dict[str, str]:
+    host, port = listen(config)
+    # The caller's virtualenv must not leak into LocalStack's interpreter, nor our tree into its functions.
+    left_out = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", CONFIG_VARIABLE)
+    env = {k: v for k, v in os.environ.items() if k not in left_out}
     defaults = {
         "GATEWAY_LISTEN": f"{host}:{port}",
         # LocalStack's own default host name (localhost.localstack.cloud) needs public DNS.
@@ -153,7 +161,7 @@ def _environment() -> dict[str, str]:
         # The default server (twisted) ignores GATEWAY_LISTEN's host and listens on every interface;
         # hypercorn binds to loopback as told, at about the same throughput.
         "GATEWAY_SERVER": "hypercorn",
-        "SERVICES": ",".join(services()),
+        "SERVICES": ",".join(services(config)),
         # Services load at start: lazy loading makes first requests slow and SIGTERM can hang.
         "EAGER_SERVICE_LOADING": "1",
         "LAMBDA_RUNTIME_EXECUTOR": "local-process",
@@ -171,48 +179,50 @@ def _environment() -> dict[str, str]:
     return env
 
 
-def health() -> dict[str, str] | None:
+def health(config: Config | None = None) -> dict[str, str] | None:
     """The state of each service LocalStack reports, or None if it does not answer."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(f"{endpoint_url()}/_localstack/health", timeout=2) as response:
+        with opener.open(f"{endpoint_url(config)}/_localstack/health", timeout=2) as response:
             return json.load(response).get("services", {})
     except (OSError, ValueError):
         return None
 
 
-def healthy() -> bool:
-    states = health()
-    return states is not None and all(states.get(s) in HEALTHY for s in services())
+def healthy(config: Config | None = None) -> bool:
+    config = config or current()
+    states = health(config)
+    return states is not None and all(states.get(s) in HEALTHY for s in services(config))
 
 
-def start(timeout_s: float | None = None) -> None:
+def start(config: Config | None = None) -> None:
+    config = config or current()
     install()
     svc = service()
-    host, port = listen()
+    host, port = listen(config)
     if svc.pid() is None and port_open(host, port):
         raise ServiceError(
             f"localstack: {host}:{port} is taken by a process this stack did not start; stop it or set "
             "GATEWAY_LISTEN to another address"
         )
-    timeout_s = timeout_s or float(os.environ.get("LOCALSTACK_START_TIMEOUT") or 90)
+    timeout_s = config.stack.localstack_start_timeout_s
     state_dir().mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     # -I: neither the cwd nor PYTHONPATH on sys.path. `localstack` is a namespace package, so a folder
     # named localstack (like ours) would merge into it.
-    svc.start([str(_python()), "-I", "-m", "localstack.runtime.main"], env=_environment(), cwd=state_dir())
-    while not healthy():
+    svc.start([str(_python()), "-I", "-m", "localstack.runtime.main"], env=_environment(config), cwd=state_dir())
+    while not healthy(config):
         if svc.pid() is None or time.monotonic() - started > timeout_s:
             tail = svc.log_tail()
-            stop()
-            raise ServiceError(f"localstack: not healthy at {endpoint_url()}; last log lines:\n{tail}")
+            stop(config)
+            raise ServiceError(f"localstack: not healthy at {endpoint_url(config)}; last log lines:\n{tail}")
         time.sleep(0.1)
-    print(f"localstack: {endpoint_url()} healthy in {time.monotonic() - started:.1f}s (pid {svc.pid()})", flush=True)
+    log.info("localstack: %s healthy in %.1fs (pid %s)", endpoint_url(config), time.monotonic() - started, svc.pid())
 
 
-def runtime_processes() -> list[int]:
+def runtime_processes(config: Config | None = None) -> list[int]:
     """Lambda runtime processes that call back to this LocalStack."""
-    _, port = listen()
+    _, port = listen(config)
     needle = f":{port}/_localstack_lambda/".encode()
     found = []
     for entry in Path("/proc").iterdir():
@@ -230,12 +240,13 @@ def runtime_processes() -> list[int]:
     return found
 
 
-def stop() -> None:
-    stopped = service().stop(timeout_s=float(os.environ.get("LOCALSTACK_STOP_TIMEOUT") or 10))
+def stop(config: Config | None = None) -> None:
+    config = config or current()
+    stopped = service().stop(timeout_s=config.stack.localstack_stop_timeout_s)
     # LocalStack stops its Lambda environments on shutdown and each runtime exits when its parent goes;
     # whatever is still here a moment later is killed.
     deadline = time.monotonic() + 3
-    while (leftovers := runtime_processes()) and time.monotonic() < deadline:
+    while (leftovers := runtime_processes(config)) and time.monotonic() < deadline:
         time.sleep(0.1)
     for pid in leftovers:
         try:
@@ -243,17 +254,15 @@ def stop() -> None:
         except ProcessLookupError:
             pass
     if stopped:
-        print(
-            "localstack: stopped" + (f" (killed {len(leftovers)} leftover Lambda processes)" if leftovers else ""),
-            flush=True,
-        )
+        log.info("localstack: stopped%s", f" (killed {len(leftovers)} leftover Lambda processes)" if leftovers else "")
 
 
-def status() -> str:
+def status(config: Config | None = None) -> str:
+    config = config or current()
     pid = service().pid()
     if pid is None:
         return "localstack: not running"
-    state = "healthy" if healthy() else "NOT healthy"
+    state = "healthy" if healthy(config) else "NOT healthy"
     rss_kb = next(
         (
             int(line.split()[1])
@@ -263,32 +272,33 @@ def status() -> str:
         0,
     )
     return (
-        f"localstack: running (pid {pid}) at {endpoint_url()}, {state}, RSS {rss_kb // 1024} MiB, "
-        f"{len(runtime_processes())} Lambda process(es)"
+        f"localstack: running (pid {pid}) at {endpoint_url(config)}, {state}, RSS {rss_kb // 1024} MiB, "
+        f"{len(runtime_processes(config))} Lambda process(es)"
     )
 
 
 # --- clients ----------------------------------------------------------------------------------------------
 
 
-def client(name: str, **options: Any) -> Any:
-    """A boto3 client of this LocalStack (`options` go to boto3.client, e.g. a botocore Config)."""
-    import boto3
+def client(name: str, config: Config | None = None, /, **options: Any) -> Any:
+    """A boto3 client of the stack's AWS (LocalStack unless AWS_ENDPOINT_URL says otherwise), made by localstack-client
+    with the configured credentials and region; `options` go to boto3 (config=, a botocore Config, say)."""
+    from localstack_client.session import Session
 
-    env = aws_environment()
-    return boto3.client(
-        name,
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        region_name=env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        **options,
+    aws = (config or current()).aws
+    session = Session(
+        aws_access_key_id=aws.access_key_id,
+        aws_secret_access_key=aws.secret_access_key,
+        region_name=aws.region,
+        localstack_host=aws.endpoint_url.split("://", 1)[-1],
     )
+    return session.client(name, **options)
 
 
-def ensure_bucket(bucket: str) -> Any:
+def ensure_bucket(bucket: str, config: Config | None = None) -> Any:
     """Create `bucket` unless it exists; return the S3 client."""
-    s3 = client("s3")
+    config = config or current()
+    s3 = client("s3", config)
     if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
-        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": config.aws.region})
     return s3

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from chalicelib.contract import runtime_dir
+from pipeline.config import REPO, Config, load
+from pipeline.deployment import runtime_dir
 
-REPO = Path(__file__).resolve().parent.parent
 
-
-def cache_dir() -> Path:
-    """Downloads (jars, virtualenvs) shared by every checkout: $CLICKSTREAM_HOME, default ~/.cache/clickstream."""
-    return Path(os.environ.get("CLICKSTREAM_HOME") or Path.home() / ".cache" / "clickstream")
+def cache_dir(config: Config | None = None) -> Path:
+    """Downloads (jars, virtualenvs) shared by every checkout: CLICKSTREAM_HOME (~/.cache/clickstream)."""
+    return Path((config or load()).stack.home)
 
 
 __all__ = ["REPO", "cache_dir", "runtime_dir"]

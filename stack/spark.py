@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+import urllib.request
 from pathlib import Path
+from typing import Any
 
-from chalicelib.settings import Settings
-from chalicelib.sinks.kafka import sasl_credentials
+from pipeline.config import Config
 from stack import localstack
+from stack.cluster import current
 from stack.paths import REPO, cache_dir, runtime_dir
 from stack.process import Service, ServiceError, wait_for_port
 
+log = logging.getLogger(__name__)
 POM = REPO / "spark" / "pom.xml"
 JOB = REPO / "spark" / "lake_writer.py"
 MAINTENANCE = REPO / "spark" / "lake_tables.py"
@@ -39,7 +42,7 @@ def fetch_jars() -> Path:
     jars = jars_dir()
     if (jars / ".complete").exists():
         return jars
-    print(f"spark: resolving the Kafka connector and s3a jars (~700 MB, once) into {jars}", flush=True)
+    log.info("spark: resolving the Kafka connector and s3a jars (~700 MB, once) into %s", jars)
     staging = jars.with_name(jars.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     # On a terminal mvn shows download progress; in batch mode (logs, CI) one line per artifact.
@@ -53,49 +56,43 @@ def fetch_jars() -> Path:
     return jars
 
 
-def ui_port(environ: Mapping[str, str] | None = None) -> int:
-    """The lake writer's Spark UI port: SPARK_UI_PORT, default 4040 (Spark's)."""
-    return int((os.environ if environ is None else environ).get("SPARK_UI_PORT") or "4040")
+def ui_url(config: Config | None = None) -> str:
+    return f"http://127.0.0.1:{(config or current()).spark.ui_port}"
 
 
-def ui_url(environ: Mapping[str, str] | None = None) -> str:
-    return f"http://127.0.0.1:{ui_port(environ)}"
-
-
-def submit_args(environ: Mapping[str, str]) -> str:
-    """PYSPARK_SUBMIT_ARGS for local mode: what `spark-submit` would take on a cluster."""
-    aws = localstack.aws_environment()
+def submit_args(config: Config) -> str:
+    """PYSPARK_SUBMIT_ARGS: what `spark-submit` would take on a cluster."""
+    spark, aws = config.spark, config.aws
     conf = {
-        "spark.driver.memory": environ.get("SPARK_DRIVER_MEMORY") or "1g",
+        "spark.driver.memory": spark.driver_memory,
         # local mode: the jars on the driver's classpath (--jars would copy 700 MB on every start)
         "spark.driver.extraClassPath": f"{jars_dir()}/*",
         # One per core of a laptop. 1 cut the p50 latency at 1k events/s from 5.1 s to 3.9 s here, but also the
         # catch-up rate from ~24k to ~7k events/s: one core deduplicated and wrote everything.
-        "spark.sql.shuffle.partitions": environ.get("SPARK_SHUFFLE_PARTITIONS") or "2",
+        "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
         # Delta's VACUUM lists a table's folders in this many tasks (Spark's default, 10,000, made a vacuum of a
         # lake with a few thousand day partitions take ~100 s of a 2-core machine, in 10,000 tasks of a few ms).
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": "8",
-        "spark.ui.port": str(ui_port(environ)),
-        "spark.hadoop.fs.s3a.endpoint": environ.get("LAKE_S3_ENDPOINT") or aws["AWS_ENDPOINT_URL"],
-        "spark.hadoop.fs.s3a.endpoint.region": aws["AWS_DEFAULT_REGION"],
+        "spark.ui.port": str(spark.ui_port),
+        "spark.hadoop.fs.s3a.endpoint": config.lake.s3_endpoint,
+        "spark.hadoop.fs.s3a.endpoint.region": aws.region,
         # Bucket names with dots need path-style URLs; the local endpoints speak plain HTTP.
         "spark.hadoop.fs.s3a.path.style.access": "true",
         "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
         "spark.hadoop.fs.s3a.aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
-        "spark.hadoop.fs.s3a.access.key": aws["AWS_ACCESS_KEY_ID"],
-        "spark.hadoop.fs.s3a.secret.key": aws["AWS_SECRET_ACCESS_KEY"],
+        "spark.hadoop.fs.s3a.access.key": aws.access_key_id,
+        "spark.hadoop.fs.s3a.secret.key": aws.secret_access_key,
     }
-    master = environ.get("SPARK_MASTER") or "local[*]"
-    if master.startswith("spark://"):
+    if spark.master.startswith("spark://"):
         conf.update(
             {
                 # The worker is on this machine: its executors take the jars from the same folder.
                 "spark.executor.extraClassPath": f"{jars_dir()}/*",
-                "spark.executor.memory": environ.get("SPARK_EXECUTOR_MEMORY") or "1g",
-                "spark.cores.max": environ.get("SPARK_CORES_MAX") or "2",
+                "spark.executor.memory": spark.executor_memory,
+                "spark.cores.max": str(spark.cores_max),
             }
         )
-    return " ".join(["--master", master, *[f"--conf {k}={v}" for k, v in conf.items()], "pyspark-shell"])
+    return " ".join(["--master", spark.master, *[f"--conf {k}={v}" for k, v in conf.items()], "pyspark-shell"])
 
 
 # --- the standalone cluster (CLUSTER=1) -----------------------------------------------------------------
@@ -108,21 +105,16 @@ def spark_home() -> Path:
     return Path(pyspark.__file__).parent
 
 
-def master_address(environ: Mapping[str, str] | None = None) -> tuple[str, int]:
-    url = (os.environ if environ is None else environ).get("SPARK_MASTER") or ""
+def master_address(config: Config | None = None) -> tuple[str, int]:
+    url = (config or current()).spark.master
     if not url.startswith("spark://"):
         raise ServiceError(f"spark: SPARK_MASTER={url!r} names no standalone master (spark://host:port)")
     host, _, port = url.removeprefix("spark://").rpartition(":")
     return host, int(port)
 
 
-def _webui_port(variable: str, default: int) -> int:
-    # Spark's own variable names; the defaults are Spark's too.
-    return int(os.environ.get(variable) or default)
-
-
-def master_service() -> Service:
-    host, port = master_address()
+def master_service(config: Config | None = None) -> Service:
+    host, port = master_address(config)
     return Service("spark-master", runtime_dir(), marker=f"deploy.master.Master --host {host} --port {port}")
 
 
@@ -138,9 +130,9 @@ def worker_service() -> Service:
     return Service("spark-worker", runtime_dir(), marker=f"deploy.worker.Worker --work-dir {_worker_dir()}")
 
 
-def _daemon_env() -> dict[str, str]:
+def _daemon_env(config: Config) -> dict[str, str]:
     return {
-        **os.environ,
+        **config.child_environment(),
         "SPARK_HOME": str(spark_home()),
         "SPARK_LOCAL_IP": "127.0.0.1",
         # The worker's executors start Python workers with the project's interpreter (same machine).
@@ -148,50 +140,66 @@ def _daemon_env() -> dict[str, str]:
     }
 
 
-def start_master(timeout_s: float = 60) -> None:
-    svc = master_service()
+def start_master(config: Config | None = None, timeout_s: float = 60) -> None:
+    config = config or current()
+    svc = master_service(config)
     if svc.pid() is not None:
         return
-    host, port = master_address()
-    ui = _webui_port("SPARK_MASTER_WEBUI_PORT", 8080)
-    options = ["--host", host, "--port", str(port), "--webui-port", str(ui)]
-    svc.start([_spark_class(), "org.apache.spark.deploy.master.Master", *options], env=_daemon_env(), cwd=runtime_dir())
+    host, port = master_address(config)
+    options = ["--host", host, "--port", str(port), "--webui-port", str(config.spark.master_webui_port)]
+    argv = [_spark_class(), "org.apache.spark.deploy.master.Master", *options]
+    svc.start(argv, env=_daemon_env(config), cwd=runtime_dir())
     if not wait_for_port(host, port, timeout_s, alive=lambda: svc.pid() is not None):
         raise ServiceError(f"spark: the master did not open {host}:{port}; last log lines:\n{svc.log_tail()}")
-    print(f"spark-master: spark://{host}:{port} (pid {svc.pid()}, UI http://{host}:{ui})", flush=True)
+    log.info("spark-master: spark://%s:%s (pid %s, UI %s)", host, port, svc.pid(), master_ui(config))
 
 
-def start_worker(timeout_s: float = 60) -> None:
+def master_ui(config: Config) -> str:
+    return f"http://{master_address(config)[0]}:{config.spark.master_webui_port}"
+
+
+def alive_workers(config: Config | None = None) -> int:
+    """Workers the master counts as alive (its UI's JSON), 0 if it does not answer."""
+    try:
+        with urllib.request.urlopen(f"{master_ui(config or current())}/json/", timeout=2) as answer:
+            return sum(w.get("state") == "ALIVE" for w in json.load(answer).get("workers", []))
+    except (OSError, ValueError):
+        return 0
+
+
+def start_worker(config: Config | None = None, timeout_s: float = 60) -> None:
+    config = config or current()
     svc = worker_service()
     if svc.pid() is not None:
         return
-    host, port = master_address()
+    host, port = master_address(config)
     _worker_dir().mkdir(parents=True, exist_ok=True)
-    cores = os.environ.get("SPARK_WORKER_CORES") or "2"
-    memory = os.environ.get("SPARK_WORKER_MEMORY") or "2g"
-    options = ["--work-dir", str(_worker_dir()), "--host", "127.0.0.1", "--cores", cores, "--memory", memory]
-    options += ["--webui-port", str(_webui_port("SPARK_WORKER_WEBUI_PORT", 8081)), f"spark://{host}:{port}"]
-    svc.start([_spark_class(), "org.apache.spark.deploy.worker.Worker", *options], env=_daemon_env(), cwd=_worker_dir())
+    spark = config.spark
+    options = ["--work-dir", str(_worker_dir()), "--host", "127.0.0.1", "--cores", str(spark.worker_cores)]
+    options += ["--memory", spark.worker_memory, "--webui-port", str(spark.worker_webui_port), f"spark://{host}:{port}"]
+    argv = [_spark_class(), "org.apache.spark.deploy.worker.Worker", *options]
+    svc.start(argv, env=_daemon_env(config), cwd=_worker_dir())
     deadline = time.monotonic() + timeout_s
-    while "Successfully registered with master" not in svc.log_tail(200):
+    while not alive_workers(config):
         if svc.pid() is None or time.monotonic() > deadline:
             raise ServiceError(f"spark: the worker did not register with the master; last log lines:\n{svc.log_tail()}")
         time.sleep(0.5)
-    print(f"spark-worker: {cores} cores, {memory} (pid {svc.pid()}), registered with spark://{host}:{port}", flush=True)
+    log.info("spark-worker: %s cores, %s (pid %s), registered with spark://%s:%s", spark.worker_cores,
+             spark.worker_memory, svc.pid(), host, port)  # fmt: skip
 
 
-def stop_cluster() -> None:
-    for name, svc in (("spark-worker", worker_service()), ("spark-master", master_service())):
+def stop_cluster(config: Config | None = None) -> None:
+    for name, svc in (("spark-worker", worker_service()), ("spark-master", master_service(config))):
         if svc.stop(timeout_s=30):
-            print(f"{name}: stopped", flush=True)
+            log.info("%s: stopped", name)
 
 
-def cluster_status() -> str:
+def cluster_status(config: Config | None = None) -> str:
     parts = []
-    for name, svc in (("master", master_service()), ("worker", worker_service())):
+    for name, svc in (("master", master_service(config)), ("worker", worker_service())):
         pid = svc.pid()
         parts.append(f"{name} running (pid {pid})" if pid else f"{name} not running")
-    host, port = master_address()
+    host, port = master_address(config)
     return f"spark cluster: spark://{host}:{port}: " + ", ".join(parts)
 
 
@@ -199,71 +207,71 @@ def cluster_status() -> str:
 
 
 def status_file(name: str = "spark") -> Path:
-    return runtime_dir() / f"{name}-progress.json"
+    return runtime_dir() / f"{name}-status.json"
 
 
 def service(name: str = "spark") -> Service:
-    return Service(name, runtime_dir(), marker=str(JOB))
+    return Service(name, runtime_dir(), marker=f"{JOB} {name}")
 
 
-def _sasl_environment(env: Mapping[str, str]) -> dict[str, str]:
+def _with_sasl_credentials(config: Config) -> Config:
     """The SASL user and password of KAFKA_SASL_SECRET_ARN's secret, for a job that reaches Kafka over SASL: read
     here, as a cluster's platform would inject them, so the job needs no AWS client of its own."""
-    settings = Settings.from_env(env)
-    if not settings.kafka_security_protocol.startswith("SASL_") or not settings.kafka_sasl_secret_arn:
-        return {}
-    username, password = sasl_credentials(settings, localstack.client)()
-    return {"KAFKA_SASL_USERNAME": username, "KAFKA_SASL_PASSWORD": password}
+    kafka = config.kafka
+    if not kafka.security_protocol.startswith("SASL_") or not kafka.sasl_secret_arn:
+        return config
+    secret = localstack.client("secretsmanager", config).get_secret_value(SecretId=kafka.sasl_secret_arn)
+    credentials = json.loads(secret["SecretString"])
+    return config.replace(kafka={"sasl_username": credentials["username"], "sasl_password": credentials["password"]})
 
 
-def start(timeout_s: float = 120.0, name: str = "spark", overrides: Mapping[str, str] | None = None) -> None:
-    """Start the job in the background and wait until its three queries have started.
+def job_config(config: Config, name: str = "spark") -> Config:
+    """The tree the job named `name` runs with: `config`, with its status file and maintenance request here."""
+    return _with_sasl_credentials(config).replace(
+        spark={"status_file": str(status_file(name))},
+        maintenance={"request_file": str(maintenance_request(name))},
+    )
 
-    `name` and `overrides` (environment variables) run a second instance, as the benchmark does.
+
+def start(config: Config | None = None, name: str = "spark", timeout_s: float = 180.0) -> None:
+    """Start the job in the background and wait until its three queries have started (its status file says so).
+
+    `name` and a `config` of its own run a second instance (other tables and checkpoint), as the bench and the tests'
+    variants do.
     """
+    config = job_config(config or current(), name)
     fetch_jars()
     svc = service(name)
     if svc.pid() is not None:
         return
     status_file(name).unlink(missing_ok=True)
-    env = {**os.environ, **(overrides or {})}
-    env.update(_sasl_environment(env))
-    env.update(
-        PYSPARK_SUBMIT_ARGS=submit_args(env),
-        PYSPARK_PYTHON=sys.executable,
-        SPARK_LOCAL_IP="127.0.0.1",
-        SPARK_STATUS_FILE=str(status_file(name)),
-        LAKE_MAINTENANCE_REQUEST=str(maintenance_request(name)),
-    )
+    env = config.child_environment()
+    env.update(PYSPARK_SUBMIT_ARGS=submit_args(config), PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
     started = time.monotonic()
-    svc.start([sys.executable, str(JOB)], env=env, cwd=runtime_dir())
-    while len(_started_queries(svc)) < 3:
+    svc.start([sys.executable, str(JOB), name], env=env, cwd=runtime_dir())
+    while len(queries_started(name)) < QUERIES:
         if svc.pid() is None or time.monotonic() - started > timeout_s:
             tail = svc.log_tail(40)
             stop(name)
             raise ServiceError(f"spark: the lake writer did not start; last log lines:\n{tail}")
-        time.sleep(0.5)
-    print(
-        f"spark: lake writer running in {time.monotonic() - started:.0f}s (pid {svc.pid()}, "
-        f"UI {ui_url(env)}, log {svc.logfile})",
-        flush=True,
-    )
+        time.sleep(0.2)
+    log.info("spark: lake writer %s running in %.0fs (pid %s, UI %s, log %s)", name, time.monotonic() - started,
+             svc.pid(), ui_url(config), svc.logfile)  # fmt: skip
 
 
-def _started_queries(svc: Service) -> set[str]:
-    try:
-        lines = svc.logfile.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return set()
-    # Only this run's lines: Service.start writes a "--- ... starting" marker before each run.
-    run = lines[max((i for i, line in enumerate(lines) if line.startswith("--- ")), default=0) :]
-    return {json.loads(line)["query_started"] for line in run if line.startswith('{"query_started"')}
+#: The job's streaming queries: lake, invalid, latest.
+QUERIES = 3
+
+
+def queries_started(name: str = "spark") -> set[str]:
+    """The job's queries that started and did not end, from its status file."""
+    return {q for q, state in job_status(name).get("queries", {}).items() if state.get("state") != "terminated"}
 
 
 def stop(name: str = "spark", timeout_s: float = 150) -> None:
-    """SIGTERM to the driver: it lets the running micro-batch finish, then stops Spark; killed after `timeout_s`."""
+    """SIGTERM to the driver: it ends its threads and queries between commits, then Spark; killed after `timeout_s`."""
     if service(name).stop(timeout_s=timeout_s):
-        print(f"{name}: stopped", flush=True)
+        log.info("%s: stopped", name)
 
 
 def maintenance_request(name: str = "spark") -> Path:
@@ -271,30 +279,29 @@ def maintenance_request(name: str = "spark") -> Path:
     return runtime_dir() / f"{name}-maintenance-request.json"
 
 
-def compact(timeout_s: float = 900) -> None:
-    """Compact and vacuum both lake tables: by the running lake writer (Delta on S3 takes one writing driver per
-    table), else by a short Spark application of its own."""
-    from chalicelib.settings import LAKE_TABLES, lake_url
-
+def compact(config: Config | None = None, timeout_s: float = 900) -> str:
+    """Compact and vacuum the lake's tables: by the running lake writer (Delta on S3 takes one writing driver per
+    table), else by a short Spark application of its own. Says which did."""
+    config = config or current()
+    tables = [config.lake.events_path, config.lake.invalid_path, config.lake.sessions_path]
     svc = service()
     if svc.pid() is None:
         fetch_jars()
-        env = {**os.environ, "PYSPARK_SUBMIT_ARGS": submit_args(os.environ), "SPARK_LOCAL_IP": "127.0.0.1"}
-        tables = [lake_url(table) for table in LAKE_TABLES]
+        env = {**os.environ, "PYSPARK_SUBMIT_ARGS": submit_args(config), "SPARK_LOCAL_IP": "127.0.0.1"}
         subprocess.run([sys.executable, str(MAINTENANCE), "maintain", *tables], env=env, check=True, cwd=runtime_dir())
-        return
+        return "spark: the tables compacted and vacuumed by a Spark application of their own"
     request = maintenance_request()
     asked_at = time.time()
     request.write_text(json.dumps({"at": asked_at}))
     # Each table answers in a file named after the last segment of its path (lake_tables.Maintenance).
-    done = [request.with_name(f"{request.stem}.{lake_url(table).rsplit('/', 1)[-1]}.done") for table in LAKE_TABLES]
+    done = [request.with_name(f"{request.stem}.{path.rsplit('/', 1)[-1]}.done") for path in tables]
     deadline = time.monotonic() + timeout_s
     # Each table answers after its next batch (within LAKE_COMMIT_INTERVAL) and its compaction.
     while not all(_answered_since(path, asked_at) for path in done):
         if svc.pid() is None or time.monotonic() > deadline:
             raise ServiceError(f"spark: the lake writer did not compact within {timeout_s:.0f}s; see {svc.logfile}")
-        time.sleep(1)
-    print(f"spark: both tables compacted and vacuumed by the lake writer (log {svc.logfile})", flush=True)
+        time.sleep(0.5)
+    return f"spark: the tables compacted and vacuumed by the lake writer (log {svc.logfile})"
 
 
 def _answered_since(path: Path, asked_at: float) -> bool:
@@ -304,17 +311,23 @@ def _answered_since(path: Path, asked_at: float) -> bool:
         return False
 
 
-def progress(name: str = "spark") -> dict[str, dict]:
+def job_status(name: str = "spark") -> dict[str, Any]:
+    """The job's status file (spark/progress.py): its queries' states, last progress and totals, and notes."""
     try:
         return json.loads(status_file(name).read_text())
     except (FileNotFoundError, ValueError):
         return {}
 
 
-def status() -> str:
+def progress(name: str = "spark") -> dict[str, dict]:
+    """Each query's last progress (batch, rows, lag, offsets), for queries that have made one."""
+    return {q: state["last"] for q, state in job_status(name).get("queries", {}).items() if state.get("last")}
+
+
+def status(config: Config | None = None) -> str:
+    config = config or current()
     pid = service().pid()
     if pid is None:
         return "spark: not running"
     parts = [f"{name} batch {p['batch']} ({p['rows']} rows, lag {p['lag']})" for name, p in sorted(progress().items())]
-    master = os.environ.get("SPARK_MASTER") or "local[*]"
-    return f"spark: lake writer running on {master} (pid {pid}); " + ("; ".join(parts) or "no batch yet")
+    return f"spark: lake writer running on {config.spark.master} (pid {pid}); " + ("; ".join(parts) or "no batch yet")

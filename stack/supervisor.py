@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import signal
 import sys
 import threading
@@ -26,12 +27,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chalicelib.contract import read_deployment
-from chalicelib.settings import setting
+from pipeline.config import Config
+from pipeline.deployment import read_deployment
 from stack import chalice_local, cluster, deploy, kafka, localstack, spark
+from stack.cluster import current
 from stack.paths import runtime_dir
 from stack.process import Service
 
+log = logging.getLogger(__name__)
 MIN_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 60.0
 #: A service up this long after a restart counts as recovered: the next failure starts the backoff afresh.
@@ -80,33 +83,41 @@ class Record:
     next_attempt_at: float | None = None
 
 
-def _recover_localstack() -> None:
+def _recover_localstack(config: Config) -> None:
     # The lake writer's checkpoint and the lake were in LocalStack's S3, which comes back empty: a job that
     # ran on would write a lake with a hole (and batch logs a fresh job would misread). So it stops first; its
     # own watch starts it afresh, and it rebuilds the lake from the topics' earliest offsets. It is killed at
     # once: a graceful stop would wait for a micro-batch that cannot reach S3.
     spark.stop(timeout_s=0)
-    localstack.start()
-    localstack.ensure_bucket(setting("LAKE_BUCKET"))
+    localstack.start(config)
+    localstack.ensure_bucket(config.lake.bucket, config)
     for stage in (deploy.STAGE, "bench"):
-        if read_deployment(stage) is not None:
-            deploy.deploy(stage)
+        if read_deployment(stage, config) is not None:
+            deploy.deploy(stage, config)
 
 
 Watched = dict[str, tuple[Callable[[], Service], Callable[[], None]]]
 
 
-def watched() -> Watched:
+def watched(config: Config | None = None) -> Watched:
     """name -> (its Service, how to bring it back), in the order they depend on each other."""
+    config = config or current()
     services: Watched = {
-        node.name: (node.service, functools.partial(kafka.start, only=node.name)) for node in kafka.nodes()
+        node.name: (node.service, functools.partial(kafka.start, config, only=node.name))
+        for node in kafka.nodes(config)
     }
-    services["localstack"] = (localstack.service, _recover_localstack)
-    services["chalice_local"] = (chalice_local.service, chalice_local.start)
-    if cluster.enabled():
-        services["spark-master"] = (spark.master_service, spark.start_master)
-        services["spark-worker"] = (spark.worker_service, spark.start_worker)
-    services["spark"] = (spark.service, spark.start)
+    services["localstack"] = (localstack.service, functools.partial(_recover_localstack, config))
+    services["chalice_local"] = (
+        functools.partial(chalice_local.service, config.collector.port),
+        functools.partial(chalice_local.start, config),
+    )
+    if cluster.enabled(config):
+        services["spark-master"] = (
+            functools.partial(spark.master_service, config),
+            functools.partial(spark.start_master, config),
+        )
+        services["spark-worker"] = (spark.worker_service, functools.partial(spark.start_worker, config))
+    services["spark"] = (spark.service, functools.partial(spark.start, config))
     return services
 
 
@@ -132,7 +143,7 @@ class Supervisor:
             if record.next_attempt_at is None:
                 record.last_exit_at = now
                 record.next_attempt_at = now + MIN_BACKOFF_S
-                print(f"supervisor: {name} is gone (its log ends: {_last_words(svc())}); restarting", flush=True)
+                log.info("supervisor: %s is gone (its log ends: %s); restarting", name, _last_words(svc()))
             if now < record.next_attempt_at:
                 continue
             try:
@@ -142,14 +153,12 @@ class Supervisor:
                 record.last_error = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else repr(exc)
                 delay = min(MIN_BACKOFF_S * 2**record.failed_attempts, MAX_BACKOFF_S)
                 record.next_attempt_at = time.time() + delay
-                print(
-                    f"supervisor: {name} did not come back ({record.last_error}); next try in {delay:.0f}s", flush=True
-                )
+                log.info("supervisor: %s did not come back (%s); next try in %.0fs", name, record.last_error, delay)
                 continue
             record.restarts += 1
             record.last_restart_at = time.time()
             record.next_attempt_at = None
-            print(f"supervisor: {name} is back (restart {record.restarts})", flush=True)
+            log.info("supervisor: %s is back (restart %s)", name, record.restarts)
 
     def save(self) -> None:
         state = {"updated_at": time.time(), "services": {n: asdict(r) for n, r in self.records.items()}}
@@ -160,12 +169,12 @@ class Supervisor:
     def run(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
-        print(f"supervisor: watching {', '.join(self.services)}", flush=True)
+        log.info("supervisor: watching %s", ", ".join(self.services))
         while not self.stopping.is_set():
             self.check(time.time())
             self.save()
             self.stopping.wait(CHECK_EVERY_S)
-        print("supervisor: stopped", flush=True)
+        log.info("supervisor: stopped")
 
 
 def _last_words(svc: Service) -> str:
@@ -174,18 +183,20 @@ def _last_words(svc: Service) -> str:
     return lines[-1][:500] if lines else "no log"
 
 
-def start() -> None:
+def start(config: Config | None = None) -> None:
+    """The supervisor in the background, with the stack's configuration handed over whole (restarts use it)."""
+    config = config or current()
     svc = service()
     if svc.pid() is not None:
         return
     state_file().unlink(missing_ok=True)
-    svc.start([sys.executable, "-m", "stack.supervisor"])
-    print(f"supervisor: watching the stack (pid {svc.pid()}, log {svc.logfile})", flush=True)
+    svc.start([sys.executable, "-m", "stack.supervisor"], env=config.child_environment())
+    log.info("supervisor: watching the stack (pid %s, log %s)", svc.pid(), svc.logfile)
 
 
 def stop() -> None:
     if service().stop(timeout_s=30):
-        print("supervisor: stopped", flush=True)
+        log.info("supervisor: stopped")
 
 
 def read_state() -> dict[str, Any]:
@@ -220,5 +231,5 @@ def status() -> str:
 
 
 if __name__ == "__main__":
-    cluster.apply_defaults()
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     Supervisor().run()

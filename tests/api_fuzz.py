@@ -8,7 +8,9 @@ where the collector accepts a batch's valid events and refuses the others one by
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,12 +26,64 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from pipeline.config import Config, load
+from stack import chalice_local, kafka, localstack
+from stack.process import free_port
 from tests.conftest import REPO
 
 DOCUMENT = REPO / "schemas" / "collector.openapi.json"
-#: At most this many requests an operation: POST /collect takes them all; OPTIONS /collect and GET /ping, which
-#: take no input, one each (hypothesis stops when there is nothing left to vary).
-REQUESTS_PER_OPERATION = 2000
+#: At most this many requests an operation (FUZZ_REQUESTS, at least 1,000): POST /collect takes them all;
+#: OPTIONS /collect and GET /ping, which take no input, one each (hypothesis stops when there is nothing to vary).
+REQUESTS_PER_OPERATION = max(load().tests.fuzz_requests, 1000)
+#: The fuzzed collectors publish here, not to the pipeline's topics: the lake writer never files the thousands of
+#: days their generated timestamps span.
+FUZZ_TOPICS = {
+    "raw_topic": "fuzz.clickstream.raw.events",
+    "invalid_topic": "fuzz.clickstream.invalid.events",
+    "latest_topic": "fuzz.clickstream.latest.events",
+}
+TOPIC_VARIABLES = {
+    "raw_topic": "KAFKA_RAW_TOPIC",
+    "invalid_topic": "KAFKA_INVALID_TOPIC",
+    "latest_topic": "KAFKA_LATEST_TOPIC",
+}
+
+
+def on_fuzz_topics(config: Config) -> Config:
+    fuzzed = config.replace(kafka=FUZZ_TOPICS)
+    kafka.create_topics(fuzzed)
+    return fuzzed
+
+
+@contextlib.contextmanager
+def chalice_local_on_fuzz_topics(config: Config) -> Iterator[str]:
+    """A `chalice local` of its own (the dev stage, as `make up` runs it) publishing to the fuzz topics; its URL."""
+    fuzzed = on_fuzz_topics(config).replace(collector={"port": free_port()})
+    chalice_local.start(fuzzed, name="chalice-local-fuzz")
+    try:
+        yield chalice_local.url(fuzzed)
+    finally:
+        chalice_local.stop(fuzzed, name="chalice-local-fuzz")
+
+
+@contextlib.contextmanager
+def deployed_on_fuzz_topics(config: Config, function_name: str) -> Iterator[None]:
+    """The deployed collector publishing to the fuzz topics inside (its variables changed, then restored)."""
+    on_fuzz_topics(config)
+    client = localstack.client("lambda", config)
+    before = client.get_function_configuration(FunctionName=function_name).get("Environment", {}).get("Variables", {})
+
+    def configure(variables: dict[str, str]) -> None:
+        client.update_function_configuration(FunctionName=function_name, Environment={"Variables": variables})
+        client.get_waiter("function_updated_v2").wait(FunctionName=function_name)
+
+    configure({**before, **{TOPIC_VARIABLES[k]: v for k, v in FUZZ_TOPICS.items()}})
+    try:
+        yield
+    finally:
+        configure(before)
+
+
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 

@@ -1,19 +1,21 @@
-"""Shared fixtures: a real Kafka broker started by the suite, and a reader for what landed in it."""
+"""Shared fixtures: the suite stack (a whole stack, as `make run` starts one), its parts, the order the suite runs in,
+the environment checks, and readers of what landed in Kafka and in the lake."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from pipeline.config import Config
+from tests.stacks import Stack, Stacks, take_environment
 
 REPO = Path(__file__).resolve().parent.parent
 APP_DIR = REPO / "chalice_app"
@@ -23,87 +25,109 @@ sys.path.insert(0, str(APP_DIR))
 sys.path.insert(0, str(REPO / "spark"))
 
 
-@pytest.fixture(scope="session")
-def runtime(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The suite's own runtime folder (PIDs, logs, service data), so a developer's stack is untouched."""
-    path = tmp_path_factory.mktemp("runtime")
-    os.environ["CLICKSTREAM_RUNTIME"] = str(path)
-    return path
+#: The order the suite runs in: tests without services first; then those on the suite stack, the cold `make run`
+#: first (it asserts on that run) and the faults last (they kill its services); then its `make down`; then the
+#: cluster, a stack of its own (at most one whole stack runs at a time). Within a place, pytest's own order.
+ORDER = (
+    "tests/unit/",
+    "tests/e2e/test_make_run.py",
+    "tests/integration/",
+    "tests/localstack/",
+    "tests/spark/",
+    "tests/browser/",
+    "tests/faults/test_fault_matrix.py",
+    "tests/e2e/test_make_down.py",
+    "tests/faults/test_cluster.py",
+)
 
 
-@pytest.fixture(scope="session")
-def kafka_settings(runtime: Path) -> Iterator[Any]:
-    """A Kafka broker of the suite's own, on free ports with fresh data."""
-    from chalicelib import dependencies
-    from chalicelib.settings import Settings
-    from stack import kafka
-    from stack.process import free_port
-
-    ports: set[int] = set()
-    while len(ports) < 3:
-        ports.add(free_port())
-    client_port, controller_port, sasl_port = ports
-    os.environ.update(
-        KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{client_port}",
-        KAFKA_CONTROLLER_PORT=str(controller_port),
-        KAFKA_SASL_SSL_PORT=str(sasl_port),
-    )
-    dependencies.reset()
-    settings = Settings.from_env()
-    kafka.start(settings)
-    try:
-        yield settings
-    finally:
-        kafka.stop()
-        dependencies.reset()
+def _place(item: pytest.Item) -> int:
+    path = Path(str(item.fspath)).relative_to(REPO).as_posix()
+    return next((n for n, prefix in enumerate(ORDER) if path.startswith(prefix)), len(ORDER))
 
 
-@pytest.fixture(scope="session")
-def chalice_local_url(kafka_settings: Any) -> Iterator[str]:
-    """The collector under `chalice local` (as `make up` runs it), on a free port, against the suite's broker."""
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=_place)  # a stable sort: pytest's order within each place
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stacks]:
+    """The suite stack's settings in this process for the whole session (its services start when a test first
+    needs them), and every stack stopped at the end."""
+    suite = Stack.fresh("suite", tmp_path_factory.mktemp("suite-runtime"))
+    managed = Stacks(suite)
+    with pytest.MonkeyPatch.context() as environment:
+        take_environment(environment, suite.process_environment)
+        try:
+            yield managed
+        finally:
+            managed.close()
+
+
+#: Set by pytest itself around each phase of a test.
+_PYTEST_OWN = ("PYTEST_CURRENT_TEST",)
+
+
+def _changed(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k) and k not in _PYTEST_OWN)
+
+
+@pytest.fixture(autouse=True)
+def environment_unchanged() -> Iterator[None]:
+    """No test leaves the environment changed (a fixture of its, monkeypatch, restores what it set)."""
+    before = dict(os.environ)
+    yield
+    changed = _changed(before, dict(os.environ))
+    assert not changed, f"the test left these environment variables changed: {changed}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def module_environment_unchanged() -> Iterator[None]:
+    """Nor does a module's fixture."""
+    before = dict(os.environ)
+    yield
+    changed = _changed(before, dict(os.environ))
+    assert not changed, f"the module's fixtures left these environment variables changed: {changed}"
+
+
+@pytest.fixture(scope="module")
+def suite_stack(stacks: Stacks) -> Stack:
+    """The suite stack, running when a module starts (started by `make run`'s command the first time, brought back by
+    its supervisor after a fault module, or started again after the `make down` test)."""
+    return stacks.use(stacks.suite)
+
+
+@pytest.fixture(scope="module")
+def config(suite_stack: Stack) -> Config:
+    """The suite stack's configuration tree."""
+    return suite_stack.config
+
+
+@pytest.fixture(scope="module")
+def runtime(suite_stack: Stack) -> Path:
+    return suite_stack.runtime
+
+
+@pytest.fixture(scope="module")
+def chalice_local_url(config: Config) -> str:
+    """The collector under the suite stack's `chalice local` (the dev stage: no write key needed)."""
     from stack import chalice_local
-    from stack.process import free_port
 
-    # A short send timeout keeps the broker-down cases quick; the default (10 s) suits real use.
-    os.environ.update(COLLECTOR_PORT=str(free_port()), KAFKA_SEND_TIMEOUT_S="3")
-    chalice_local.start()
-    try:
-        yield chalice_local.url()
-    finally:
-        chalice_local.stop()
+    return chalice_local.url(config)
 
 
-@pytest.fixture(scope="session")
-def localstack_endpoint(runtime: Path) -> Iterator[str]:
-    """A LocalStack of the suite's own (host mode, local-process Lambda executor) on a free port."""
+@pytest.fixture(scope="module")
+def localstack_endpoint(config: Config) -> str:
+    """The suite stack's LocalStack (host mode, the local-process Lambda executor)."""
     from stack import localstack
-    from stack.process import free_port
 
-    os.environ["GATEWAY_LISTEN"] = f"127.0.0.1:{free_port()}"
-    os.environ["AWS_ENDPOINT_URL"] = localstack.endpoint_url()
-    # A TMPDIR of LocalStack's own, which the executor tests check no function inherits.
-    host_tmp = runtime / "localstack-tmpdir"
-    host_tmp.mkdir(exist_ok=True)
-    previous = os.environ.get("TMPDIR")
-    os.environ["TMPDIR"] = str(host_tmp)
-    try:
-        localstack.start()
-    finally:
-        if previous is None:
-            del os.environ["TMPDIR"]
-        else:
-            os.environ["TMPDIR"] = previous
-    try:
-        yield localstack.endpoint_url()
-    finally:
-        localstack.stop()
+    return localstack.endpoint_url(config)
 
 
-@pytest.fixture(scope="session")
-def deployment(kafka_settings: Any, localstack_endpoint: str, runtime: Path) -> dict[str, Any]:
-    """The collector and the shop deployed by `make deploy`'s script, pointed at the suite's broker."""
-    subprocess.run([sys.executable, "-m", "stack.deploy"], check=True, cwd=REPO)
-    return json.loads((runtime / "deployment.json").read_text())
+@pytest.fixture(scope="module")
+def deployment(suite_stack: Stack) -> dict[str, Any]:
+    """What `make run` deployed: the collector on Lambda + API Gateway and the shop, on the suite stack's broker."""
+    return suite_stack.deployment()
 
 
 def keyed(deployment: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, str]:
@@ -111,33 +135,9 @@ def keyed(deployment: dict[str, Any], headers: dict[str, str] | None = None) -> 
     return {**(headers or {}), "X-Write-Key": deployment["write_keys"]["generator"]}
 
 
-@contextmanager
-def running_lake_writer(**overrides: str) -> Iterator[None]:
-    """The Spark lake writer (as `make up` runs it) on the suite's broker and LocalStack, with `overrides` on top of
-    the suite's environment (another way to Kafka, say), until the block ends."""
-    from chalicelib.settings import setting
-    from stack import localstack, spark
-    from stack.process import free_port
-
-    localstack.ensure_bucket(setting("LAKE_BUCKET"))
-    os.environ.update(
-        SPARK_UI_PORT=str(free_port()),
-        SPARK_TRIGGER="1 second",
-        LAKE_COMMIT_INTERVAL="1 second",
-        SESSIONS_INTERVAL_S="10",
-    )
-    spark.start(overrides=overrides)
-    try:
-        yield
-    finally:
-        spark.stop()
-
-
 @pytest.fixture(scope="module")
-def lake_writer(kafka_settings: Any, localstack_endpoint: str) -> Iterator[None]:
-    """The lake writer for one test module."""
-    with running_lake_writer():
-        yield
+def lake_writer(suite_stack: Stack) -> None:
+    """The suite stack's lake writer (running with the stack), writing the suite stack's lake."""
 
 
 #: The ids of each data file read so far. A Delta data file is never rewritten (a compaction writes new ones and
@@ -146,7 +146,7 @@ def lake_writer(kafka_settings: Any, localstack_endpoint: str) -> Iterator[None]
 _IDS_OF_FILE: dict[str, list[str]] = {}
 
 
-def _committed_ids(prefix: str) -> list[str]:
+def committed_ids(prefix: str) -> list[str]:
     """The ids of the table's current version: the files its log names, each read once."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -176,7 +176,7 @@ def lake_ids(prefix: str, wanted: set[str], timeout_s: float = 120) -> Counter[s
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            ids = _committed_ids(prefix)
+            ids = committed_ids(prefix)
         except (OSError, DeltaError):  # LocalStack's S3 not answering (yet): the fault tests restart it
             ids = []
         found = Counter(i for i in ids if i in wanted)

@@ -14,12 +14,13 @@ from typing import Any
 
 import orjson
 
-from chalicelib.contract import METADATA_FIELDS
 from chalicelib.rate_limit import RateLimiter, retry_after
-from chalicelib.settings import Settings
 from chalicelib.sinks import Delivery, Record, Sink, SinkUnavailable
 from chalicelib.validation import SCHEMA_ID, SCHEMA_VERSION, ClockWindow, Problem, lake_problem, schema_problem
 from chalicelib.write_keys import WriteKey, WriteKeys, WriteKeysUnavailable
+from pipeline import problems
+from pipeline.config import Config
+from pipeline.contract import METADATA_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,9 @@ class Outcome:
 class _Rejected(Exception):
     """The whole request is refused before anything reaches Kafka."""
 
-    status_code: int
-    #: A Problem code: body.* for the body, batch.* for its events together, size.event for one too large,
-    #: auth.write_key for a missing or unknown key, rate.limit past the key's rate.
-    code: str
+    #: Why (pipeline/problems.py: body.* for the body, batch.* for its events together, size.event for one too
+    #: large, auth.write_key for a missing or unknown key, rate.limit past the key's rate), and so the HTTP status.
+    code: problems.Code
     reason: str
     errors: list[dict[str, Any]] = field(default_factory=list)
     retry_after_s: str | None = None
@@ -76,18 +76,19 @@ class Collector:
 
     def __init__(
         self,
-        settings: Settings,
+        config: Config,
         sink: Sink,
         write_keys: WriteKeys | None = None,
         limiter: RateLimiter | None = None,
     ) -> None:
-        self.settings = settings
+        self.config = config
+        self.limits = config.collector
         self.sink = sink
         self.write_keys = write_keys
         self.limiter = limiter
         self.clock_window = ClockWindow(
-            earliest=datetime.fromisoformat(settings.earliest_event_time),
-            ahead=timedelta(seconds=settings.max_clock_ahead_s),
+            earliest=datetime.fromisoformat(config.collector.earliest_event_time),
+            ahead=timedelta(seconds=config.collector.max_clock_ahead_s),
         )
 
     def collect(self, body: bytes, request: RequestInfo) -> Outcome:
@@ -127,13 +128,14 @@ class Collector:
         except _Rejected as rejected:
             if rejected.kept:
                 self._keep_rejected_request(body, rejected, meta)
+            assert rejected.code.status is not None
             return answer(
-                rejected.status_code,
+                rejected.code.status,
                 "rejected",
                 rejected.errors,
                 rejected.retry_after_s,
                 message=rejected.reason,
-                code=rejected.code,
+                code=rejected.code.code,
             )
 
         counts.update(processed_count=len(events), valid_count=len(events) - len(errors), invalid_count=len(errors))
@@ -162,7 +164,7 @@ class Collector:
         if found is None:
             why = "no write key" if write_key is None else "an unknown write key"
             reason = f"{why}: send the source's key as X-Write-Key, as HTTP Basic's user name, or as ?key="
-            raise _Rejected(401, "auth.write_key", reason)
+            raise _Rejected(problems.AUTH_WRITE_KEY, reason)
         return found
 
     def _throttle(self, key: WriteKey | None, events: int) -> None:
@@ -172,21 +174,19 @@ class Collector:
         wait_s = self.limiter.take(key.key, events, key.events_per_s)
         if wait_s:
             reason = f"the write key is past its rate limit; nothing was accepted, resend after {wait_s:.1f}s"
-            raise _Rejected(429, "rate.limit", reason, retry_after_s=retry_after(wait_s), kept=False)
+            raise _Rejected(problems.RATE_LIMIT, reason, retry_after_s=retry_after(wait_s), kept=False)
 
     def _parse(self, body: bytes, request: RequestInfo) -> list[Any]:
-        settings = self.settings
+        limits = self.limits
         media_type = (request.content_type or "application/json").split(";")[0].strip().lower()
         if media_type not in ACCEPTED_CONTENT_TYPES:
             raise _Rejected(
-                415,
-                "body.content_type",
+                problems.BODY_CONTENT_TYPE,
                 f"content type {media_type!r} is not accepted; send application/json or text/plain",
             )
-        if len(body) > settings.max_body_bytes:
-            raise _Rejected(
-                413, "body.size", f"body of {len(body)} bytes exceeds the limit of {settings.max_body_bytes} bytes"
-            )
+        if len(body) > limits.max_body_bytes:
+            reason = f"body of {len(body)} bytes exceeds the limit of {limits.max_body_bytes} bytes"
+            raise _Rejected(problems.BODY_SIZE, reason)
         try:
             # Strict: NaN, Infinity, numbers that overflow a double, invalid UTF-8 and nesting deeper than
             # 1024 are all refused, so whatever is accepted can be written back as valid JSON.
@@ -194,29 +194,28 @@ class Collector:
         except orjson.JSONDecodeError as exc:
             message = str(exc)
             if "depth limit" in message:
-                raise _Rejected(400, "body.depth", f"body is nested too deeply to parse: {message}") from None
+                raise _Rejected(problems.BODY_DEPTH, f"body is nested too deeply to parse: {message}") from None
             if "UTF-8" in message:
-                raise _Rejected(400, "body.encoding", f"body is not UTF-8: {message}") from None
-            raise _Rejected(400, "body.malformed", f"body is not valid JSON: {message}") from None
+                raise _Rejected(problems.BODY_ENCODING, f"body is not UTF-8: {message}") from None
+            raise _Rejected(problems.BODY_MALFORMED, f"body is not valid JSON: {message}") from None
         if isinstance(parsed, dict):
             return [parsed]
         if not isinstance(parsed, list):
             raise _Rejected(
-                400, "body.shape", f"body must be an event object or an array of events, not {type(parsed).__name__}"
+                problems.BODY_SHAPE, f"body must be an event object or an array of events, not {type(parsed).__name__}"
             )
         if not parsed:
-            raise _Rejected(400, "batch.empty", "body is an empty array: there are no events to collect")
-        if len(parsed) > settings.max_batch_events:
-            raise _Rejected(
-                413, "batch.size", f"batch of {len(parsed)} events exceeds the limit of {settings.max_batch_events}"
-            )
+            raise _Rejected(problems.BATCH_EMPTY, "body is an empty array: there are no events to collect")
+        if len(parsed) > limits.max_batch_events:
+            reason = f"batch of {len(parsed)} events exceeds the limit of {limits.max_batch_events}"
+            raise _Rejected(problems.BATCH_SIZE, reason)
         return parsed
 
     def _records(
         self, events: list[Any], meta: dict[str, Any], write_key: WriteKey | None = None
     ) -> tuple[list[Record], list[dict[str, Any]]]:
         """Valid events become raw records, invalid ones invalid records; an oversized event refuses all."""
-        settings = self.settings
+        limits, topics = self.limits, self.config.kafka
         meta_field = b',"collector":' + _dumps(meta) + b"}"
         records: list[Record] = []
         errors: list[dict[str, Any]] = []
@@ -225,49 +224,52 @@ class Collector:
             event_id = event.get("id") if isinstance(event, dict) else None
             encoded = _dumps(event)
             size = len(encoded)
-            if size > settings.max_event_bytes:
-                reason = f"event of {size} bytes exceeds the limit of {settings.max_event_bytes} bytes"
-                oversized.append({"index": index, "id": event_id, "code": "size.event", "path": "$", "reason": reason})
+            if size > limits.max_event_bytes:
+                reason = f"event of {size} bytes exceeds the limit of {limits.max_event_bytes} bytes"
+                code = problems.SIZE_EVENT.code
+                oversized.append({"index": index, "id": event_id, "code": code, "path": "$", "reason": reason})
                 continue
             problem = self._problem(event, write_key)
             if problem is None:
                 # The event serialised once, with the metadata spliced in before its closing brace: a valid
                 # event is a non-empty object that has no "collector" key (the schema forbids other keys).
-                records.append(Record(settings.raw_topic, event_id.encode(), encoded[:-1] + meta_field))
+                records.append(Record(topics.raw_topic, event_id.encode(), encoded[:-1] + meta_field))
                 continue
             described = {"code": problem.code, "path": problem.path, "reason": problem.reason}
             errors.append({"index": index, "id": event_id, **described})
             invalid = {"index": index, **described, "payload": event, "collector": meta}
             key = event_id.encode() if isinstance(event_id, str) else None
-            records.append(Record(settings.invalid_topic, key, _dumps(invalid)))
+            records.append(Record(topics.invalid_topic, key, _dumps(invalid)))
         if oversized:
-            raise _Rejected(413, "size.event", f"{len(oversized)} event(s) exceed the per-event size limit", oversized)
+            raise _Rejected(
+                problems.SIZE_EVENT, f"{len(oversized)} event(s) exceed the per-event size limit", oversized
+            )
         return records, errors
 
     def _problem(self, event: Any, write_key: WriteKey | None) -> Problem | None:
         """Why `event` cannot be taken: the schema first, then the lake's column types and clock window, then the
         write key's packages."""
         if not isinstance(event, dict):
-            return Problem("event.shape", "$", "event must be a JSON object")
+            return Problem(problems.EVENT_SHAPE.code, "$", "event must be a JSON object")
         problem = schema_problem(event) or lake_problem(event, self.clock_window)
         if problem is None and write_key is not None and not write_key.allows(event["package_id"]):
             reason = f"$.package_id: the write key may not write package {event['package_id']!r}"
-            return Problem("auth.package", "$.package_id", reason)
+            return Problem(problems.AUTH_PACKAGE.code, "$.package_id", reason)
         return problem
 
     def _keep_rejected_request(self, body: bytes, rejected: _Rejected, meta: dict[str, Any]) -> None:
         """Keep a refused request in the invalid topic with its reason (best effort: the client has its 4xx)."""
-        limit = self.settings.rejected_body_bytes
+        limit = self.limits.rejected_body_bytes
         invalid = {
             "index": None,
-            "code": rejected.code,
+            "code": rejected.code.code,
             "reason": rejected.reason,
-            "status_code": rejected.status_code,
+            "status_code": rejected.code.status,
             "body": body[:limit].decode("utf-8", errors="replace"),
             "body_bytes": len(body),
             "collector": meta,
         }
         try:
-            self.sink.publish([Record(self.settings.invalid_topic, None, _dumps(invalid))])
+            self.sink.publish([Record(self.config.kafka.invalid_topic, None, _dumps(invalid))])
         except SinkUnavailable as exc:
             log.warning("rejected request %s not kept: %s", meta["correlation_id"], exc)

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from chalicelib.settings import Settings
-
 PREFLIGHT_MAX_AGE_S = 600
 
 
-def cors_headers(request_headers: Mapping[str, str], settings: Settings) -> dict[str, str]:
-    """Headers that let the requesting origin read the answer, or none if it is not allowed."""
+def cors_headers(request_headers: Mapping[str, str], allowed: tuple[str, ...]) -> dict[str, str]:
+    """Headers that let the requesting origin read the answer, or none if it is not `allowed` (origins, or "*")."""
     origin = request_headers.get("origin")
-    allowed = settings.cors_allowed_origins
     if not origin or not ("*" in allowed or origin in allowed):
         return {}
     return {
@@ -27,8 +24,8 @@ def cors_headers(request_headers: Mapping[str, str], settings: Settings) -> dict
     }
 
 
-def preflight_headers(request_headers: Mapping[str, str], settings: Settings, methods: str) -> dict[str, str]:
-    headers = cors_headers(request_headers, settings)
+def preflight_headers(request_headers: Mapping[str, str], allowed: tuple[str, ...], methods: str) -> dict[str, str]:
+    headers = cors_headers(request_headers, allowed)
     if headers:
         headers.update(
             {

@@ -16,7 +16,8 @@ from typing import Any, NamedTuple
 
 import jsonschema_rs
 
-from chalicelib.contract import integer_range
+from pipeline import problems
+from pipeline.contract import integer_range
 
 SCHEMA: dict[str, Any] = json.loads((Path(__file__).parent / "event_schema.json").read_text(encoding="utf-8"))
 SCHEMA_ID: str = SCHEMA["$id"]
@@ -31,16 +32,12 @@ _validator = jsonschema_rs.Draft7Validator(SCHEMA)
 class Problem(NamedTuple):
     """Why an event (or a request) is invalid, in the bad-row spirit: a code for machines, a reason for people."""
 
-    #: Stable and machine-readable, e.g. "schema.required", "schema.format.timestamp", "lake.timestamp.instant".
+    #: Stable and machine-readable, from the table of pipeline/problems.py (schema.required, lake.timestamp.instant).
     code: str
     #: The JSON path of the offending value ("$" for the whole event); for a missing property, the property's.
     path: str
     #: What is wrong, for a person; starts with the path.
     reason: str
-
-
-def _snake(keyword: str) -> str:
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in keyword)
 
 
 def schema_problem(event: Any) -> Problem | None:
@@ -52,14 +49,14 @@ def schema_problem(event: Any) -> Problem | None:
     kind = error.kind
     if isinstance(kind, (jsonschema_rs.ValidationErrorKind.AnyOf, jsonschema_rs.ValidationErrorKind.OneOfNotValid)):
         # The library's message repeats the whole value; the rule's own description says what is wanted.
-        return Problem(f"schema.{_snake(kind.name)}", path, f"{path}: {_rule_description(error.schema_path)}")
+        return Problem(problems.schema_code(kind.name), path, f"{path}: {_rule_description(error.schema_path)}")
     reason = f"{path}: {error.message}"
     if isinstance(kind, jsonschema_rs.ValidationErrorKind.Required):
-        return Problem("schema.required", f"{path}.{kind.property}", reason)
+        return Problem(problems.SCHEMA_REQUIRED.code, f"{path}.{kind.property}", reason)
     if isinstance(kind, jsonschema_rs.ValidationErrorKind.Pattern):
         # The schema's only patterns are formats (the timestamp's): name the format by its field.
-        return Problem(f"schema.format.{path.rsplit('.', 1)[-1]}", path, reason)
-    return Problem(f"schema.{_snake(kind.name)}", path, reason)
+        return Problem(problems.SCHEMA_FORMAT_PREFIX + path.rsplit(".", 1)[-1], path, reason)
+    return Problem(problems.schema_code(kind.name), path, reason)
 
 
 def schema_violation(event: Any) -> str | None:
@@ -115,9 +112,11 @@ def lake_problem(event: dict[str, Any], window: ClockWindow, now: datetime | Non
     instant = parse_instant(text)
     if instant is None:
         reason = f"{path}: {text!r} is not a real instant (a calendar date and a time of day)"
-        return Problem("lake.timestamp.instant", path, reason)
+        return Problem(problems.LAKE_TIMESTAMP_INSTANT.code, path, reason)
     outside = window.violation(instant, now or datetime.now(UTC))
-    return None if outside is None else Problem("lake.timestamp.window", path, f"{path}: {text!r} {outside}")
+    if outside is None:
+        return None
+    return Problem(problems.LAKE_TIMESTAMP_WINDOW.code, path, f"{path}: {text!r} {outside}")
 
 
 def lake_violation(event: dict[str, Any], window: ClockWindow, now: datetime | None = None) -> str | None:
@@ -140,8 +139,10 @@ def _typed_problem(value: dict[str, Any], schema: dict[str, Any], path: str) -> 
             low, high = integer_range(prop)
             if isinstance(item, float) or not low <= item <= high:
                 return Problem(
-                    "lake.integer.range", where, f"{where}: {item!r} is not a whole number from {low} to {high}"
+                    problems.LAKE_INTEGER_RANGE.code,
+                    where,
+                    f"{where}: {item!r} is not a whole number from {low} to {high}",
                 )
         elif "number" in kinds and not math.isfinite(float(item)):
-            return Problem("lake.number.finite", where, f"{where}: {item!r} is not a finite number")
+            return Problem(problems.LAKE_NUMBER_FINITE.code, where, f"{where}: {item!r} is not a finite number")
     return None

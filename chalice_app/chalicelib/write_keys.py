@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from chalicelib.settings import Settings
+    from pipeline.config_sections import CollectorConfig
 
 #: Where a request carries its key, in the order they are read: a header, HTTP Basic (the key as the user name,
 #: as RudderStack and Segment take it), or a query parameter (navigator.sendBeacon cannot set headers).
@@ -98,9 +98,9 @@ class WriteKeys:
         self._loaded_at = 0.0
 
     @classmethod
-    def from_settings(cls, settings: Settings, ssm: Callable[[], Any]) -> WriteKeys:
+    def from_config(cls, collector: CollectorConfig, ssm: Callable[[], Any]) -> WriteKeys:
         """The keys of the configured parameter, cached as configured (WRITE_KEYS_PARAMETER, WRITE_KEYS_CACHE_S)."""
-        return cls(settings.write_keys_parameter, settings.write_keys_cache_s, ssm)
+        return cls(collector.write_keys_parameter, collector.write_keys_cache_s, ssm)
 
     def lookup(self, key: str | None) -> WriteKey | None:
         """The key's entry, or None for a missing or unknown key. Raises WriteKeysUnavailable if the keys cannot

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-from chalicelib.settings import DEFAULTS, setting
+from pipeline.config import Config
 from stack.deploy import website_config
 from tests.conftest import REPO
 
@@ -123,21 +123,23 @@ class Shop:
     write_key: str  # the shop's key, which both pages send
 
 
-def website_origin() -> str:
+def website_origin(config: Config) -> str:
     from stack import localstack
 
-    _, port = localstack.listen()
-    return f"http://{setting('WEBSITE_BUCKET')}.s3-website.localhost.localstack.cloud:{port}"
+    _, port = localstack.listen(config)
+    return f"http://{config.stack.website_bucket}.s3-website.localhost.localstack.cloud:{port}"
 
 
-def allow_origins(function_name: str, origins: list[str]) -> None:
-    """Add origins to the deployed function's CORS list if missing (deployed earlier in the session)."""
+def allow_origins(config: Config, function_name: str, origins: list[str]) -> None:
+    """Add origins to the deployed function's CORS list if missing (their ports are known only now: LocalStack's and
+    the static server's are free ports)."""
     from stack import localstack
 
-    client = localstack.client("lambda")
+    client = localstack.client("lambda", config)
     variables = client.get_function_configuration(FunctionName=function_name).get("Environment", {})
     variables = variables.get("Variables", {})
-    allowed = (variables.get("CORS_ALLOWED_ORIGINS") or DEFAULTS["CORS_ALLOWED_ORIGINS"]).split(",")
+    default = ",".join(Config.defaults().collector.cors_allowed_origins)
+    allowed = (variables.get("CORS_ALLOWED_ORIGINS") or default).split(",")
     missing = [origin for origin in origins if origin not in allowed and "*" not in allowed]
     if missing:
         variables = {**variables, "CORS_ALLOWED_ORIGINS": ",".join(allowed + missing)}
@@ -145,25 +147,12 @@ def allow_origins(function_name: str, origins: list[str]) -> None:
         client.get_waiter("function_updated_v2").wait(FunctionName=function_name)
 
 
-@pytest.fixture(scope="session")
-def shop(request: pytest.FixtureRequest, localstack_endpoint: str, static_site: StaticSite) -> Shop:
-    """The collector and the shop deployed to the suite's LocalStack, allowing the pages' origins by CORS.
-
-    The origins' ports are known only now (LocalStack's and the static server's are free ports), so they are
-    added to CORS_ALLOWED_ORIGINS just for `make deploy`'s script, which applies the deploying shell's
-    collector settings to the Lambda. The defaults stay allowed, for the other tests of the session.
-    """
-    origins = [website_origin(), static_site.url]
-    previous = os.environ.get("CORS_ALLOWED_ORIGINS")
-    os.environ["CORS_ALLOWED_ORIGINS"] = ",".join([setting("CORS_ALLOWED_ORIGINS"), *origins])
-    try:
-        deployment = request.getfixturevalue("deployment")  # deploys now, unless a test before did
-    finally:
-        if previous is None:
-            os.environ.pop("CORS_ALLOWED_ORIGINS")
-        else:
-            os.environ["CORS_ALLOWED_ORIGINS"] = previous
-    allow_origins(deployment["function_name"], origins)
+@pytest.fixture(scope="module")
+def shop(config: Config, deployment: dict[str, Any], static_site: StaticSite) -> Shop:
+    """The collector and the shop `make run` deployed on the suite stack, allowing the pages' origins by CORS (the
+    defaults stay allowed, for the other tests)."""
+    origins = [website_origin(config), static_site.url]
+    allow_origins(config, deployment["function_name"], origins)
     assert deployment["website_url"] == origins[0]
     # config.js as `make deploy` writes it for the website.
     write_key = deployment["write_keys"]["shop"]

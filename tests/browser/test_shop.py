@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, Route, expect
 
-from chalicelib.settings import Settings
 from generator.synthetic import PRODUCTS
+from pipeline.config import Config
 from stack.deploy import SHOP_PACKAGE
 from tests.browser.conftest import Shop, StaticSite, Visitor, save_screenshot
 from tests.conftest import read_topic
@@ -51,11 +51,11 @@ def logged(page: Page) -> list[dict[str, str]]:
     return entries[::-1]
 
 
-def landed(settings: Settings, visitor: Visitor, expected: int, topic: str | None = None) -> list[dict[str, Any]]:
+def landed(settings: Config, visitor: Visitor, expected: int, topic: str | None = None) -> list[dict[str, Any]]:
     """The records of this visitor's browser in a topic (the raw one by default)."""
     records = read_topic(
-        settings.kafka_bootstrap_servers,
-        topic or settings.raw_topic,
+        settings.kafka.bootstrap_servers,
+        topic or settings.kafka.raw_topic,
         {"user_agent": visitor.user_agent},
         expected,
         timeout_s=90,
@@ -103,7 +103,7 @@ def search(page: Page, text: str, results: str) -> None:
     expect(page.get_by_test_id("results")).to_have_text(results)
 
 
-def test_shop_on_the_s3_website(shop: Shop, visitor: Visitor, kafka_settings: Settings) -> None:
+def test_shop_on_the_s3_website(shop: Shop, visitor: Visitor, config: Config) -> None:
     page = visitor.page
     url = f"{shop.website_url}/index.html{CAMPAIGN}"
     page.goto(url)
@@ -140,7 +140,7 @@ def test_shop_on_the_s3_website(shop: Shop, visitor: Visitor, kafka_settings: Se
     ids += [entry["id"] for entry in logged(page)]
     assert len(set(ids)) == 5 and all(UUID4.match(event_id) for event_id in ids)
 
-    records = landed(kafka_settings, visitor, expected=5)
+    records = landed(config, visitor, expected=5)
     expected = [
         landing(url),
         ("view", "/products", "/home", {"query": "laptop"}),
@@ -149,7 +149,7 @@ def test_shop_on_the_s3_website(shop: Shop, visitor: Visitor, kafka_settings: Se
         landing(url),
     ]
     check_events(records, ids, expected, visitor, customer_id)
-    assert landed(kafka_settings, visitor, 0, kafka_settings.invalid_topic) == []
+    assert landed(config, visitor, 0, config.kafka.invalid_topic) == []
     assert visitor.errors == []
 
 
@@ -175,7 +175,7 @@ def test_the_s3_websites_policy_lets_the_page_send_to_the_collector_only(shop: S
     }
 
 
-def test_shop_on_a_local_static_server(shop: Shop, visitor: Visitor, kafka_settings: Settings) -> None:
+def test_shop_on_a_local_static_server(shop: Shop, visitor: Visitor, config: Config) -> None:
     page = visitor.page
     url = f"{shop.local_url}/index.html"
     page.goto(url)
@@ -199,22 +199,20 @@ def test_shop_on_a_local_static_server(shop: Shop, visitor: Visitor, kafka_setti
     save_screenshot(page, "shop-local-rejected-event")
     customer_id = page.evaluate("window.__shop.tracker.customerId")
 
-    records = landed(kafka_settings, visitor, expected=3)
+    records = landed(config, visitor, expected=3)
     expected = [
         landing(url),
         ("view", "/products", "/home", {"query": "wireless"}),
         ("purchase", "/checkout", "/product/404", PRODUCT[404]),
     ]
     check_events(records, [entry["id"] for entry in entries[:3]], expected, visitor, customer_id)
-    [invalid] = landed(kafka_settings, visitor, 1, kafka_settings.invalid_topic)
+    [invalid] = landed(config, visitor, 1, config.kafka.invalid_topic)
     assert invalid["payload"]["id"] == refused["id"] and invalid["reason"] == refused["reason"]
     expect(page.get_by_test_id("toast")).to_be_hidden()  # the confirmation went away by itself
     assert visitor.errors == []
 
 
-def test_closing_the_page_delivers_queued_events_by_beacon(
-    shop: Shop, visitor: Visitor, kafka_settings: Settings
-) -> None:
+def test_closing_the_page_delivers_queued_events_by_beacon(shop: Shop, visitor: Visitor, config: Config) -> None:
     page = visitor.page
     posts = []
     page.on("request", lambda request: COLLECT.search(request.url) and posts.append(request.url))
@@ -235,7 +233,7 @@ def test_closing_the_page_delivers_queued_events_by_beacon(
 
     page.close(run_before_unload=True)  # pagehide: the tracker hands the queue to navigator.sendBeacon
 
-    records = landed(kafka_settings, visitor, expected=4)
+    records = landed(config, visitor, expected=4)
     expected = [
         landing(url),
         ("view", "/products", "/home", {"query": "mouse"}),
@@ -245,9 +243,7 @@ def test_closing_the_page_delivers_queued_events_by_beacon(
     check_events(records, ids, expected, visitor, customer_id)
 
 
-def test_tracker_retries_failed_batches_in_order_but_never_a_4xx(
-    shop: Shop, visitor: Visitor, kafka_settings: Settings
-) -> None:
+def test_tracker_retries_failed_batches_in_order_but_never_a_4xx(shop: Shop, visitor: Visitor, config: Config) -> None:
     page = visitor.page
     cors = {"Access-Control-Allow-Origin": shop.local_url}
     batches: list[list[str]] = []  # the event ids of each POST /collect, in order
@@ -287,7 +283,7 @@ def test_tracker_retries_failed_batches_in_order_but_never_a_4xx(
     expect(page.locator(ACCEPTED)).to_have_count(3)
     assert batches == [first, first, first, refused, last]
 
-    records = landed(kafka_settings, visitor, expected=3)  # each once, though the first batch went three times
+    records = landed(config, visitor, expected=3)  # each once, though the first batch went three times
     expected = [
         landing(url),
         ("view", "/products", "/home", {"query": "tablet"}),

@@ -1,80 +1,19 @@
-"""A whole supervised stack of the fault suite's own (`make up` and `make deploy` in a fresh runtime on free
-ports), and what its tests need to drive traffic at it and read the lake back."""
+"""What the fault tests need to drive traffic at a supervised stack (the suite's, or the cluster) and read the lake
+back: steady traffic through API Gateway with every answer recorded, waits on conditions, the figures each reports."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 
-from chalicelib import dependencies
-from stack.lifecycle import fresh_stack_environment
-from tests.conftest import REPO, keyed
-
-
-@dataclass
-class Stack:
-    env: dict[str, str]
-    deployment: dict[str, Any]
-
-    def stack(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        """`python -m stack ARGS` against this stack."""
-        return subprocess.run(
-            [sys.executable, "-m", "stack", *args],
-            env=self.env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=True,
-        )
-
-
-@contextlib.contextmanager
-def running_stack(runtime: Path, clustered: bool = False) -> Iterator[Stack]:
-    """`make up` (services and supervisor) and `make deploy` on a stack of its own; `make down` after.
-
-    The suite's process takes this stack's environment for the duration, so stack/ and lake/ functions
-    called in the tests talk to it.
-    """
-    env = fresh_stack_environment(runtime, clustered=clustered)
-    env.update(SPARK_TRIGGER="1 second", LAKE_COMMIT_INTERVAL="2 seconds")
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
-    dependencies.reset()
-    try:
-        subprocess.run([sys.executable, "-m", "stack", "up"], env=env, cwd=REPO, check=True, timeout=600)
-        subprocess.run([sys.executable, "-m", "stack.deploy"], env=env, cwd=REPO, check=True, timeout=600)
-        from chalicelib.contract import read_deployment
-
-        deployment = read_deployment()
-        assert deployment is not None
-        yield Stack(env, deployment)
-    finally:
-        subprocess.run([sys.executable, "-m", "stack", "down"], env=env, cwd=REPO, timeout=600)
-        os.environ.clear()
-        os.environ.update(saved)
-        dependencies.reset()
-
-
-@pytest.fixture(scope="package")
-def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The fault matrix's stack: one broker, local Spark, as `make up` starts them."""
-    with running_stack(tmp_path_factory.mktemp("fault-runtime")) as stack:
-        yield stack
+from tests.conftest import keyed
 
 
 def kill_group(pid: int | None) -> None:
@@ -96,6 +35,13 @@ class Traffic:
     _stop: threading.Event = field(default_factory=threading.Event)
     _workers: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def answered(self, at_least: int, timeout_s: float = 120) -> Traffic:
+        """Once the traffic has had `at_least` more answers (of any status): the waits between a fault's steps."""
+        target = sum(self.statuses.values()) + at_least
+        if wait_until(lambda: sum(self.statuses.values()) >= target, timeout_s, every_s=0.1) is None:
+            raise AssertionError(f"the traffic had no {at_least} more answers in {timeout_s:.0f}s: {self.statuses}")
+        return self
 
     def start(self, seed: int) -> Traffic:
         for n in range(self.threads):

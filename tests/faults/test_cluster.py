@@ -9,38 +9,39 @@ from collections.abc import Iterator
 
 import pytest
 
-from chalicelib.settings import Settings
 from lake.reader import LAKE_PREFIX
 from stack import kafka, spark
 from stack.paths import runtime_dir
 from tests.conftest import lake_ids, report
-from tests.faults.conftest import Stack, Traffic, kill_group, lake_figures, running_stack, wait_until
+from tests.faults.conftest import Traffic, kill_group, lake_figures, wait_until
+from tests.stacks import Stack, Stacks
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
-def cluster_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("cluster-runtime"), clustered=True) as stack:
+def cluster_stack(stacks: Stacks, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """`CLUSTER=1 make up` and `make deploy` on a stack of its own (the suite stack stopped first); down after."""
+    with stacks.other(Stack.fresh("cluster", tmp_path_factory.mktemp("cluster-runtime"), clustered=True)) as stack:
         yield stack
 
 
 def test_the_cluster_runs_replicated_topics_and_the_lake_writer_on_the_master(cluster_stack: Stack) -> None:
-    status = cluster_stack.stack("status").stdout
+    status = cluster_stack.cli("status").stdout
     assert "kafka-3 (pid" in status and "replication 3, min.insync 2, under-replicated partitions 0" in status
     assert f"lake writer running on {cluster_stack.env['SPARK_MASTER']}" in status
     assert "master running" in status and "worker running" in status
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
-    settings = Settings.from_env()
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers)
+    settings = cluster_stack.config
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.servers)
     try:
-        described = admin.describe_topics([settings.raw_topic])[0]["partitions"]
-        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, settings.raw_topic)])
+        described = admin.describe_topics([settings.kafka.raw_topic])[0]["partitions"]
+        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, settings.kafka.raw_topic)])
     finally:
         admin.close()
     assert len(described) == 6 and all(len(p["replica_nodes"]) == 3 for p in described)
-    assert configs["topic"][settings.raw_topic]["min.insync.replicas"]["value"] == "2"
+    assert configs["topic"][settings.kafka.raw_topic]["min.insync.replicas"]["value"] == "2"
     # The worker runs the job's executor: the application has a folder in the worker's work dir.
     assert list((runtime_dir() / "spark-worker").glob("app-*/*"))
 
@@ -49,16 +50,14 @@ def test_a_broker_killed_under_500_events_per_second_every_answer_is_200_and_the
     cluster_stack: Stack,
 ) -> None:
     victim = kafka.nodes()[1]  # not the first bootstrap address: clients must find the others themselves
-    traffic = Traffic(cluster_stack.deployment, rate=500).start(seed=11)
-    time.sleep(5)
-    cluster_stack.stack("hold", victim.name)  # down for 15 s, then the supervisor's to bring back
+    traffic = Traffic(cluster_stack.deployment(), rate=500).start(seed=11).answered(40)
+    cluster_stack.cli("hold", victim.name)  # down until the traffic has had its answers, then the supervisor's
     kill_group(victim.service().pid())
-    time.sleep(15)
-    cluster_stack.stack("release", victim.name)
-    back_after = wait_until(
-        lambda: victim.service().pid() is not None and kafka.under_replicated(Settings.from_env()) == 0, 180
-    )
-    time.sleep(5)
+    # Fenced after 2 s (broker.session.timeout.ms): 200 answers at 500 events/s span several seconds without it.
+    traffic.answered(200)
+    cluster_stack.cli("release", victim.name)
+    back_after = wait_until(lambda: victim.service().pid() is not None and kafka.under_replicated() == 0, 180)
+    traffic.answered(40)
     traffic.stop()
 
     landed = lake_ids(LAKE_PREFIX, traffic.accepted, timeout_s=240)
@@ -77,13 +76,13 @@ def test_a_broker_killed_under_500_events_per_second_every_answer_is_200_and_the
 
 def test_the_worker_killed_and_restarted_the_job_recovers(cluster_stack: Stack) -> None:
     driver = spark.service().pid()
-    traffic = Traffic(cluster_stack.deployment, rate=200, threads=2).start(seed=12)
-    time.sleep(5)
-    cluster_stack.stack("hold", "spark-worker")
+    traffic = Traffic(cluster_stack.deployment(), rate=200, threads=2).start(seed=12).answered(30)
+    cluster_stack.cli("hold", "spark-worker")
     kill_group(spark.worker_service().pid())
     killed = time.monotonic()
-    time.sleep(10)
-    cluster_stack.stack("release", "spark-worker")
+    # The master has noticed: no worker alive (its executor went with it).
+    assert wait_until(lambda: spark.alive_workers() == 0, 60) is not None
+    cluster_stack.cli("release", "spark-worker")
     batch_at_release = max((p["batch"] for p in spark.progress().values()), default=-1)
     # Recovered: a new executor on the restarted worker runs batches again, in the same job.
     recovered = wait_until(lambda: max(p["batch"] for p in spark.progress().values()) > batch_at_release + 2, 240)

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chalicelib import dependencies
-from chalicelib.settings import Settings
 from generator.synthetic import synthetic_events
+from pipeline.config import Config
 from tests.conftest import APP_DIR, read_topic
 
 pytestmark = pytest.mark.slow
@@ -22,7 +22,7 @@ JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
-def client(kafka_settings: Settings) -> Iterator[Client]:
+def client(config: Config) -> Iterator[Client]:
     from app import app
 
     with Client(app, stage_name="dev", project_dir=str(APP_DIR)) as test_client:
@@ -34,7 +34,7 @@ def post(client: Client, body: Any, headers: dict[str, str] | None = None) -> An
     return client.http.post("/collect", headers=headers or JSON, body=raw)
 
 
-def test_valid_batch_lands_in_raw_topic_with_metadata(client: Client, kafka_settings: Settings) -> None:
+def test_valid_batch_lands_in_raw_topic_with_metadata(client: Client, config: Config) -> None:
     events = synthetic_events(50, seed=11)
     response = post(client, events, {**JSON, "User-Agent": "pytest-agent"})
     body = response.json_body
@@ -49,8 +49,8 @@ def test_valid_batch_lands_in_raw_topic_with_metadata(client: Client, kafka_sett
     assert response.headers["X-Correlation-Id"] == body["correlation_id"]
 
     records = read_topic(
-        kafka_settings.kafka_bootstrap_servers,
-        kafka_settings.raw_topic,
+        config.kafka.bootstrap_servers,
+        config.kafka.raw_topic,
         {"correlation_id": body["correlation_id"]},
         expected=50,
     )
@@ -69,7 +69,7 @@ def test_valid_batch_lands_in_raw_topic_with_metadata(client: Client, kafka_sett
     assert len({r.partition for r in records}) > 1
 
 
-def test_invalid_events_are_kept_with_their_reason(client: Client, kafka_settings: Settings) -> None:
+def test_invalid_events_are_kept_with_their_reason(client: Client, config: Config) -> None:
     events = synthetic_events(20, seed=12)
     events[3]["type"] = "hover"
     del events[7]["event"]["customer_id"]
@@ -88,8 +88,8 @@ def test_invalid_events_are_kept_with_their_reason(client: Client, kafka_setting
     assert "$.type" in reasons[3] and "customer_id" in reasons[7] and "JSON object" in reasons[10]
 
     match = {"correlation_id": body["correlation_id"]}
-    raw = read_topic(kafka_settings.kafka_bootstrap_servers, kafka_settings.raw_topic, match, expected=18)
-    invalid = read_topic(kafka_settings.kafka_bootstrap_servers, kafka_settings.invalid_topic, match, expected=3)
+    raw = read_topic(config.kafka.bootstrap_servers, config.kafka.raw_topic, match, expected=18)
+    invalid = read_topic(config.kafka.bootstrap_servers, config.kafka.invalid_topic, match, expected=3)
     assert len(raw) == 18
     kept = {json.loads(r.value)["index"]: json.loads(r.value) for r in invalid}
     assert set(kept) == {3, 7, 10}
@@ -97,14 +97,14 @@ def test_invalid_events_are_kept_with_their_reason(client: Client, kafka_setting
     assert kept[10]["payload"] == "not an event"
 
 
-def test_all_invalid_batch_is_refused_but_kept(client: Client, kafka_settings: Settings) -> None:
+def test_all_invalid_batch_is_refused_but_kept(client: Client, config: Config) -> None:
     events = [{"id": f"bad-{i}", "type": "click"} for i in range(3)]
     response = post(client, events)
     assert response.status_code == 400
     assert response.json_body["invalid_count"] == 3 and response.json_body["valid_count"] == 0
     kept = read_topic(
-        kafka_settings.kafka_bootstrap_servers,
-        kafka_settings.invalid_topic,
+        config.kafka.bootstrap_servers,
+        config.kafka.invalid_topic,
         {"correlation_id": response.json_body["correlation_id"]},
         expected=3,
     )
@@ -143,11 +143,11 @@ def test_bad_bodies_get_a_clear_4xx(
     assert response.json_body["valid_count"] == 0
 
 
-def test_refused_requests_are_kept_in_the_invalid_topic(client: Client, kafka_settings: Settings) -> None:
+def test_refused_requests_are_kept_in_the_invalid_topic(client: Client, config: Config) -> None:
     response = post(client, "{broken")
     kept = read_topic(
-        kafka_settings.kafka_bootstrap_servers,
-        kafka_settings.invalid_topic,
+        config.kafka.bootstrap_servers,
+        config.kafka.invalid_topic,
         {"correlation_id": response.json_body["correlation_id"]},
         expected=1,
     )
@@ -156,13 +156,13 @@ def test_refused_requests_are_kept_in_the_invalid_topic(client: Client, kafka_se
     assert value["body"] == "{broken" and value["status_code"] == 400 and "not valid JSON" in value["reason"]
 
 
-def test_limits_answer_413(client: Client, kafka_settings: Settings) -> None:
-    too_many = synthetic_events(kafka_settings.max_batch_events + 1, seed=14)
+def test_limits_answer_413(client: Client, config: Config) -> None:
+    too_many = synthetic_events(config.collector.max_batch_events + 1, seed=14)
     response = post(client, too_many)
     assert response.status_code == 413 and "exceeds the limit of 1000" in response.json_body["message"]
 
     events = synthetic_events(3, seed=15)
-    events[1]["event"]["page"] = "/" + "x" * (kafka_settings.max_event_bytes + 1)
+    events[1]["event"]["page"] = "/" + "x" * (config.collector.max_event_bytes + 1)
     response = post(client, events)
     assert response.status_code == 413
     assert [(e["index"], e["id"]) for e in response.json_body["errors"]] == [(1, events[1]["id"])]
@@ -170,8 +170,8 @@ def test_limits_answer_413(client: Client, kafka_settings: Settings) -> None:
     # nothing of a refused batch is accepted, not even its valid events
     assert (
         read_topic(
-            kafka_settings.kafka_bootstrap_servers,
-            kafka_settings.raw_topic,
+            config.kafka.bootstrap_servers,
+            config.kafka.raw_topic,
             {"correlation_id": response.json_body["correlation_id"]},
             expected=0,
             timeout_s=3,
@@ -179,7 +179,7 @@ def test_limits_answer_413(client: Client, kafka_settings: Settings) -> None:
         == []
     )
 
-    huge = b"[" + b" " * kafka_settings.max_body_bytes + b"]"
+    huge = b"[" + b" " * config.collector.max_body_bytes + b"]"
     response = post(client, huge)
     assert response.status_code == 413 and "exceeds the limit of 10485760 bytes" in response.json_body["message"]
 
@@ -199,12 +199,12 @@ def test_cors_for_allowed_origins_only(client: Client) -> None:
     assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:8000"
 
 
-def test_ping_reports_kafka(client: Client, kafka_settings: Settings) -> None:
+def test_ping_reports_kafka(client: Client, config: Config) -> None:
     response = client.http.get("/ping")
     assert response.status_code == 200
     assert response.json_body["status"] == "OK"
     assert response.json_body["kafka"] == {
-        "bootstrap_servers": kafka_settings.kafka_bootstrap_servers,
+        "bootstrap_servers": config.kafka.bootstrap_servers,
         "reachable": True,
     }
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.settings import Settings
 from generator.__main__ import DEFAULT_FILE
+from pipeline.config import Config
 from stack import kafka
 from tests.conftest import REPO, read_topic
+from tests.stacks import Stack
 
 pytestmark = pytest.mark.slow
 
@@ -32,13 +33,13 @@ def summary(proc: subprocess.Popen[str]) -> dict[str, int]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def keys_in(settings: Settings, topic: str, wanted: set[str]) -> list[str]:
-    records = read_topic(settings.kafka_bootstrap_servers, topic, {}, expected=10**9, timeout_s=5)
+def keys_in(settings: Config, topic: str, wanted: set[str]) -> list[str]:
+    records = read_topic(settings.kafka.bootstrap_servers, topic, {}, expected=10**9, timeout_s=5)
     return [r.key.decode() for r in records if r.key and r.key.decode() in wanted]
 
 
 def test_a_stopped_replay_resumes_and_sends_every_line_once(
-    chalice_local_url: str, kafka_settings: Settings, tmp_path: Path
+    chalice_local_url: str, config: Config, tmp_path: Path
 ) -> None:
     lines = DEFAULT_FILE.read_text().splitlines()
     ids = [json.loads(line)["id"] for line in lines]
@@ -59,28 +60,29 @@ def test_a_stopped_replay_resumes_and_sends_every_line_once(
     assert stopped["accepted"] + rest["accepted"] + stopped["rejected"] + rest["rejected"] == len(lines)
 
     # Every line reached Kafka exactly once: valid ones in the raw topic, the rest in the invalid topic.
-    landed = keys_in(kafka_settings, kafka_settings.raw_topic, set(ids))
-    landed += keys_in(kafka_settings, kafka_settings.invalid_topic, set(ids))
+    landed = keys_in(config, config.kafka.raw_topic, set(ids))
+    landed += keys_in(config, config.kafka.invalid_topic, set(ids))
     assert sorted(landed) == sorted(ids)
 
     again = summary(generator(*args))  # all sent already: nothing is sent twice
     assert again["sent"] == 0
 
 
-def test_retries_until_kafka_takes_the_batch(chalice_local_url: str, kafka_settings: Settings) -> None:
-    kafka.stop()
-    restart = threading.Timer(4, kafka.start, args=(kafka_settings,))
-    restart.start()
-    try:
-        result = summary(generator("--url", chalice_local_url, "--synthetic", "300", "--seed", "51"))
-    finally:
-        restart.join()
+def test_retries_until_kafka_takes_the_batch(chalice_local_url: str, config: Config, suite_stack: Stack) -> None:
+    with suite_stack.held("kafka"):
+        kafka.stop(config)
+        restart = threading.Timer(4, kafka.start, args=(config,))
+        restart.start()
+        try:
+            result = summary(generator("--url", chalice_local_url, "--synthetic", "300", "--seed", "51"))
+        finally:
+            restart.join()
     assert result["retried"] >= 1  # the collector said 503 while the broker was down
     assert result["sent"] == 300 and result["accepted"] == 300
 
 
 def test_synthetic_traffic_is_reproducible_and_its_invalid_share_is_kept(
-    chalice_local_url: str, kafka_settings: Settings, tmp_path: Path
+    chalice_local_url: str, config: Config, tmp_path: Path
 ) -> None:
     def write(path: Path, seed: int) -> list[dict]:
         subprocess.run(
@@ -112,7 +114,7 @@ def test_synthetic_traffic_is_reproducible_and_its_invalid_share_is_kept(
         generator("--url", chalice_local_url, str(tmp_path / "a"), "--state-file", str(tmp_path / "state"))
     )
     assert result["sent"] == 400 and 40 < result["rejected"] < 120
-    invalid = keys_in(kafka_settings, kafka_settings.invalid_topic, {e["id"] for e in first})
+    invalid = keys_in(config, config.kafka.invalid_topic, {e["id"] for e in first})
     assert len(invalid) == result["rejected"]
 
 

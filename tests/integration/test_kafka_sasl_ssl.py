@@ -14,44 +14,61 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from chalicelib.collector import Collector, RequestInfo
-from chalicelib.settings import Settings
 from chalicelib.sinks.kafka import KafkaSink, sasl_credentials, security_config
 from generator.synthetic import synthetic_events
 from lake.reader import LAKE_PREFIX
-from stack import kafka, kafka_security, localstack
-from tests.conftest import lake_ids, running_lake_writer
+from pipeline.config import Config
+from stack import kafka, kafka_security, localstack, spark
+from stack.process import free_port
+from tests.conftest import lake_ids
 
 pytestmark = pytest.mark.slow
 
 
+#: The variant's own topics and tables: its lake writer reads only what this module sends.
+SASL_TOPICS = {
+    "raw_topic": "sasl.clickstream.raw.events",
+    "invalid_topic": "sasl.clickstream.invalid.events",
+    "latest_topic": "sasl.clickstream.latest.events",
+}
+SASL_PREFIX = "sasl"
+
+
 @pytest.fixture(scope="module")
-def sasl_environment(kafka_settings: Settings, localstack_endpoint: str) -> dict[str, str]:
-    """The settings of a client that reaches the suite's broker over SASL_SSL, its secret in Secrets Manager."""
-    return {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.sasl_ssl_servers(kafka_settings),
-        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
-        "KAFKA_SASL_SECRET_ARN": kafka_security.ensure_secret(),
-        "KAFKA_SSL_CAFILE": str(kafka_security.ensure_tls().ca_file),
-        "KAFKA_SEND_TIMEOUT_S": "5",
-    }
+def sasl_config(config: Config) -> Config:
+    """A client that reaches the suite's broker over SASL_SSL, its secret in Secrets Manager, on topics and lake
+    tables of its own (created over the PLAINTEXT listener)."""
+    kafka.create_topics(config.replace(kafka=SASL_TOPICS))
+    run = f"s3a://{config.lake.bucket}/{SASL_PREFIX}"
+    return config.replace(
+        kafka={
+            "bootstrap_servers": kafka.sasl_ssl_servers(config),
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_secret_arn": kafka_security.ensure_secret(config),
+            "ssl_cafile": str(kafka_security.ensure_tls().ca_file),
+            "send_timeout_s": 5.0,
+            **SASL_TOPICS,
+        },
+        lake={f"{name}_path": f"{run}/clickstream-{table}" for name, table in TABLES.items()},
+        spark={"checkpoint": f"{run}/_checkpoints", "ui_port": free_port()},
+    )
 
 
-def sasl_settings(sasl_environment: dict[str, str], **changes: str) -> Settings:
-    return Settings.from_env({**sasl_environment, **changes})
+TABLES = {"events": "data", "invalid": "invalid", "sessions": "sessions"}
 
 
-def collector_over_sasl(settings: Settings) -> Collector:
-    return Collector(settings, KafkaSink(settings, sasl_credentials(settings, localstack.client)))
+def collector_over_sasl(config: Config) -> Collector:
+    return Collector(config, KafkaSink(config.kafka, sasl_credentials(config.kafka, localstack.client)))
 
 
-def keys_in(settings: Settings, topic: str, wanted: set[str]) -> Counter[str]:
+def keys_in(settings: Config, topic: str, wanted: set[str]) -> Counter[str]:
     """How often each wanted key is in `topic`, read over SASL_SSL with the same settings."""
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_servers,
+        bootstrap_servers=settings.kafka.servers,
         group_id=None,
         enable_auto_commit=False,
-        **security_config(settings, sasl_credentials(settings, localstack.client)),
+        **security_config(settings.kafka, sasl_credentials(settings.kafka, localstack.client)),
     )
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
@@ -68,32 +85,36 @@ def keys_in(settings: Settings, topic: str, wanted: set[str]) -> Counter[str]:
 
 
 @pytest.fixture(scope="module")
-def lake_writer_over_sasl(sasl_environment: dict[str, str]) -> Iterator[None]:
-    with running_lake_writer(**sasl_environment):
+def lake_writer_over_sasl(sasl_config: Config) -> Iterator[None]:
+    """A second lake writer, named, over SASL_SSL (the user and password read from the secret by the stack)."""
+    spark.start(sasl_config, name="spark-sasl")
+    try:
         yield
+    finally:
+        spark.stop("spark-sasl")
 
 
 def test_events_travel_collector_kafka_lake_and_latest_topic_over_sasl_ssl(
-    sasl_environment: dict[str, str], lake_writer_over_sasl: None
+    sasl_config: Config, lake_writer_over_sasl: None
 ) -> None:
-    settings = sasl_settings(sasl_environment)
+    settings = sasl_config
     events = synthetic_events(200, seed=61)
     outcome = collector_over_sasl(settings).collect(json.dumps(events).encode(), RequestInfo("application/json"))
     assert outcome.status_code == 200 and outcome.body["valid_count"] == 200, outcome.body
     ids = {e["id"] for e in events}
-    assert keys_in(settings, settings.raw_topic, ids) == Counter(dict.fromkeys(ids, 1))
+    assert keys_in(settings, settings.kafka.raw_topic, ids) == Counter(dict.fromkeys(ids, 1))
     # The lake writer read them over SASL_SSL, wrote the lake, and fed the latest topic over SASL_SSL.
-    assert lake_ids(LAKE_PREFIX, ids, timeout_s=180) == Counter(dict.fromkeys(ids, 1))
-    assert set(keys_in(settings, settings.latest_topic, ids)) == ids
+    assert lake_ids(f"{SASL_PREFIX}/{LAKE_PREFIX}", ids, timeout_s=180) == Counter(dict.fromkeys(ids, 1))
+    assert set(keys_in(settings, settings.kafka.latest_topic, ids)) == ids
 
 
-def test_a_wrong_password_is_refused_with_a_clear_message(sasl_environment: dict[str, str]) -> None:
+def test_a_wrong_password_is_refused_with_a_clear_message(sasl_config: Config) -> None:
     user = kafka_security.ensure_tls().username
-    settings = sasl_settings(
-        sasl_environment, KAFKA_SASL_SECRET_ARN="", KAFKA_SASL_USERNAME=user, KAFKA_SASL_PASSWORD="not-the-password"
+    settings = sasl_config.replace(
+        kafka={"sasl_secret_arn": "", "sasl_username": user, "sasl_password": "not-the-password"}
     )
     body = json.dumps(synthetic_events(1, seed=62)).encode()
-    outcome = Collector(settings, KafkaSink(settings)).collect(body, RequestInfo("application/json"))
+    outcome = Collector(settings, KafkaSink(settings.kafka)).collect(body, RequestInfo("application/json"))
     assert outcome.status_code == 503 and outcome.body["valid_count"] == 0, outcome.body
     # The broker's own reason when it arrives before the broker closes the connection, else the handshake named.
     refused = "refused the SASL credentials: .*invalid credentials.*SCRAM-SHA-512"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import time
 import zipfile
 from collections.abc import Callable
@@ -93,3 +95,12 @@ def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 
             return True
         time.sleep(interval)
     return condition()
+
+
+def invoke(lambda_client: Any, name: str, event: dict[str, Any] | None = None) -> dict[str, Any]:
+    response = lambda_client.invoke(FunctionName=name, Payload=json.dumps(event or {}), LogType="Tail")
+    return {
+        "error": response.get("FunctionError"),
+        "payload": json.loads(response["Payload"].read() or b"null"),
+        "log": base64.b64decode(response.get("LogResult", "")).decode(),
+    }

@@ -3,21 +3,16 @@ timeouts, crashes, concurrency and process cleanup."""
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stack import localstack
-from stack.process import free_port
 from tests.localstack.lambda_support import (
     build_zip,
-    create_function,
+    invoke,
     lambda_client,
     pid_alive,
     runtime_pids,
@@ -26,15 +21,6 @@ from tests.localstack.lambda_support import (
 
 # Real LocalStack processes: the project's marker for tests that need real services.
 pytestmark = pytest.mark.slow
-
-
-def invoke(lambda_client: Any, name: str, event: dict[str, Any] | None = None) -> dict[str, Any]:
-    response = lambda_client.invoke(FunctionName=name, Payload=json.dumps(event or {}), LogType="Tail")
-    return {
-        "error": response.get("FunctionError"),
-        "payload": json.loads(response["Payload"].read() or b"null"),
-        "log": base64.b64decode(response.get("LogResult", "")).decode(),
-    }
 
 
 ECHO = """
@@ -340,24 +326,3 @@ def test_update_and_delete_stop_runtime_processes(localstack_endpoint: str, make
 
     client.delete_function(FunctionName=name)
     assert wait_until(lambda: not runtime_pids(name), 10), runtime_pids(name)
-
-
-def test_stopping_localstack_leaves_no_runtime_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # A LocalStack of its own (port, runtime folder): this test stops it.
-    monkeypatch.setenv("GATEWAY_LISTEN", f"127.0.0.1:{free_port()}")
-    monkeypatch.setenv("CLICKSTREAM_RUNTIME", str(tmp_path))
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    localstack.start()
-    try:
-        client = lambda_client()
-        create_function(client, "lpe-shutdown", {"app.py": SLEEP_ONE}, Timeout=30)
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(lambda _: invoke(client, "lpe-shutdown"), range(2)))
-        assert len(runtime_pids("lpe-shutdown")) == 2
-    finally:
-        localstack.stop()
-    assert "leftover" not in capsys.readouterr().out  # LocalStack itself stopped them
-    assert runtime_pids("lpe-shutdown") == []
-    assert localstack.service().pid() is None

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -11,11 +10,12 @@ import pytest
 
 @pytest.fixture(scope="session", autouse=True)
 def spark_jvm_with_the_lakes_jars() -> Iterator[None]:
+    from pipeline.config import Config
     from stack import spark
 
     spark.fetch_jars()
-    # Read by PySpark when it launches the JVM, which it does once per process.
-    os.environ["PYSPARK_SUBMIT_ARGS"] = spark.submit_args(
-        {**os.environ, "SPARK_MASTER": "local[2]", "SPARK_UI_PORT": "0"}
-    )
-    yield
+    local = Config.from_env({"SPARK_MASTER": "local[2]", "SPARK_UI_PORT": "0"})
+    with pytest.MonkeyPatch.context() as environment:
+        # Read by PySpark when it launches the JVM, which it does once per process.
+        environment.setenv("PYSPARK_SUBMIT_ARGS", spark.submit_args(local))
+        yield

@@ -3,9 +3,10 @@
 The command line and environment are read from docker-compose.yaml; only what names the compose network
 (hosts, the image's and the volumes' paths) is mapped onto this machine:
 - the image's /opt/spark is PySpark's own distribution (the same Spark version, its bin/spark-submit);
-- /app holds exactly the three folders compose mounts there (spark/, schemas/, chalicelib/);
+- /app holds exactly the three folders compose mounts there (spark/, schemas/, pipeline/);
 - python3 is the image's Python with only spark/requirements.txt installed, as spark/Dockerfile builds it
-  (apache/spark's python3 variant is Ubuntu 22.04 with its python3 from apt, and no pip packages);
+  (apache/spark's python3 variant is Ubuntu 22.04 with its python3 from apt, and no pip packages), kept in the
+  download cache by the hash of spark/requirements.txt, as Docker keeps an image's layer;
 - spark-master, kafka and localstack are a standalone master and worker, the suite's broker and LocalStack.
 No other variable of this process reaches the job. The lake is read back with delta-rs.
 """
@@ -13,6 +14,7 @@ No other variable of this process reaches the job. The lake is read back with de
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -27,10 +29,10 @@ from typing import Any
 import pytest
 
 from chalicelib.collector import Collector, RequestInfo
-from chalicelib.settings import Settings
 from chalicelib.sinks.kafka import KafkaSink
 from generator.synthetic import synthetic_events
 from lake.reader import LAKE_PREFIX, read
+from pipeline.config import Config
 from stack import kafka, localstack, spark
 from stack.paths import REPO, cache_dir
 from stack.process import free_port
@@ -41,53 +43,66 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 #: The Python of the compose image (Ubuntu 22.04's python3).
 IMAGE_PYTHON = "3.10"
 #: compose's volumes of the Spark services: the image's /app/<name> is the repository's <path>.
-APP_VOLUMES = {"spark": "spark", "schemas": "schemas", "chalicelib": "chalice_app/chalicelib"}
+APP_VOLUMES = {"spark": "spark", "schemas": "schemas", "pipeline": "pipeline"}
 PARITY_BUCKET = "acme.eu-west-1.parity.data.lake"
-PARITY_LATEST_TOPIC = "acme.clickstream.parity.latest.events"
+PARITY_TOPICS = {
+    "raw_topic": "parity.clickstream.raw.events",
+    "invalid_topic": "parity.clickstream.invalid.events",
+    "latest_topic": "parity.clickstream.latest.events",
+}
+TOPIC_VARIABLES = {
+    "raw_topic": "KAFKA_RAW_TOPIC",
+    "invalid_topic": "KAFKA_INVALID_TOPIC",
+    "latest_topic": "KAFKA_LATEST_TOPIC",
+}
 
 
-def image_python(venv: Path) -> Path:
-    """A virtualenv of the image's Python holding only the lake writer's packages: python3 as the image has it."""
+def image_python() -> Path:
+    """A virtualenv of the image's Python holding only the lake writer's packages: python3 as the image has it. Made
+    once per content of spark/requirements.txt, in the download cache (as Docker caches the image's layer)."""
+    requirements = REPO / "spark" / "requirements.txt"
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:12]
+    venv = cache_dir() / "venvs" / f"compose-spark-{IMAGE_PYTHON}-{digest}"
+    if (venv / ".complete").exists():
+        return venv / "bin"
     versions = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
     found = sorted(versions.glob(f"{IMAGE_PYTHON}.*/bin/python{IMAGE_PYTHON}"))
     if not found:
         pytest.fail(f"no Python {IMAGE_PYTHON} under {versions}: the parity test needs the compose image's Python")
+    shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([str(found[-1]), "-m", "venv", "--without-pip", str(venv)], check=True)
-    requirements = REPO / "spark" / "requirements.txt"
     install = ["--python", str(venv / "bin" / "python"), "install", "--quiet", "-r", str(requirements)]
     subprocess.run([sys.executable, "-m", "pip", *install], check=True)
+    (venv / ".complete").touch()
     return venv / "bin"
 
 
 @pytest.fixture(scope="module")
-def image_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def image_bin() -> Path:
     """The image's python3, for the job and for the worker's executors alike (one image runs both)."""
-    return image_python(tmp_path_factory.mktemp("image") / "python")
+    return image_python()
 
 
 @pytest.fixture(scope="module")
-def standalone_master(runtime: Path, image_bin: Path) -> Iterator[str]:
+def standalone_master(config: Config, image_bin: Path) -> Iterator[str]:
     """A Spark standalone master and worker (as CLUSTER=1 starts them) in the place of compose's."""
-    added = {
-        "SPARK_MASTER": f"spark://127.0.0.1:{free_port()}",
-        "SPARK_MASTER_WEBUI_PORT": str(free_port()),
-        "SPARK_WORKER_WEBUI_PORT": str(free_port()),
-    }
-    os.environ.update(added)
-    path = os.environ["PATH"]
-    # The executors run the enrichment's UDFs with the `python3` the driver names: the image's, on the worker's
-    # PATH as in the image.
-    os.environ["PATH"] = f"{image_bin}:{path}"
+    standalone = config.replace(
+        spark={
+            "master": f"spark://127.0.0.1:{free_port()}",
+            "master_webui_port": free_port(),
+            "worker_webui_port": free_port(),
+        }
+    )
     try:
-        spark.start_master()
-        spark.start_worker()
-        os.environ["PATH"] = path
-        yield added["SPARK_MASTER"]
+        with pytest.MonkeyPatch.context() as environment:
+            # The executors run the enrichment's UDFs with the `python3` the driver names: the image's, on the
+            # worker's PATH as in the image.
+            environment.setenv("PATH", f"{image_bin}:{os.environ['PATH']}")
+            spark.start_master(standalone)
+            spark.start_worker(standalone)
+        yield standalone.spark.master
     finally:
-        os.environ["PATH"] = path
-        spark.stop_cluster()
-        for name in added:
-            os.environ.pop(name, None)
+        spark.stop_cluster(standalone)
 
 
 def compose_job(
@@ -95,8 +110,8 @@ def compose_job(
 ) -> tuple[list[str], dict[str, str]]:
     """spark-job's command and environment from docker-compose.yaml, its names mapped onto this machine."""
     job = service(load_compose(), "spark-job")
-    # Variables a compose user sets in the shell: here, a lake and a latest topic of the test's own.
-    shell = {"LAKE_BUCKET": PARITY_BUCKET, "KAFKA_LATEST_TOPIC": PARITY_LATEST_TOPIC}
+    # Variables a compose user sets in the shell: here, a lake and topics of the test's own.
+    shell = {"LAKE_BUCKET": PARITY_BUCKET, **{TOPIC_VARIABLES[name]: topic for name, topic in PARITY_TOPICS.items()}}
     names = {
         "/opt/spark": str(spark.spark_home()),
         "/app": str(app),
@@ -125,15 +140,15 @@ def compose_job(
     return argv, env
 
 
-def post(settings: Settings, events: list[dict[str, Any]]) -> set[str]:
-    collector = Collector(settings, KafkaSink(settings))
+def post(settings: Config, events: list[dict[str, Any]]) -> set[str]:
+    collector = Collector(settings, KafkaSink(settings.kafka))
     outcome = collector.collect(json.dumps(events).encode(), RequestInfo("application/json", "127.0.0.1", "pytest"))
     assert outcome.status_code == 200, outcome.body
     return {e["id"] for e in events} - {e["id"] for e in outcome.body["errors"]}
 
 
 def test_compose_spark_job_runs_as_compose_gives_it(
-    kafka_settings: Settings, localstack_endpoint: str, standalone_master: str, image_bin: Path, tmp_path: Path
+    config: Config, localstack_endpoint: str, standalone_master: str, image_bin: Path, tmp_path: Path
 ) -> None:
     app = tmp_path / "app"
     app.mkdir()
@@ -141,17 +156,16 @@ def test_compose_spark_job_runs_as_compose_gives_it(
         (app / name).symlink_to(REPO / path)
     bin_dir = image_bin
     localstack.ensure_bucket(PARITY_BUCKET)
-    kafka.create_topics(Settings.from_env({**os.environ, "KAFKA_LATEST_TOPIC": PARITY_LATEST_TOPIC}))
-    argv, env = compose_job(
-        standalone_master, kafka_settings.kafka_bootstrap_servers, localstack_endpoint, app, bin_dir
-    )
+    parity = config.replace(kafka=PARITY_TOPICS)
+    kafka.create_topics(parity)
+    argv, env = compose_job(standalone_master, config.kafka.bootstrap_servers, localstack_endpoint, app, bin_dir)
     assert shutil.which("python3", path=env["PATH"]) == str(bin_dir / "python3")
 
     log = tmp_path / "spark-job.log"
     with log.open("wb") as out:
         job = subprocess.Popen(argv, env=env, cwd=app, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        accepted = post(kafka_settings, synthetic_events(200, seed=77, invalid_share=0.0))
+        accepted = post(parity, synthetic_events(200, seed=77, invalid_share=0.0))
         deadline = time.monotonic() + 420
         found: Counter[str] = Counter()
         while time.monotonic() < deadline and set(found) < accepted and job.poll() is None:

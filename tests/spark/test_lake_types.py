@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chalicelib.validation import SCHEMA, ClockWindow, lake_violation, parse_instant, schema_violation
-from lake_writer import parse_raw_records
+from records import parse_raw_records
 
 pytestmark = pytest.mark.slow
 

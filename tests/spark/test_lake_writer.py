@@ -19,20 +19,21 @@ from typing import Any
 import pytest
 
 from chalicelib.collector import Collector, RequestInfo
-from chalicelib.settings import Settings
 from chalicelib.sinks.kafka import KafkaSink
 from enrichment import scrub_ips
 from generator.synthetic import synthetic_events
 from lake.reader import INVALID_PREFIX, LAKE_PREFIX, SESSIONS_PREFIX, read
+from pipeline.config import Config
 from stack import spark
 from tests.conftest import REPO, lake_ids
+from tests.stacks import Stack
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def collector(kafka_settings: Settings) -> Collector:
-    return Collector(kafka_settings, KafkaSink(kafka_settings))
+def collector(config: Config) -> Collector:
+    return Collector(config, KafkaSink(config.kafka))
 
 
 def post(collector: Collector, events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -42,7 +43,7 @@ def post(collector: Collector, events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def test_valid_and_invalid_events_land_once_with_metadata(
-    lake_writer: None, collector: Collector, kafka_settings: Settings
+    lake_writer: None, collector: Collector, config: Config
 ) -> None:
     events = synthetic_events(300, seed=41, invalid_share=0.1)
     body = post(collector, events)
@@ -75,16 +76,14 @@ def test_valid_and_invalid_events_land_once_with_metadata(
     )
 
 
-def test_latest_topic_holds_the_processed_events(
-    lake_writer: None, collector: Collector, kafka_settings: Settings
-) -> None:
+def test_latest_topic_holds_the_processed_events(lake_writer: None, collector: Collector, config: Config) -> None:
     from kafka import KafkaConsumer, TopicPartition
 
     events = synthetic_events(50, seed=42)
     post(collector, events)
     wanted = {e["id"] for e in events}
-    consumer = KafkaConsumer(bootstrap_servers=kafka_settings.kafka_bootstrap_servers, group_id=None)
-    partitions = [TopicPartition(kafka_settings.latest_topic, p) for p in range(kafka_settings.topic_partitions)]
+    consumer = KafkaConsumer(bootstrap_servers=config.kafka.bootstrap_servers, group_id=None)
+    partitions = [TopicPartition(config.kafka.latest_topic, p) for p in range(config.kafka.topic_partitions)]
     consumer.assign(partitions)
     consumer.seek_to_beginning(*partitions)
     found: dict[str, dict[str, Any]] = {}
@@ -107,13 +106,14 @@ def test_a_resent_batch_lands_once(lake_writer: None, collector: Collector) -> N
     assert lake_ids(LAKE_PREFIX, wanted) == Counter(dict.fromkeys(wanted, 1))
 
 
-def test_a_resend_after_the_writer_restarted_lands_once(lake_writer: None, collector: Collector) -> None:
+def test_a_resend_after_the_writer_restarted_lands_once(suite_stack: Stack, collector: Collector) -> None:
     events = synthetic_events(150, seed=46)
     post(collector, events)
     wanted = {e["id"] for e in events}
     assert lake_ids(LAKE_PREFIX, wanted) == Counter(dict.fromkeys(wanted, 1))
-    spark.stop()
-    spark.start()  # nothing of the first send is in memory any more: only the table knows those ids
+    with suite_stack.held("spark"):
+        spark.stop()
+        spark.start()  # nothing of the first send is in memory any more: only the table knows those ids
     post(collector, events)
     later = synthetic_events(20, seed=47)
     post(collector, later)
@@ -171,7 +171,7 @@ def test_duckdb_polars_and_pyarrow_read_the_same_rows(lake_writer: None, collect
     assert len(in_duckdb) == in_polars.height == in_pyarrow.num_rows
 
 
-def test_restarts_mid_stream_lose_and_repeat_nothing(lake_writer: None, collector: Collector) -> None:
+def test_restarts_mid_stream_lose_and_repeat_nothing(suite_stack: Stack, collector: Collector) -> None:
     sent: list[str] = []
     stop = threading.Event()
 
@@ -192,18 +192,19 @@ def test_restarts_mid_stream_lose_and_repeat_nothing(lake_writer: None, collecto
     sender = threading.Thread(target=traffic)
     sender.start()
     try:
-        sent_more(500)
-        spark.stop()  # graceful, as `make down` does: the running micro-batch finishes
-        spark.start()
-        sent_more(500)
-        # A crash: the whole job killed at once, possibly between writing files and committing them.
-        killed = spark.service().pid()
-        os.killpg(killed, signal.SIGKILL)
-        while spark.service().pid() == killed:  # until the kernel has taken it: else start() sees it running
-            time.sleep(0.05)
-        sent_more(500)  # while no job runs: Kafka keeps them
-        spark.start()
-        sent_more(500)
+        with suite_stack.held("spark"):
+            sent_more(500)
+            spark.stop()  # graceful, as `make down` does: the running micro-batch finishes
+            spark.start()
+            sent_more(500)
+            # A crash: the whole job killed at once, possibly between writing files and committing them.
+            killed = spark.service().pid()
+            os.killpg(killed, signal.SIGKILL)
+            while spark.service().pid() == killed:  # until the kernel has taken it: else start() sees it running
+                time.sleep(0.05)
+            sent_more(500)  # while no job runs: Kafka keeps them
+            spark.start()
+            sent_more(500)
     finally:
         stop.set()
         sender.join()
@@ -212,9 +213,7 @@ def test_restarts_mid_stream_lose_and_repeat_nothing(lake_writer: None, collecto
     assert lake_ids(LAKE_PREFIX, wanted, timeout_s=180) == Counter(dict.fromkeys(wanted, 1))
 
 
-def test_records_of_any_producer_never_stop_the_lake(
-    lake_writer: None, collector: Collector, kafka_settings: Settings
-) -> None:
+def test_records_of_any_producer_never_stop_the_lake(lake_writer: None, collector: Collector, config: Config) -> None:
     """Whatever bytes reach the topics, each record is filed (as a row, or as an invalid row with a reason and
     its Kafka position) and the queries go on: the events posted afterwards land."""
     from kafka import KafkaProducer
@@ -235,11 +234,11 @@ def test_records_of_any_producer_never_stop_the_lake(
         f"{tag}-wrong-type": json.dumps({**wrong_type, "id": f"{tag}-wrong-type"}).encode(),
     }
     keyless = {**good, "id": f"{tag}-keyless-but-valid"}
-    producer = KafkaProducer(bootstrap_servers=kafka_settings.kafka_servers, acks="all")
+    producer = KafkaProducer(bootstrap_servers=config.kafka.servers, acks="all")
     for key, value in raw_poison.items():
-        producer.send(kafka_settings.raw_topic, key=key.encode(), value=value)
-    producer.send(kafka_settings.raw_topic, key=None, value=json.dumps(keyless).encode())
-    producer.send(kafka_settings.invalid_topic, key=f"{tag}-invalid-garbage".encode(), value=b"\x00garbage")
+        producer.send(config.kafka.raw_topic, key=key.encode(), value=value)
+    producer.send(config.kafka.raw_topic, key=None, value=json.dumps(keyless).encode())
+    producer.send(config.kafka.invalid_topic, key=f"{tag}-invalid-garbage".encode(), value=b"\x00garbage")
     producer.flush()
     producer.close()
 
@@ -264,12 +263,12 @@ def test_records_of_any_producer_never_stop_the_lake(
         f"{tag}-invalid-garbage": ("record.shape", "$", "record is not an invalid-event record"),
     }
     for key in raw_poison:
-        assert rows[key]["kafka_topic"] == kafka_settings.raw_topic and rows[key]["kafka_offset"] >= 0
+        assert rows[key]["kafka_topic"] == config.kafka.raw_topic and rows[key]["kafka_offset"] >= 0
     # The value as sent, its addresses truncated as everywhere in the lake.
     assert rows[f"{tag}-april-31"]["body"] == scrub_ips(raw_poison[f"{tag}-april-31"].decode())
     assert rows[f"{tag}-april-31"]["body"] != raw_poison[f"{tag}-april-31"].decode()
     assert rows[f"{tag}-not-json"]["body"] == "not json \ufffd\ufffd"  # invalid UTF-8, made readable
-    assert rows[f"{tag}-invalid-garbage"]["kafka_topic"] == kafka_settings.invalid_topic
+    assert rows[f"{tag}-invalid-garbage"]["kafka_topic"] == config.kafka.invalid_topic
     assert spark.service().pid() is not None, "the lake writer stopped"
 
 
@@ -384,9 +383,9 @@ def test_crafted_events_come_back_enriched_and_no_full_ip_is_in_the_lake(
 
 
 def test_an_optional_field_of_schema_1_1_0_adds_its_column_old_rows_read_null(
-    lake_writer: None, collector: Collector, kafka_settings: Settings, tmp_path: Any
+    suite_stack: Stack, collector: Collector, config: Config, tmp_path: Any
 ) -> None:
-    """Runs last in the module: it restarts the lake writer on an evolved schema (and back)."""
+    """Restarts the lake writer on an evolved schema; the supervisor brings it back on the suite's own after."""
     from kafka import KafkaProducer
 
     from tests.conftest import read_topic
@@ -402,26 +401,22 @@ def test_an_optional_field_of_schema_1_1_0_adds_its_column_old_rows_read_null(
     evolved = tmp_path / "acme.clickstream.raw.events-1-1-0.json"
     evolved.write_text(json.dumps(schema))
     [record] = read_topic(
-        kafka_settings.kafka_bootstrap_servers, kafka_settings.raw_topic, {"correlation_id": body["correlation_id"]}, 30
+        config.kafka.bootstrap_servers, config.kafka.raw_topic, {"correlation_id": body["correlation_id"]}, 30
     )[:1]
     template = json.loads(record.value)
     new_ids = {f"{template['id']}-1-1-0-{n}" for n in range(10)}
-    spark.stop()
-    os.environ["LAKE_EVENT_SCHEMA"] = str(evolved)
-    try:
-        spark.start()
-        producer = KafkaProducer(bootstrap_servers=kafka_settings.kafka_servers, acks="all")
+    with suite_stack.held("spark"):
+        spark.stop()
+        spark.start(config.replace(lake={"event_schema": str(evolved)}))
+        producer = KafkaProducer(bootstrap_servers=config.kafka.servers, acks="all")
         for event_id in new_ids:
             value = {**template, "id": event_id, "event": {**template["event"], "coupon": "WINTER"}}
             value["collector"] = {**template["collector"], "schema_version": "1-1-0"}
-            producer.send(kafka_settings.raw_topic, key=event_id.encode(), value=json.dumps(value).encode())
+            producer.send(config.kafka.raw_topic, key=event_id.encode(), value=json.dumps(value).encode())
         producer.flush()
         producer.close()
         assert lake_ids(LAKE_PREFIX, new_ids) == Counter(dict.fromkeys(new_ids, 1))
-    finally:
         spark.stop()
-        del os.environ["LAKE_EVENT_SCHEMA"]
-        spark.start()
 
     rows = {r["id"]: r for r in read(LAKE_PREFIX, columns=["id", "coupon", "schema_version"]).to_pylist()}
     assert {rows[i]["coupon"] for i in new_ids} == {"WINTER"}

@@ -4,6 +4,7 @@ batches and rebuilds, late events that extend or merge sessions, and unchanged s
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 import lake_tables
 import sessions
+from pipeline.config import Config
 
 pytestmark = pytest.mark.slow
 
@@ -69,9 +71,10 @@ class Lake:
 
     def restart(self) -> None:
         """A new updater, as after a restart of the lake writer: it resumes from the mark in the table."""
-        maintenance = lake_tables.Maintenance(self.spark, self.sessions_path, 3600, 86400)
+        config = Config.from_env({"SESSION_GAP_MINUTES": str(self.gap_minutes), "SESSIONS_INTERVAL_S": "60"})
+        maintenance = lake_tables.Maintenance(self.spark, self.sessions_path, config.maintenance, threading.Event())
         self.updater = sessions.SessionsUpdater(
-            self.spark, self.sessions_path, self.events_path, maintenance, self.gap_minutes, 60
+            self.spark, self.sessions_path, self.events_path, maintenance, config.sessions, threading.Event()
         )
 
     def batch(self, *events: dict[str, Any]) -> dict[str, Any]:

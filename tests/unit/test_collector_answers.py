@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 
 from chalicelib.collector import Collector, RequestInfo
-from chalicelib.settings import Settings
 from chalicelib.sinks.memory import MemorySink
 from generator.synthetic import synthetic_events
+from pipeline.config import Config
 
-SETTINGS = Settings.from_env({})
+CONFIG = Config.defaults()
 
 
 def answer(body: bytes, sink: MemorySink | None = None, content_type: str = "application/json") -> tuple[int, Any]:
-    outcome = Collector(SETTINGS, sink or MemorySink()).collect(body, RequestInfo(content_type, "127.0.0.1", "t"))
+    outcome = Collector(CONFIG, sink or MemorySink()).collect(body, RequestInfo(content_type, "127.0.0.1", "t"))
     return outcome.status_code, outcome.body
 
 
@@ -29,7 +29,7 @@ def test_every_event_valid_and_stored_is_200_success() -> None:
     sink = MemorySink()
     status, body = answer(events(5), sink)
     assert (status, body["status"], body["valid_count"], body["errors"]) == (200, "success", 5, [])
-    assert {r.topic for r in sink.records} == {SETTINGS.raw_topic} and len(sink.records) == 5
+    assert {r.topic for r in sink.records} == {CONFIG.kafka.raw_topic} and len(sink.records) == 5
 
 
 def test_some_invalid_is_200_partial_with_a_reason_each() -> None:
@@ -38,7 +38,7 @@ def test_some_invalid_is_200_partial_with_a_reason_each() -> None:
     assert (status, body["status"]) == (200, "partial")
     assert body["invalid_count"] == len(body["errors"]) > 0
     assert all(e["reason"] and e["code"] and e["path"].startswith("$") for e in body["errors"])
-    kept = [json.loads(r.value) for r in sink.records if r.topic == SETTINGS.invalid_topic]
+    kept = [json.loads(r.value) for r in sink.records if r.topic == CONFIG.kafka.invalid_topic]
     assert [(k["index"], k["code"], k["path"]) for k in kept] == [
         (e["index"], e["code"], e["path"]) for e in body["errors"]
     ]
@@ -67,7 +67,7 @@ def test_refused_bodies_are_4xx_with_a_code_and_reason_and_kept(
     assert message in answered["message"]
     (kept,) = sink.records  # the refusal itself, in the invalid topic
     record = json.loads(kept.value)
-    assert kept.topic == SETTINGS.invalid_topic and (record["status_code"], record["code"]) == (status, code)
+    assert kept.topic == CONFIG.kafka.invalid_topic and (record["status_code"], record["code"]) == (status, code)
 
 
 def test_no_valid_event_is_400_and_each_is_kept() -> None:

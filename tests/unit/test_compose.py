@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft7Validator
 
-from chalicelib.settings import DEFAULTS, setting
+from pipeline.config import Config
 from tests.compose_file import command, environment, load_compose, service
 from tests.versions import pinned_kafka_version, pinned_localstack_version, pinned_pyspark_version
 
@@ -40,9 +40,12 @@ def schema_errors(document: Any) -> list[str]:
     return sorted(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document))
 
 
+#: Every setting's default, whatever the developer's environment holds.
+DEFAULTS = Config.defaults().environment()
+
+
 def default(name: str) -> str:
-    """A setting's default, whatever the developer's environment holds."""
-    return setting(name, environ={})
+    return DEFAULTS[name]
 
 
 def published_ports(svc: dict[str, Any]) -> set[int]:

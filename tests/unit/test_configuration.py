@@ -1,31 +1,103 @@
-"""Every setting the code reads from the environment is documented in README's configuration table."""
+"""The configuration tree (pipeline/config.py): every setting the code reads is in it, README's table is made from it,
+it crosses to a child whole, and a default, a topic's name or a problem code is written in one place only."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from chalicelib.settings import DEFAULTS
+import pytest
+
+from pipeline import contract, problems
+from pipeline.config import CONFIG_VARIABLE, README, Config, ConfigError, load, readme_with_table, variables
 
 REPO = Path(__file__).resolve().parents[2]
+#: The project's Python, where a setting could be read or a default written.
+SOURCES = ["pipeline", "chalice_app", "spark", "lake", "generator", "schemas", "stack", "run", "bench", "localstack"]
+#: Variables that are not the pipeline's settings: the Lambda runtime's own (the executor sets them as AWS does),
+#: the executor plugin's knobs (its own README), and the machine's.
+NOT_SETTINGS = {
+    "_HANDLER", "_X_AMZN_TRACE_ID", "LAMBDA_TASK_ROOT", "LD_LIBRARY_PATH", "PATH", "PYENV_ROOT", "HOME",
+    "LAMBDA_LOCAL_PYTHON", "LAMBDA_LOCAL_RUNTIME_LIBS", CONFIG_VARIABLE,
+}  # fmt: skip
 
 
-def _documented() -> dict[str, str]:
-    readme = (REPO / "README.md").read_text()
-    return dict(re.findall(r"^\| `([A-Z_]+)` \| `?([^|`]*)`? \|", readme, flags=re.M))
+def python_files() -> list[Path]:
+    return [p for folder in SOURCES for p in (REPO / folder).rglob("*.py")]
 
 
-def test_collector_defaults_are_documented_with_their_values() -> None:
-    documented = _documented()
-    for name, default in DEFAULTS.items():
-        assert documented.get(name) == default, f"README documents {name} as {documented.get(name)!r}"
+def test_readmes_settings_table_is_the_one_the_tree_makes() -> None:
+    readme = README.read_text()
+    assert readme_with_table(readme) == readme, "run `python -m pipeline.config --readme`"
 
 
-def test_every_environment_variable_read_by_the_stack_is_documented() -> None:
+def test_every_environment_variable_the_code_reads_is_a_setting_of_the_tree() -> None:
     read = set()
-    sources = ["stack/*.py", "chalice_app/chalicelib/**/*.py", "spark/*.py", "lake/*.py", "localstack/*.py"]
-    for path in [p for pattern in sources for p in REPO.glob(pattern)]:
-        read |= set(re.findall(r'environ(?:\.get)?[\[(]"([A-Z_]+)"', path.read_text()))
+    for path in python_files():
+        text = path.read_text()
+        read |= set(re.findall(r'environ(?:\.get)?[\[(]"([A-Z_][A-Z0-9_]*)"', text))
+        read |= set(re.findall(r'getenv\("([A-Z_][A-Z0-9_]*)"', text))
+    read = {name for name in read if not name.startswith("AWS_LAMBDA_")}
     assert read, "no environment variables found: the pattern is stale"
-    names = set(re.findall(r"^\| `([A-Z_]+)` \|", (REPO / "README.md").read_text(), flags=re.M))
-    assert sorted(read - names) == []
+    settings = {variable.name for _, variable in variables()}
+    assert sorted(read - settings - NOT_SETTINGS) == []
+
+
+def test_the_tree_crosses_to_a_child_whole_as_a_document_or_as_variables() -> None:
+    config = Config.from_env({"KAFKA_BOOTSTRAP_SERVERS": "k:1", "LAKE_BUCKET": "b", "CORS_ALLOWED_ORIGINS": "a,b"})
+    assert Config.from_json(config.to_json()) == config
+    assert Config.from_env(config.environment()) == config
+    assert load({CONFIG_VARIABLE: config.to_json(), "KAFKA_BOOTSTRAP_SERVERS": "ignored:2"}) == config
+    child = config.child_environment({"PATH": "/bin"})
+    assert load(child) == config and child["PATH"] == "/bin"
+
+
+def test_a_derived_default_follows_its_setting_and_an_explicit_value_wins() -> None:
+    config = Config.from_env({"LAKE_BUCKET": "other", "GATEWAY_LISTEN": "0.0.0.0:4600"})
+    assert config.lake.events_path == "s3a://other/clickstream-data"
+    assert config.spark.checkpoint == "s3a://other/_checkpoints/lake-writer"
+    assert config.aws.endpoint_url == "http://127.0.0.1:4600" == config.lake.s3_endpoint
+    explicit = Config.from_env({"LAKE_PATH": "s3a://x/y/", "LAKE_S3_ENDPOINT": "http://minio:9000"})
+    assert explicit.lake.events_path == "s3a://x/y" and explicit.lake.s3_endpoint == "http://minio:9000"
+    assert explicit.lake.path(contract.EVENTS_TABLE) == "s3a://x/y"
+
+
+def test_a_value_that_cannot_be_read_names_its_variable() -> None:
+    with pytest.raises(ConfigError, match="KAFKA_TOPIC_PARTITIONS='six'"):
+        Config.from_env({"KAFKA_TOPIC_PARTITIONS": "six"})
+    with pytest.raises(ConfigError, match="IP_MODE='hash': expected one of truncate, full, drop"):
+        Config.from_env({"IP_MODE": "hash"})
+    with pytest.raises(ConfigError, match="LAKE_ENRICHMENT"):
+        Config.from_env({"LAKE_ENRICHMENT": "maybe"})
+    lowered = Config.from_env({"KAFKA_SECURITY_PROTOCOL": "sasl_ssl", "LAKE_SESSIONS": "off"})
+    assert lowered.kafka.security_protocol == "SASL_SSL" and lowered.sessions.enabled is False
+
+
+def _literal_places(text: str) -> list[Path]:
+    """The project's Python files outside the ground floor with `text` as a string literal."""
+    pattern = re.compile(rf"[\"']{re.escape(text)}[\"']")
+    return [
+        path.relative_to(REPO)
+        for path in python_files()
+        if path.parts[len(REPO.parts)] != "pipeline" and pattern.search(path.read_text())
+    ]
+
+
+@pytest.mark.parametrize(
+    "fact",
+    [
+        contract.RAW_TOPIC,
+        contract.INVALID_TOPIC,
+        contract.LATEST_TOPIC,
+        contract.LAKE_BUCKET,
+        "30 seconds",
+        "2 seconds",
+    ],
+)
+def test_a_topic_a_bucket_and_an_interval_are_written_on_the_ground_floor_only(fact: str) -> None:
+    assert _literal_places(fact) == []
+
+
+def test_every_problem_code_is_written_in_the_table_only() -> None:
+    found = {code: _literal_places(code) for code in problems.CODES}
+    assert {code: places for code, places in found.items() if places} == {}

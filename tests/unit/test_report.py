@@ -17,7 +17,7 @@ import pytest
 import enrichment
 from chalicelib.validation import SCHEMA_ID, SCHEMA_VERSION, schema_violation
 from generator.synthetic import PRODUCTS, synthetic_events
-from lake import report
+from lake import figures, page, report
 
 START = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 TS = pa.timestamp("us", tz="UTC")
@@ -200,7 +200,7 @@ def visits(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def sessions_table(events: list[dict[str, Any]]) -> pa.Table:
-    return pa.Table.from_pylist(visits(events), schema=report.SESSION_COLUMNS)
+    return pa.Table.from_pylist(visits(events), schema=figures.SESSION_COLUMNS)
 
 
 def invalid_table(reasons: list[tuple[str, int | None]], at: datetime = START) -> pa.Table:
@@ -256,7 +256,7 @@ def broken() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def fig(events: list[dict[str, Any]]) -> dict[str, Any]:
-    return report.figures(lake_table(events), invalid_table([(r, s) for r, s, _ in REASONS]), sessions_table(events))
+    return figures.figures(lake_table(events), invalid_table([(r, s) for r, s, _ in REASONS]), sessions_table(events))
 
 
 def humans(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -297,19 +297,19 @@ def test_session_figures_come_from_the_sessions_table(fig: dict[str, Any], event
     for v in sessions:
         source = v["utm_source"] or v["referrer_host"] or "(direct)"
         groups[f"{source} / {v['utm_medium'] or v['referrer_medium'] or '(none)'}"].append(v)
-    expected = sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))[: report.TOP_SOURCES]
+    expected = sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))[: figures.TOP_SOURCES]
     assert [(r["name"], r["sessions"], r["converted"]) for r in fig["by_source"]] == [
         (name, len(group), sum(1 for v in group if v["converted"])) for name, group in expected
     ]
     assert all(r["rate"] == r["converted"] / r["sessions"] for r in fig["by_source"])
     campaigns = Counter(v["utm_campaign"] for v in sessions if v["utm_campaign"])
-    assert {r["name"]: r["sessions"] for r in fig["by_campaign"]} == dict(campaigns.most_common(report.TOP_SOURCES))
+    assert {r["name"]: r["sessions"] for r in fig["by_campaign"]} == dict(campaigns.most_common(figures.TOP_SOURCES))
     assert len(fig["by_campaign"]) >= 2, "the sample should have campaigns"
     assert {r["name"]: r["sessions"] for r in fig["devices"]} == dict(Counter(v["device_class"] for v in sessions))
     pages = Counter(v["landing_page"].split("?")[0] for v in sessions)
     assert [(r["page"], r["sessions"]) for r in fig["landing_pages"]] == sorted(
         pages.items(), key=lambda item: (-item[1], item[0])
-    )[: report.TOP_PAGES]
+    )[: figures.TOP_PAGES]
     timeline = fig["sessions_timeline"]
     starts = timeline["buckets"]
     assert timeline["types"] == ["engaged", "bounced"]
@@ -323,14 +323,14 @@ def test_bots_are_left_out_unless_asked_and_their_share_shown(events: list[dict[
     bots = [e for e in events if enrichment.agent(e["event"]["user_agent"]).is_bot]
     assert 0 < len(bots) < len(events) / 10, "the generator's traffic has a few percent crawlers"
     tables = (lake_table(events), pa.table({}), sessions_table(events))
-    fig, everything = report.figures(*tables), report.figures(*tables, include_bots=True)
+    fig, everything = figures.figures(*tables), figures.figures(*tables, include_bots=True)
     assert fig["bots"]["events"] == everything["bots"]["events"] == len(bots)
     assert fig["bots"]["all_events"] == len(events)
     assert fig["totals"]["events"] == len(events) - len(bots)
     assert everything["totals"]["events"] == len(events)
     assert everything["totals"]["sessions"] == len(visits(events)) > fig["totals"]["sessions"]
     share = f"{100 * len(bots) / len(events):.1f}%"
-    assert f">{share}<" in report.render_html(fig) and "left out of the figures" in report.render_html(fig)
+    assert f">{share}<" in page.render_html(fig) and "left out of the figures" in page.render_html(fig)
 
 
 def test_events_per_type_over_time(fig: dict[str, Any], events: list[dict[str, Any]]) -> None:
@@ -394,7 +394,7 @@ def test_revenue_per_product(fig: dict[str, Any], events: list[dict[str, Any]]) 
 def test_top_search_queries(fig: dict[str, Any], events: list[dict[str, Any]]) -> None:
     searches = [e["event"]["query"] for e in humans(events) if e["type"] == "view" and e["event"].get("query")]
     queries = Counter(query.strip().lower() for query in searches)
-    expected = sorted(queries.items(), key=lambda item: (-item[1], item[0]))[: report.TOP_QUERIES]
+    expected = sorted(queries.items(), key=lambda item: (-item[1], item[0]))[: figures.TOP_QUERIES]
     assert [(q["query"], q["views"]) for q in fig["queries"]] == expected
     assert "  Laptop " not in {q["query"] for q in fig["queries"]}
 
@@ -422,9 +422,9 @@ def test_rows_with_a_code_are_grouped_by_code_and_path_not_by_wording() -> None:
         {"code": "some.future_code", "path": "$.x", "reason": "y", "status_code": None},
     ]
     invalid = pa.Table.from_pylist(
-        rows, schema=report.INVALID_COLUMNS.remove(report.INVALID_COLUMNS.get_field_index("ingested_timestamp"))
+        rows, schema=figures.INVALID_COLUMNS.remove(figures.INVALID_COLUMNS.get_field_index("ingested_timestamp"))
     )
-    fig = report.figures(pa.table({}), invalid)
+    fig = figures.figures(pa.table({}), invalid)
     assert {g["problem"]: g["count"] for g in fig["invalid"]} == {
         "$.event.price: missing": 2,
         "$.event.timestamp: not a real instant": 1,
@@ -448,26 +448,26 @@ def test_the_collectors_reasons_for_the_generators_broken_events(broken: list[di
         '"free" is not of type': "$.event.price: wrong type",
     }
     expected = Counter(next(group for marker, group in markers.items() if marker in r) for r in reasons if r)
-    fig = report.figures(pa.table({}), invalid_table([(r, None) for r in reasons if r]))
+    fig = figures.figures(pa.table({}), invalid_table([(r, None) for r in reasons if r]))
     assert {g["problem"]: g["count"] for g in fig["invalid"]} == expected
     assert len(expected) >= 5
 
 
 def test_bucket_size_follows_the_time_range() -> None:
-    assert report.bucket_seconds(None, None) == 60
-    assert report.bucket_seconds(START, START) == 60
-    assert report.bucket_seconds(START, START + timedelta(minutes=50)) == 60
-    assert report.bucket_seconds(START, START + timedelta(hours=2)) == 300
-    assert report.bucket_seconds(START, START + timedelta(hours=12)) == 900
-    assert report.bucket_seconds(START, START + timedelta(days=2)) == 3600
-    assert report.bucket_seconds(START, START + timedelta(days=20)) == 43200
+    assert figures.bucket_seconds(None, None) == 60
+    assert figures.bucket_seconds(START, START) == 60
+    assert figures.bucket_seconds(START, START + timedelta(minutes=50)) == 60
+    assert figures.bucket_seconds(START, START + timedelta(hours=2)) == 300
+    assert figures.bucket_seconds(START, START + timedelta(hours=12)) == 900
+    assert figures.bucket_seconds(START, START + timedelta(days=2)) == 3600
+    assert figures.bucket_seconds(START, START + timedelta(days=20)) == 43200
     # A client clock years off: still about MAX_BUCKETS bars, of whole days.
-    far = report.bucket_seconds(START - timedelta(days=3650), START)
-    assert far % 86400 == 0 and 3650 * 86400 / far <= report.MAX_BUCKETS
+    far = figures.bucket_seconds(START - timedelta(days=3650), START)
+    assert far % 86400 == 0 and 3650 * 86400 / far <= figures.MAX_BUCKETS
 
 
 def test_the_html_is_self_contained_and_shows_the_figures(fig: dict[str, Any]) -> None:
-    html = report.render_html(fig, generated_at=START + timedelta(hours=3), source="s3://bucket/lake")
+    html = page.render_html(fig, generated_at=START + timedelta(hours=3), source="s3://bucket/lake")
     assert html.startswith("<!doctype html>")
     assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", html, re.IGNORECASE)
     assert not re.search(r"<script|<link|@import|url\(", html, re.IGNORECASE)
@@ -497,27 +497,27 @@ def test_text_from_the_lake_is_escaped() -> None:
             event["event"]["query"] = hostile
         if event["event"].get("product_name"):
             event["event"]["product_name"] = hostile
-    fig = report.figures(lake_table(sample), invalid_table([(f"$.x: {hostile}", None)]))
-    html = report.render_html(fig)
+    fig = figures.figures(lake_table(sample), invalid_table([(f"$.x: {hostile}", None)]))
+    html = page.render_html(fig)
     assert "<script" not in html
     assert "&lt;script&gt;" in html
 
 
 def test_an_empty_lake_renders() -> None:
-    fig = report.figures(pa.table({}), pa.table({}))
+    fig = figures.figures(pa.table({}), pa.table({}))
     assert fig["empty"]
     assert fig["totals"]["events"] == fig["totals"]["invalid_events"] == fig["totals"]["revenue"] == 0
     assert fig["totals"]["first_event"] is None and fig["totals"]["freshness"] is None
     assert fig["timeline"]["buckets"] == fig["funnel"] == fig["revenue"] == fig["queries"] == fig["invalid"] == []
-    html = report.render_html(fig)
+    html = page.render_html(fig)
     assert "No data in the lake yet" in html
     assert "<svg" not in html
 
 
 def test_a_lake_without_invalid_events(events: list[dict[str, Any]]) -> None:
-    fig = report.figures(lake_table(events), pa.table({}))
+    fig = figures.figures(lake_table(events), pa.table({}))
     assert fig["invalid"] == [] and fig["totals"]["invalid_events"] == 0
-    html = report.render_html(fig)
+    html = page.render_html(fig)
     assert "No invalid events." in html
     assert html.count("<svg") == 5  # no sessions table either: only the events' charts
     assert "No sessions." in html
@@ -557,5 +557,5 @@ def test_the_default_output_is_in_the_runtime_folder(monkeypatch: pytest.MonkeyP
 
 def test_freshness_counts_the_invalid_prefix_too(events: list[dict[str, Any]]) -> None:
     later = START + timedelta(days=1)
-    fig = report.figures(lake_table(events), invalid_table([("x", 400)], at=later))
+    fig = figures.figures(lake_table(events), invalid_table([("x", 400)], at=later))
     assert fig["totals"]["freshness"] == _iso(later + timedelta(seconds=2))

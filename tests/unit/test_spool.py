@@ -10,11 +10,11 @@ from hypothesis import strategies as st
 
 from chalicelib.collector import Collector, RequestInfo
 from chalicelib.drainer import Drainer
-from chalicelib.settings import Settings
 from chalicelib.sinks import Delivery, Record
 from chalicelib.sinks.memory import MemorySink
 from chalicelib.sinks.spool import FallbackSink, decode_batch, encode_batch
 from generator.synthetic import synthetic_events
+from pipeline.config import Config
 
 records = st.lists(
     st.builds(Record, st.sampled_from(["raw", "invalid"]), st.none() | st.binary(max_size=40), st.binary()),
@@ -28,7 +28,7 @@ def test_a_spooled_batch_comes_back_byte_for_byte(batch: list[Record]) -> None:
 
 
 def collector_with(kafka: MemorySink, spool: MemorySink | None, cooldown_s: float = 60) -> Collector:
-    settings = Settings.from_env({})
+    settings = Config.defaults()
     sink = kafka if spool is None else FallbackSink(kafka, spool, cooldown_s)
     return Collector(settings, sink)
 

@@ -11,10 +11,10 @@ import pytest
 
 from chalicelib.collector import Collector, RequestInfo
 from chalicelib.rate_limit import RateLimiter, retry_after
-from chalicelib.settings import Settings
 from chalicelib.sinks.memory import MemorySink
 from chalicelib.write_keys import WriteKeys, WriteKeysUnavailable, key_of, parse_keys
 from generator.synthetic import synthetic_events
+from pipeline.config import Config
 
 
 def basic(user: str) -> str:
@@ -118,7 +118,7 @@ def test_the_token_bucket_allows_the_rate_and_its_burst_and_says_how_long_to_wai
 def keyed_collector(sink: MemorySink, rate: float = 1000) -> Collector:
     parameter = Parameter({"gen": ["acme.shop.generator"], "shop": ["acme.shop.web"]})
     write_keys = WriteKeys("/acme/keys", 60, lambda: parameter)
-    return Collector(Settings.from_env({}), sink, write_keys, RateLimiter(rate, 1))
+    return Collector(Config.defaults(), sink, write_keys, RateLimiter(rate, 1))
 
 
 def test_the_collector_refuses_a_missing_or_unknown_key_with_401_and_keeps_the_refusal() -> None:
@@ -130,7 +130,7 @@ def test_the_collector_refuses_a_missing_or_unknown_key_with_401_and_keeps_the_r
         assert (outcome.status_code, outcome.body["code"], outcome.body["valid_count"]) == (401, "auth.write_key", 0)
     kept = [json.loads(r.value) for r in sink.records]
     assert [(k["code"], k["status_code"]) for k in kept] == [("auth.write_key", 401)] * 2
-    assert all(r.topic == Settings.from_env({}).invalid_topic for r in sink.records)
+    assert all(r.topic == Config.defaults().kafka.invalid_topic for r in sink.records)
 
 
 def test_the_collector_refuses_events_of_packages_the_key_may_not_write() -> None:
@@ -156,6 +156,6 @@ def test_the_collector_answers_429_with_retry_after_past_the_rate_and_keeps_noth
 def test_the_collector_answers_503_when_the_keys_cannot_be_read() -> None:
     parameter = Parameter({})
     parameter.failing = True
-    collector = Collector(Settings.from_env({}), MemorySink(), WriteKeys("/k", 60, lambda: parameter))
+    collector = Collector(Config.defaults(), MemorySink(), WriteKeys("/k", 60, lambda: parameter))
     outcome = collector.collect(b"[]", RequestInfo(write_key="gen"))
     assert (outcome.status_code, outcome.body["status"], outcome.retry_after_s) == (503, "unavailable", "1")

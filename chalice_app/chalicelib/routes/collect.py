@@ -31,7 +31,7 @@ def collect() -> Response:
     headers = {
         "Content-Type": "application/json",
         "X-Correlation-Id": outcome.body["correlation_id"],
-        **cors_headers(request.headers, collector.settings),
+        **cors_headers(request.headers, collector.limits.cors_allowed_origins),
     }
     if outcome.retry_after_s:
         headers["Retry-After"] = outcome.retry_after_s
@@ -41,5 +41,6 @@ def collect() -> Response:
 @bp.route("/collect", methods=["OPTIONS"])
 def collect_preflight() -> Response:
     request = bp.current_request
-    headers = preflight_headers(request.headers, get_collector().settings, "POST, OPTIONS")
+    allowed = get_collector().limits.cors_allowed_origins
+    headers = preflight_headers(request.headers, allowed, "POST, OPTIONS")
     return Response(body="", status_code=204 if headers else 403, headers=headers)

@@ -17,9 +17,10 @@ def ping() -> Response:
     body = {
         "status": "OK",
         "kafka": {
-            "bootstrap_servers": collector.settings.kafka_bootstrap_servers,
+            "bootstrap_servers": collector.config.kafka.bootstrap_servers,
             "reachable": collector.sink.reachable(),
         },
         "schema_id": SCHEMA_ID,
     }
-    return Response(body=body, status_code=200, headers=cors_headers(bp.current_request.headers, collector.settings))
+    headers = cors_headers(bp.current_request.headers, collector.limits.cors_allowed_origins)
+    return Response(body=body, status_code=200, headers=headers)

@@ -14,8 +14,9 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from chalicelib.settings import Settings, host_port
 from chalicelib.sinks import Delivery, Record, SinkUnavailable
+from pipeline.config_sections import KafkaConfig
+from pipeline.contract import host_port
 
 log = logging.getLogger(__name__)
 
@@ -83,37 +84,37 @@ def partition_for(key: bytes, partitions: int) -> int:
 Credentials = Callable[[], tuple[str, str]]
 
 
-def sasl_credentials(settings: Settings, aws_client: Callable[[str], Any]) -> Credentials:
+def sasl_credentials(kafka: KafkaConfig, aws_client: Callable[[str], Any]) -> Credentials:
     """A loader of the SASL user and password: from Secrets Manager when KAFKA_SASL_SECRET_ARN names a secret
     (MSK's shape, {"username", "password"}), else the settings' own. Raises SinkUnavailable if it cannot be read."""
 
     def load() -> tuple[str, str]:
-        if not settings.kafka_sasl_secret_arn:
-            return settings.kafka_sasl_username, settings.kafka_sasl_password
+        if not kafka.sasl_secret_arn:
+            return kafka.sasl_username, kafka.sasl_password
         try:
-            answer = aws_client("secretsmanager").get_secret_value(SecretId=settings.kafka_sasl_secret_arn)
+            answer = aws_client("secretsmanager").get_secret_value(SecretId=kafka.sasl_secret_arn)
             secret = json.loads(answer["SecretString"])
             return secret["username"], secret["password"]
         except Exception as exc:  # boto3's errors, a secret of another shape
-            raise SinkUnavailable(f"the Kafka secret {settings.kafka_sasl_secret_arn} cannot be read: {exc}") from exc
+            raise SinkUnavailable(f"the Kafka secret {kafka.sasl_secret_arn} cannot be read: {exc}") from exc
 
     return load
 
 
-def security_config(settings: Settings, credentials: Credentials | None = None) -> dict[str, Any]:
-    """kafka-python's settings for KAFKA_SECURITY_PROTOCOL: none for PLAINTEXT; TLS (the CA of KAFKA_SSL_CAFILE,
-    else the system's) and SASL (KAFKA_SASL_MECHANISM with `credentials`' user and password) otherwise."""
-    protocol = settings.kafka_security_protocol
-    if protocol == "PLAINTEXT":
+def security_config(kafka: KafkaConfig, credentials: Credentials | None = None) -> dict[str, Any]:
+    """kafka-python's settings for what KAFKA_SECURITY_PROTOCOL asks (KafkaConfig.security): nothing for PLAINTEXT;
+    the CA to trust, and the SASL mechanism with `credentials`' user and password, otherwise."""
+    security = kafka.security()
+    if security.plaintext:
         return {}
-    config: dict[str, Any] = {"security_protocol": protocol}
-    if protocol in ("SSL", "SASL_SSL") and settings.kafka_ssl_cafile:
-        config["ssl_cafile"] = settings.kafka_ssl_cafile
-    if protocol.startswith("SASL_"):
-        config["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        if settings.kafka_sasl_mechanism != "AWS_MSK_IAM":  # IAM signs with the function's role instead
-            username, password = (credentials or sasl_credentials(settings, _no_aws))()
-            config.update(sasl_plain_username=username, sasl_plain_password=password)
+    config: dict[str, Any] = {"security_protocol": security.protocol}
+    if security.cafile:
+        config["ssl_cafile"] = security.cafile
+    if security.mechanism:
+        config["sasl_mechanism"] = security.mechanism
+    if security.password:
+        username, password = (credentials or sasl_credentials(kafka, _no_aws))()
+        config.update(sasl_plain_username=username, sasl_plain_password=password)
     return config
 
 
@@ -121,23 +122,23 @@ def _no_aws(name: str) -> Any:
     raise SinkUnavailable(f"KAFKA_SASL_SECRET_ARN is set but no AWS client was given to read it ({name})")
 
 
-def producer_config(settings: Settings, credentials: Credentials | None = None) -> dict[str, Any]:
+def producer_config(kafka: KafkaConfig, credentials: Credentials | None = None) -> dict[str, Any]:
     """The producer's settings; the benchmark's raw producer uses the same ones."""
-    timeout_ms = int(settings.kafka_send_timeout_s * 1000)
+    timeout_ms = int(kafka.send_timeout_s * 1000)
     return {
-        **security_config(settings, credentials),
-        "bootstrap_servers": settings.kafka_servers,
+        **security_config(kafka, credentials),
+        "bootstrap_servers": kafka.servers,
         # Only what every in-sync replica has is acknowledged, and retries never duplicate a record.
         "acks": "all",
         "enable_idempotence": True,
-        "linger_ms": settings.kafka_linger_ms,
+        "linger_ms": kafka.linger_ms,
         "batch_size": 256 * 1024,
         "max_request_size": 4 * 1024 * 1024,
         # Bounded waits, so a dead broker turns into a 503 well within API Gateway's 29 s.
         "bootstrap_timeout_ms": timeout_ms,
         "max_block_ms": timeout_ms,
         "delivery_timeout_ms": timeout_ms,
-        "request_timeout_ms": min(timeout_ms - settings.kafka_linger_ms, 5000),
+        "request_timeout_ms": min(timeout_ms - kafka.linger_ms, 5000),
         "client_id": "clickstream-collector",
     }
 
@@ -146,8 +147,8 @@ class KafkaSink:
     """Records to Kafka with one producer, made on first use; `credentials` load the SASL user when the settings
     ask for SASL (read when the producer is made: once per cold start, again after a failure)."""
 
-    def __init__(self, settings: Settings, credentials: Credentials | None = None) -> None:
-        self._settings = settings
+    def __init__(self, kafka: KafkaConfig, credentials: Credentials | None = None) -> None:
+        self._kafka = kafka
         self._credentials = credentials
         self._producer: KafkaProducer | None = None
         self._lock = threading.Lock()
@@ -155,7 +156,7 @@ class KafkaSink:
     def _get_producer(self) -> KafkaProducer:
         with self._lock:
             if self._producer is None:
-                self._producer = KafkaProducer(**producer_config(self._settings, self._credentials))
+                self._producer = KafkaProducer(**producer_config(self._kafka, self._credentials))
             return self._producer
 
     def _discard_producer(self) -> None:
@@ -185,14 +186,14 @@ class KafkaSink:
                 )
                 for r in records
             ]
-            producer.flush(timeout=self._settings.kafka_send_timeout_s)
+            producer.flush(timeout=self._kafka.send_timeout_s)
         except (KafkaError, OSError) as exc:
             self._discard_producer()
-            servers = self._settings.kafka_bootstrap_servers
+            servers = self._kafka.bootstrap_servers
             refusal = _sasl_refusals.take()
             if refusal:
                 raise SinkUnavailable(f"Kafka at {servers} refused the SASL credentials: {refusal}") from exc
-            protocol = self._settings.kafka_security_protocol
+            protocol = self._kafka.security_protocol
             if protocol.startswith("SASL_") and "bootstrap" in str(exc) and self.reachable():
                 # The broker can close a refused handshake before its answer arrives; the port answering
                 # while no connection is made leaves the handshake as the cause.
@@ -211,7 +212,7 @@ class KafkaSink:
 
     def reachable(self) -> bool:
         """Whether a bootstrap server accepts a TCP connection (cheap: no producer is created)."""
-        for server in self._settings.kafka_servers:
+        for server in self._kafka.servers:
             try:
                 with socket.create_connection(host_port(server), timeout=1.0):
                     return True

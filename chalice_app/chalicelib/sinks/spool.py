@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from chalicelib.settings import Settings
 from chalicelib.sinks import Delivery, Record, Sink, SinkUnavailable
+from pipeline.config_sections import CollectorConfig
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +51,14 @@ def decode_batch(data: bytes | str) -> list[Record]:
 class SqsSpool:
     """Puts batches on the spool queue (and large ones in the spool bucket). Clients are made on first use."""
 
-    def __init__(self, settings: Settings, client: Callable[[str], Any]) -> None:
-        self._settings = settings
+    def __init__(self, collector: CollectorConfig, client: Callable[[str], Any]) -> None:
+        self._queue, self._bucket = collector.spool_queue, collector.spool_bucket
         self._client = client
         self._queue_url: str | None = None
 
     def queue_url(self) -> str:
         if self._queue_url is None:
-            self._queue_url = self._client("sqs").get_queue_url(QueueName=self._settings.spool_queue)["QueueUrl"]
+            self._queue_url = self._client("sqs").get_queue_url(QueueName=self._queue)["QueueUrl"]
         return self._queue_url
 
     def publish(self, records: Sequence[Record]) -> Delivery:
@@ -68,8 +68,8 @@ class SqsSpool:
                 message = {"inline": batch.decode()}
             else:
                 key = f"spool/{time.strftime('%Y/%m/%d', time.gmtime())}/{uuid.uuid4()}.json"
-                self._client("s3").put_object(Bucket=self._settings.spool_bucket, Key=key, Body=batch)
-                message = {"s3": {"bucket": self._settings.spool_bucket, "key": key}}
+                self._client("s3").put_object(Bucket=self._bucket, Key=key, Body=batch)
+                message = {"s3": {"bucket": self._bucket, "key": key}}
             self._client("sqs").send_message(QueueUrl=self.queue_url(), MessageBody=orjson.dumps(message).decode())
         except Exception as exc:  # botocore raises many kinds; any of them means "not spooled"
             self._queue_url = None

@@ -1,0 +1,407 @@
+"""The sections of the configuration tree (pipeline/config.py), each setting with its variable, default and meaning.
+
+A default left empty with a `shown` text follows another setting; pipeline.config makes it concrete when it reads
+the tree. This is the one place a default is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline import contract
+
+
+@dataclass(frozen=True)
+class Variable:
+    """A setting's environment variable, its default (as text) and what it means, for README's table."""
+
+    name: str
+    default: str
+    doc: str
+    #: README's default column where the default follows another setting.
+    shown: str = ""
+    #: The only values allowed (matched without regard to case), if any.
+    choices: tuple[str, ...] = ()
+
+
+def var(name: str, default: str, doc: str, shown: str = "", choices: tuple[str, ...] = ()) -> Any:
+    return field(metadata={"variable": Variable(name, default, doc, shown, choices)})
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    """the broker, the pipeline's topics and how clients reach them"""
+
+    bootstrap_servers: str = var(
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "127.0.0.1:9092",
+        "where the collector and the lake writer reach Kafka, and where `make up` starts its nodes (one per address)",
+        shown="`127.0.0.1:9092` (`…:9092,…:9192,…:9292` with `CLUSTER=1`)",
+    )
+    raw_topic: str = var("KAFKA_RAW_TOPIC", contract.RAW_TOPIC, "valid events")
+    invalid_topic: str = var("KAFKA_INVALID_TOPIC", contract.INVALID_TOPIC, "invalid events and refused requests")
+    latest_topic: str = var("KAFKA_LATEST_TOPIC", contract.LATEST_TOPIC, "the lake writer's copy of processed events")
+    topic_partitions: int = var("KAFKA_TOPIC_PARTITIONS", "6", "partitions of each topic `make up` creates")
+    retention_ms: str = var(
+        "KAFKA_RETENTION_MS",
+        "-1",
+        "retention of the raw and invalid topics `make up` creates (or updates): forever, because the lake on "
+        "LocalStack S3 is rebuilt from them after a LocalStack restart",
+    )
+    send_timeout_s: float = var(
+        "KAFKA_SEND_TIMEOUT_S", "10", "how long a batch may wait for Kafka before the collector answers 503 (or spools)"
+    )
+    linger_ms: int = var("KAFKA_LINGER_MS", "5", "producer linger: lets one batch travel in few requests")
+    cooldown_s: float = var(
+        "KAFKA_COOLDOWN_S", "5", "after Kafka failed a batch, how long later batches go straight to the spool"
+    )
+    security_protocol: str = var(
+        "KAFKA_SECURITY_PROTOCOL",
+        "PLAINTEXT",
+        "`SASL_SSL`: the collector and the lake writer reach Kafka over TLS with SASL (see *Kafka over SASL_SSL*)",
+        choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+    )
+    sasl_mechanism: str = var(
+        "KAFKA_SASL_MECHANISM",
+        "SCRAM-SHA-512",
+        "the SASL mechanism (the collector also takes `SCRAM-SHA-256`, `PLAIN` and MSK's `AWS_MSK_IAM`; the lake "
+        "writer SCRAM and PLAIN)",
+        choices=("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN", "AWS_MSK_IAM"),
+    )
+    sasl_username: str = var("KAFKA_SASL_USERNAME", "", "the SASL user, when no secret is named")
+    sasl_password: str = var(
+        "KAFKA_SASL_PASSWORD", "", "its password (local development; a deployed collector reads the secret)"
+    )
+    sasl_secret_arn: str = var(
+        "KAFKA_SASL_SECRET_ARN",
+        "",
+        'a Secrets Manager secret `{"username", "password"}` (MSK\'s shape) the collector reads once per cold start, '
+        "and `make up` reads for the lake writer",
+    )
+    ssl_cafile: str = var(
+        "KAFKA_SSL_CAFILE",
+        "",
+        "the PEM CA that signed the brokers' certificates (the embedded broker's: `.runtime/kafka-tls/ca.pem`); "
+        "empty: the system's CAs",
+    )
+    controller_ports: tuple[str, ...] = var(
+        "KAFKA_CONTROLLER_PORT",
+        "9093",
+        "the KRaft controller port of each node `make up` starts, one per address of `KAFKA_BOOTSTRAP_SERVERS`",
+        shown="`9093` (`9093,9193,9293` with `CLUSTER=1`)",
+    )
+    sasl_ssl_ports: tuple[str, ...] = var(
+        "KAFKA_SASL_SSL_PORT",
+        "9094",
+        "the SASL_SSL listener's port of each node `make up` starts",
+        shown="`9094` (`9094,9194,9294` with `CLUSTER=1`)",
+    )
+    heap_opts: str = var("KAFKA_HEAP_OPTS", "-Xms256m -Xmx512m", "the embedded broker's JVM heap")
+
+    @property
+    def servers(self) -> list[str]:
+        """KAFKA_BOOTSTRAP_SERVERS as the list Kafka clients take."""
+        return [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
+
+    @property
+    def topics(self) -> tuple[str, str, str]:
+        """Every topic of the pipeline."""
+        return (self.raw_topic, self.invalid_topic, self.latest_topic)
+
+    def security(self) -> KafkaSecurity:
+        """What KAFKA_SECURITY_PROTOCOL asks of a client, whatever its language: each client maps it to its own
+        settings (the collector's kafka-python, the lake writer's Java client)."""
+        protocol = self.security_protocol
+        tls = protocol in ("SSL", "SASL_SSL")
+        sasl = protocol.startswith("SASL_")
+        return KafkaSecurity(
+            protocol=protocol,
+            cafile=self.ssl_cafile if tls and self.ssl_cafile else None,
+            mechanism=self.sasl_mechanism if sasl else None,
+            # MSK's IAM signs with the client's AWS role instead of a user and password.
+            password=sasl and self.sasl_mechanism != "AWS_MSK_IAM",
+        )
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How a client connects: the protocol, the PEM CA to trust (None: the system's), the SASL mechanism (None: no
+    SASL) and whether it signs in with a user and password."""
+
+    protocol: str
+    cafile: str | None
+    mechanism: str | None
+    password: bool
+
+    @property
+    def plaintext(self) -> bool:
+        return self.protocol == "PLAINTEXT"
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    """the collector (`chalice local` and the Lambda): limits, the spool, write keys, rate limits, CORS"""
+
+    port: int = var("COLLECTOR_PORT", "60000", "`chalice local`'s port under `make up` / `make local` (the seed's)")
+    spool: str = var(
+        "COLLECTOR_SPOOL",
+        "",
+        "`sqs`: a batch Kafka does not take within `KAFKA_SEND_TIMEOUT_S` is spooled and answered 202 (the "
+        "`localstack` and `bench` stages set it); empty: 503",
+        choices=("", "sqs"),
+    )
+    spool_queue: str = var(
+        "SPOOL_QUEUE",
+        "acme-clickstream-spool",
+        "the spool's SQS queue (`make deploy` creates it; the drainer reads it)",
+    )
+    spool_bucket: str = var(
+        "SPOOL_BUCKET",
+        "acme-clickstream-spool",
+        "where spooled batches over 200 KiB wait, their message pointing there",
+    )
+    max_body_bytes: int = var("COLLECTOR_MAX_BODY_BYTES", "10485760", "body limit (API Gateway's 10 MB)")
+    max_batch_events: int = var("COLLECTOR_MAX_BATCH_EVENTS", "1000", "events per request (the seed sends 987)")
+    max_event_bytes: int = var("COLLECTOR_MAX_EVENT_BYTES", "32768", "one event's serialised size")
+    rejected_body_bytes: int = var(
+        "COLLECTOR_REJECTED_BODY_BYTES", "8192", "how much of a refused body the invalid topic keeps"
+    )
+    earliest_event_time: str = var(
+        "COLLECTOR_EARLIEST_EVENT_TIME",
+        "2000-01-01T00:00:00Z",
+        "events whose `event.timestamp` is earlier are invalid (a wrong client clock)",
+    )
+    max_clock_ahead_s: float = var(
+        "COLLECTOR_MAX_CLOCK_AHEAD_S", "86400", "events more than this many seconds ahead of the clock are invalid"
+    )
+    cors_allowed_origins: tuple[str, ...] = var(
+        "CORS_ALLOWED_ORIGINS",
+        ",".join(contract.SHOP_ORIGINS),
+        "comma-separated, or `*`: the shop served locally and from its S3 website",
+    )
+    require_write_key: bool = var(
+        "REQUIRE_WRITE_KEY", "true", "`false` lets any request write (the `dev` stage of `chalice local` sets it)"
+    )
+    write_keys_parameter: str = var(
+        "WRITE_KEYS_PARAMETER",
+        "/acme/clickstream/write-keys",
+        "the SSM parameter of the write keys (the bench stage has its own)",
+    )
+    write_keys_cache_s: float = var(
+        "WRITE_KEYS_CACHE_S", "60", "how long a collector process keeps the keys: a revoked key works at most this long"
+    )
+    rate_limit_events_per_s: float = var(
+        "RATE_LIMIT_EVENTS_PER_S", "10000", "each key's events per second per collector process (0: unlimited)"
+    )
+    rate_limit_burst_s: float = var("RATE_LIMIT_BURST_S", "2", "bursts of up to this many seconds' worth of the rate")
+    log_level: str = var(
+        "LOG_LEVEL", "INFO", "the collector's log level", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+    )
+
+
+@dataclass(frozen=True)
+class LakeConfig:
+    """the lake's Delta tables on S3 and how the lake writer fills them"""
+
+    bucket: str = var("LAKE_BUCKET", contract.LAKE_BUCKET, "the lake's bucket (`make up` creates it)")
+    events_path: str = var("LAKE_PATH", "", "the events' Delta table", shown="`s3a://<LAKE_BUCKET>/clickstream-data`")
+    invalid_path: str = var(
+        "LAKE_INVALID_PATH", "", "the invalid rows' Delta table", shown="`s3a://<LAKE_BUCKET>/clickstream-invalid`"
+    )
+    sessions_path: str = var(
+        "LAKE_SESSIONS_PATH", "", "the sessions' Delta table", shown="`s3a://<LAKE_BUCKET>/clickstream-sessions`"
+    )
+    s3_endpoint: str = var(
+        "LAKE_S3_ENDPOINT",
+        "",
+        "the lake's S3 for the lake writer and the readers, e.g. MinIO's",
+        shown="`AWS_ENDPOINT_URL`'s (LocalStack)",
+    )
+    commit_interval: str = var(
+        "LAKE_COMMIT_INTERVAL",
+        "30 seconds",
+        "how often the lake's Delta tables commit (fresher rows against fewer, larger files)",
+    )
+    enrichment: bool = var(
+        "LAKE_ENRICHMENT",
+        "on",
+        "`off`: rows as collected, without the enrichment's columns and with IPs as sent (to measure its cost, on a "
+        "table of its own)",
+    )
+    ip_mode: str = var(
+        "IP_MODE",
+        "truncate",
+        "how the lake keeps client IPs: `truncate` (IPv4 /24, IPv6 /48), `full`, or `drop`",
+        choices=contract.IP_MODES,
+    )
+    event_schema: str = var(
+        "LAKE_EVENT_SCHEMA",
+        "",
+        "the JSON Schema the lake writer derives the table's columns from",
+        shown=f"`{contract.EVENT_SCHEMA_FILE}`",
+    )
+
+    def path(self, table: str) -> str:
+        """Where a lake table lives (contract.LAKE_TABLES), as s3a://bucket/key."""
+        return getattr(self, contract.LAKE_TABLE_FIELDS[table])
+
+
+@dataclass(frozen=True)
+class SessionsConfig:
+    """the sessions table the lake writer keeps up from the events table"""
+
+    enabled: bool = var(
+        "LAKE_SESSIONS", "on", "`off`: the sessions table is created but not kept up (also off with enrichment off)"
+    )
+    gap_minutes: float = var(
+        "SESSION_GAP_MINUTES", "30", "a customer's next event after this much silence starts a new session"
+    )
+    interval_s: float = var(
+        "SESSIONS_INTERVAL_S",
+        "30",
+        "the pause after each round of recomputing the sessions of customers with new events",
+    )
+
+
+@dataclass(frozen=True)
+class MaintenanceConfig:
+    """the tables' compaction and vacuum, run by the lake writer between its commits"""
+
+    compact_interval_s: float = var(
+        "LAKE_COMPACT_INTERVAL_S", "600", "how often each table compacts (OPTIMIZE) the days it wrote into"
+    )
+    vacuum_interval_s: float = var(
+        "LAKE_VACUUM_INTERVAL_S", "86400", "how often each table vacuums files older than a week"
+    )
+    request_file: str = var(
+        "LAKE_MAINTENANCE_REQUEST",
+        "",
+        "the file `make compact` writes to ask the running lake writer (`make up` sets it; empty: none)",
+    )
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    """the lake writer's Spark: its queries, and the local or standalone cluster it runs on"""
+
+    master: str = var(
+        "SPARK_MASTER",
+        "local[*]",
+        "the master `make up` submits the lake writer to",
+        shown="`local[*]` (`spark://127.0.0.1:7077` with `CLUSTER=1`)",
+    )
+    checkpoint: str = var(
+        "SPARK_CHECKPOINT", "", "the queries' checkpoints", shown="`s3a://<LAKE_BUCKET>/_checkpoints/lake-writer`"
+    )
+    trigger: str = var("SPARK_TRIGGER", "2 seconds", "the latest topic's micro-batch interval")
+    dedupe_window: str = var(
+        "SPARK_DEDUPE_WINDOW",
+        "1 hour",
+        "how long the latest topic remembers an event id (on Kafka's time); the lake remembers every id",
+    )
+    starting_offsets: str = var(
+        "SPARK_STARTING_OFFSETS", "earliest", "where a new checkpoint starts reading", choices=("earliest", "latest")
+    )
+    fail_on_data_loss: bool = var(
+        "SPARK_FAIL_ON_DATA_LOSS", "true", "stop (true) or skip (false) when unread offsets are gone"
+    )
+    max_offsets_per_trigger: int = var("SPARK_MAX_OFFSETS_PER_TRIGGER", "100000", "bounds one catch-up batch")
+    status_file: str = var(
+        "SPARK_STATUS_FILE",
+        "",
+        "where the lake writer keeps each query's state and last progress (`make up` sets it; empty: none)",
+    )
+    ui_port: int = var("SPARK_UI_PORT", "4040", "the lake writer's Spark UI")
+    driver_memory: str = var("SPARK_DRIVER_MEMORY", "1g", "the driver's heap")
+    shuffle_partitions: int = var(
+        "SPARK_SHUFFLE_PARTITIONS", "2", "partitions of the dedupe state (fixed when a checkpoint is made)"
+    )
+    executor_memory: str = var("SPARK_EXECUTOR_MEMORY", "1g", "the lake writer's executor heap on the cluster")
+    cores_max: int = var("SPARK_CORES_MAX", "2", "cores the lake writer takes of the cluster")
+    master_webui_port: int = var("SPARK_MASTER_WEBUI_PORT", "8080", "the standalone master's UI (Spark's variable)")
+    worker_webui_port: int = var("SPARK_WORKER_WEBUI_PORT", "8081", "the worker's UI (Spark's variable)")
+    worker_cores: int = var("SPARK_WORKER_CORES", "2", "cores the standalone worker offers")
+    worker_memory: str = var("SPARK_WORKER_MEMORY", "2g", "memory the standalone worker offers")
+
+
+@dataclass(frozen=True)
+class AwsConfig:
+    """where AWS clients (boto3, chalice, s3a, delta-rs) reach the stack's AWS: LocalStack unless told otherwise"""
+
+    endpoint_url: str = var(
+        "AWS_ENDPOINT_URL", "", "where `make deploy`, `awslocal` and boto3 reach AWS", shown="from `GATEWAY_LISTEN`"
+    )
+    access_key_id: str = var("AWS_ACCESS_KEY_ID", "test", "local-dev credential, used only when unset")
+    secret_access_key: str = var("AWS_SECRET_ACCESS_KEY", "test", "local-dev credential, used only when unset")
+    region: str = var("AWS_DEFAULT_REGION", contract.REGION, "region of the deployed resources and buckets")
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """the embedded stack's own services, folders and the deploy"""
+
+    cluster: str = var(
+        "CLUSTER",
+        "",
+        "`1`: `make up` starts three Kafka nodes (replication 3, `min.insync.replicas` 2) and a Spark standalone "
+        "master and worker; later commands follow the running stack",
+        shown="(the running stack's choice)",
+        choices=("", "0", "1"),
+    )
+    home: str = var(
+        "CLICKSTREAM_HOME",
+        "",
+        "download cache (jars, virtualenvs), shared by checkouts",
+        shown="`~/.cache/clickstream`",
+    )
+    runtime: str = var(
+        "CLICKSTREAM_RUNTIME",
+        "",
+        "PIDs, logs, services' data and the deployment record of this checkout; survives `make down`",
+        shown="`.runtime`",
+    )
+    java_home: str = var("JAVA_HOME", "", "the JVM that runs Kafka and Spark", shown="(the `java` on `PATH`)")
+    gateway_listen: str = var(
+        "GATEWAY_LISTEN", "127.0.0.1:4566", "where LocalStack listens (LocalStack's own variable)"
+    )
+    localstack_services: str = var(
+        "SERVICES",
+        "s3,apigateway,lambda,iam,sts,sqs,ssm,secretsmanager,cloudwatch,logs",
+        "LocalStack's services, loaded eagerly (LocalStack's own variable)",
+    )
+    localstack_start_timeout_s: float = var(
+        "LOCALSTACK_START_TIMEOUT", "90", "seconds `make up` waits for LocalStack's health"
+    )
+    localstack_stop_timeout_s: float = var(
+        "LOCALSTACK_STOP_TIMEOUT", "10", "seconds between SIGTERM and SIGKILL on `make down`"
+    )
+    website_bucket: str = var("WEBSITE_BUCKET", contract.WEBSITE_BUCKET, "the shop's S3 website bucket")
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """the traffic generator (`python -m generator`)"""
+
+    write_key: str = var(
+        "WRITE_KEY", "", "the source's write key it sends (with `--api-gateway`, the one `make deploy` made for it)"
+    )
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """`make bench`'s volumes"""
+
+    batches: int = var("BENCH_BATCHES", "30", "batches of 987 events per ingest figure")
+    seed_events: int = var("BENCH_SEED_EVENTS", "2000", "events sent the seed's way (one round trip each)")
+    rows_per_day: int = var("BENCH_ROWS_PER_DAY", "333334", "rows per day of the Delta tables' figures")
+    hour_commits: int = var("BENCH_HOUR_COMMITS", "120", "commits of the files-per-day figure")
+
+
+@dataclass(frozen=True)
+class TestsConfig:
+    """`make test`'s own knobs"""
+
+    fuzz_requests: int = var(
+        "FUZZ_REQUESTS", "1000", "generated requests for `POST /collect` per fuzzed target (at least 1,000)"
+    )

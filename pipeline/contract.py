@@ -1,0 +1,62 @@
+"""What every stage agrees on about a record and where it goes: the collector writes it, the lake writer files it, the
+readers, the report and the schema generator read it. Standard library only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: The pipeline's topics (their variables can move them: pipeline/config.py).
+RAW_TOPIC = "acme.clickstream.raw.events"
+INVALID_TOPIC = "acme.clickstream.invalid.events"
+LATEST_TOPIC = "acme.clickstream.latest.events"
+
+REGION = "eu-west-1"
+LAKE_BUCKET = "acme.eu-west-1.stg.data.lake"
+WEBSITE_BUCKET = "acme-clickstream-shop"
+#: Where the shop is served from: locally (python -m http.server 8000) and as LocalStack's S3 website.
+SHOP_ORIGINS = (
+    "http://localhost:8000",
+    "http://127.0.0.1:8000",
+    f"http://{WEBSITE_BUCKET}.s3-website.localhost.localstack.cloud:4566",
+)
+
+#: The lake's tables: the events, the invalid rows, the sessions (prefixes of the lake bucket by default).
+EVENTS_TABLE, INVALID_TABLE, SESSIONS_TABLE = LAKE_TABLES = (
+    "clickstream-data",
+    "clickstream-invalid",
+    "clickstream-sessions",
+)
+#: Each table's setting of the lake section (LAKE_PATH, LAKE_INVALID_PATH, LAKE_SESSIONS_PATH).
+LAKE_TABLE_FIELDS = {EVENTS_TABLE: "events_path", INVALID_TABLE: "invalid_path", SESSIONS_TABLE: "sessions_path"}
+#: The tables' partition column: the event's UTC day (events), the day received (invalid), the day it began.
+PARTITION = "dt"
+
+#: How the lake keeps client IPs: IPv4 /24 and IPv6 /48, whole, or not at all.
+IP_MODES = ("truncate", "full", "drop")
+
+#: The event's JSON Schema, the source of truth, relative to the repository (and to /app in compose's image).
+EVENT_SCHEMA_FILE = "schemas/acme.clickstream.raw.events.json"
+
+#: The "collector" object added to every raw record, in this order (all strings; received_at is ISO-8601 UTC).
+METADATA_FIELDS = ("correlation_id", "received_at", "source_ip", "user_agent", "schema_id", "schema_version")
+
+INT32_RANGE = (-(2**31), 2**31 - 1)
+INT64_RANGE = (-(2**63), 2**63 - 1)
+
+
+def is_int32(prop: dict[str, Any]) -> bool:
+    """Whether a JSON Schema integer's bounds fit 32 bits: its lake column (and Avro/Protobuf field) is then
+    32-bit, else 64-bit."""
+    low, high = INT32_RANGE
+    return prop.get("maximum", high + 1) <= high and prop.get("minimum", low - 1) >= low
+
+
+def integer_range(prop: dict[str, Any]) -> tuple[int, int]:
+    """The values the lake column of a JSON Schema integer holds."""
+    return INT32_RANGE if is_int32(prop) else INT64_RANGE
+
+
+def host_port(address: str) -> tuple[str, int]:
+    """host and port of "host:port" (IPv6 in brackets too); an empty host is 127.0.0.1."""
+    host, _, port = address.strip().rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)

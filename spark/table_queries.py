@@ -1,0 +1,116 @@
+"""The lake writer's table queries and threads: the raw topic into the events and invalid tables, the invalid topic
+into the invalid table, each committing every LAKE_COMMIT_INTERVAL (lake_tables.TableWriter: exactly once per event
+id); the sessions table kept up from the events table (sessions.py); each table's compaction and vacuum. One lock per
+table keeps its writes and its compaction in turn; one stop event ends the threads between their commits."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+import lake_tables
+import records
+import sessions
+from pipeline.config import Config
+from topics import read_topic
+
+
+class RawRecordsWriter:
+    """The lake query's foreachBatch: a batch of raw records is parsed once; its events are upserted into the
+    events table, and the records no event can be made of into the invalid table."""
+
+    def __init__(
+        self, events: lake_tables.TableWriter, unfileable: lake_tables.TableWriter, event_schema: dict, ip_mode: str,
+        enrich: bool,
+    ) -> None:  # fmt: skip
+        self.events, self.unfileable = events, unfileable
+        self.event_schema, self.ip_mode, self.enrich = event_schema, ip_mode, enrich
+
+    def started(self, query_id: str) -> None:
+        self.events.started(query_id)
+        self.unfileable.started(query_id)
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        # Both tables' rows come from one read and parse of the batch, cached, and cached before either table uses
+        # it: tasks of two branches computing one partition at the same time would each read and parse it.
+        parsed = records.parse_raw_records(batch, self.event_schema).persist()
+        parsed.count()
+        try:
+            events, unfileable = records.table_rows(parsed, self.ip_mode, self.enrich)
+            self.events(events, batch_id)
+            self.unfileable(unfileable, batch_id)
+        finally:
+            parsed.unpersist()
+
+
+@dataclass
+class TableJob:
+    """The tables' queries and threads, started by start() and ended, between commits, by stop()."""
+
+    spark: SparkSession
+    config: Config
+    event_schema: dict[str, Any]
+    note: lake_tables.Note = lake_tables.log_note
+    stopping: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    queries: list[StreamingQuery] = field(default_factory=list)
+
+    def _table(self, path: str, schema: Any) -> lake_tables.Maintenance:
+        """The Delta table at `path` (created unless it exists) and its maintenance, started."""
+        lake_tables.ensure_table(self.spark, path, schema)
+        maintenance = lake_tables.Maintenance(self.spark, path, self.config.maintenance, self.stopping, self.note)
+        self.threads.append(maintenance.start())
+        return maintenance
+
+    def _start(self, df: DataFrame, name: str, writer: Any, checkpoint: str) -> None:
+        query = (
+            df.writeStream.queryName(name)
+            .foreachBatch(writer)
+            .option("checkpointLocation", f"{self.config.spark.checkpoint.rstrip('/')}/{checkpoint}")
+            .trigger(processingTime=self.config.lake.commit_interval)
+            .start()
+        )
+        writer.started(str(query.id))
+        self.queries.append(query)
+
+    def start(self) -> list[StreamingQuery]:
+        """The lake query and the invalid query, the sessions thread and each table's maintenance."""
+        lake, config = self.config.lake, self.config
+        enrich = lake.enrichment
+        raw = read_topic(self.spark, config, config.kafka.raw_topic)
+        invalid = records.invalid_rows(read_topic(self.spark, config, config.kafka.invalid_topic), lake.ip_mode, enrich)
+        events, _ = records.table_rows(records.parse_raw_records(raw, self.event_schema), lake.ip_mode, enrich)
+        events_table = self._table(lake.events_path, events.schema)
+        invalid_table = self._table(lake.invalid_path, invalid.schema)
+        # Created (and compacted) even when not kept up, so every table a reader or `make compact` names exists.
+        sessions_table = self._table(lake.sessions_path, sessions.empty_sessions(events).schema)
+        if enrich and config.sessions.enabled:
+            sessions.enable_change_feed(self.spark, lake.events_path)
+            updater = sessions.SessionsUpdater(
+                self.spark, lake.sessions_path, lake.events_path, sessions_table, config.sessions, self.stopping,
+                self.note,
+            )  # fmt: skip
+            self.threads.append(updater.start())
+        writer = RawRecordsWriter(
+            lake_tables.TableWriter(lake.events_path, events_table),
+            lake_tables.TableWriter(lake.invalid_path, invalid_table),
+            self.event_schema,
+            lake.ip_mode,
+            enrich,
+        )
+        self._start(raw, "lake", writer, "lake")
+        # Its own checkpoint folder since the raw topic's unfileable records moved to the lake query: a checkpoint
+        # of the earlier two-source query cannot be resumed; the new one re-reads the invalid topic from its
+        # first offset, and the MERGE keeps each row once.
+        self._start(invalid, "invalid", lake_tables.TableWriter(lake.invalid_path, invalid_table), "invalid-topic")
+        return self.queries
+
+    def stop_threads(self, timeout_s: float = 300) -> None:
+        """End the sessions and maintenance threads once the round or compaction under way has committed."""
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=timeout_s)

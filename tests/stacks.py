@@ -1,0 +1,195 @@
+"""Whole stacks for the suite: each isolated (free ports, a runtime folder of its own, so its own Kafka data,
+LocalStack, lake and checkpoints), started by the project's own commands, and at most one running at a time: two
+cores do not carry two stacks and the tests beside them.
+
+The suite's stack is started the way a new user starts one, by `make run`'s command (`python -m run`), on a
+fresh runtime folder: tests/e2e asserts on what that run printed and landed. Every other suite test uses the same
+stack (Kafka, LocalStack with the collector deployed, `chalice local`, the lake writer, the supervisor), and a
+variant it needs (a lake writer over SASL, a schema change) runs as a named instance with tables of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.config import Config
+from pipeline.deployment import read_deployment
+from stack.cluster import current
+from stack.lifecycle import fresh_stack_environment
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: The suite's own settings on top of the defaults: it waits for the lake and the latest topic in seconds, not
+#: minutes, and a broker that is gone turns into a 503 (or the spool) quickly.
+SUITE_SETTINGS = {
+    "SPARK_TRIGGER": "1 second",
+    "LAKE_COMMIT_INTERVAL": "1 second",
+    "SESSIONS_INTERVAL_S": "5",
+    "KAFKA_SEND_TIMEOUT_S": "3",
+}
+#: What the suite stack's `make run` sends (tests/e2e checks each of these events).
+FIRST_RUN_EVENTS, FIRST_RUN_SEED, FIRST_RUN_INVALID_SHARE = 300, 7, 0.1
+#: The services a running stack has, by pidfile; with CLUSTER=1 also these.
+SERVICES = ("supervisor", "kafka", "localstack", "chalice-local", "spark")
+CLUSTER_SERVICES = ("kafka-2", "kafka-3", "spark-master", "spark-worker")
+#: How long a supervised stack may take to bring a killed service back before the suite starts it itself.
+RECOVERY_S = 300
+
+
+class StackError(RuntimeError):
+    """A stack command failed; the message has its output."""
+
+
+@dataclass
+class Stack:
+    name: str
+    runtime: Path
+    #: The environment of every process of the stack, and of this one while the stack is in use (TMPDIR aside).
+    env: dict[str, str]
+    clustered: bool = False
+    #: `python -m run`'s start time for its synthetic events, so a test can make the same events again.
+    first_run_start: datetime = field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
+    first_run: subprocess.CompletedProcess[str] | None = None
+
+    @classmethod
+    def fresh(cls, name: str, runtime: Path, clustered: bool = False) -> Stack:
+        runtime.mkdir(parents=True, exist_ok=True)
+        (runtime / "tmp").mkdir(exist_ok=True)
+        env = fresh_stack_environment(runtime, clustered) | SUITE_SETTINGS
+        # A temporary folder of the stack's own: LocalStack's functions must not inherit it (tests/localstack).
+        env["TMPDIR"] = str(runtime / "tmp")
+        return cls(name, runtime, env, clustered)
+
+    @property
+    def process_environment(self) -> dict[str, str]:
+        """What this process takes while it uses the stack: its settings (pytest keeps its own TMPDIR)."""
+        return {k: v for k, v in self.env.items() if k != "TMPDIR"}
+
+    @property
+    def config(self) -> Config:
+        return current(self.env)
+
+    def deployment(self) -> dict[str, Any]:
+        found = read_deployment(config=self.config)
+        assert found is not None, f"{self.name}: nothing is deployed"
+        return found
+
+    def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """`python -m stack ARGS` against this stack."""
+        return self._run([sys.executable, "-m", "stack", *args], timeout)
+
+    def _run(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(argv, env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        if done.returncode:
+            raise StackError(f"{self.name}: {' '.join(argv[1:])} failed ({done.returncode}):\n"
+                             f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}")  # fmt: skip
+        return done
+
+    def services(self) -> tuple[str, ...]:
+        return SERVICES + (CLUSTER_SERVICES if self.clustered else ())
+
+    def alive(self) -> dict[str, bool]:
+        """Each service, by its pidfile: whether its process runs."""
+        return {name: _alive(self.runtime / f"{name}.pid") for name in self.services()}
+
+    def start(self) -> None:
+        """`make run` on a single node (its output kept); `make up` and `make deploy` for a cluster."""
+        if self.clustered:
+            self.cli("up")
+            self.cli("deploy")
+            return
+        self.first_run = self._run(
+            [
+                sys.executable, "-m", "run", "--events", str(FIRST_RUN_EVENTS), "--seed", str(FIRST_RUN_SEED),
+                "--invalid-share", str(FIRST_RUN_INVALID_SHARE), "--start", self.first_run_start.isoformat(),
+            ],
+            timeout=900,
+        )  # fmt: skip
+
+    def ensure_up(self) -> None:
+        """The stack running: brought back by its supervisor if it is at it, else started."""
+        state = self.alive()
+        if all(state.values()):
+            return
+        if state["supervisor"]:
+            deadline = time.monotonic() + RECOVERY_S
+            while time.monotonic() < deadline and not all(self.alive().values()):
+                time.sleep(0.5)
+            if all(self.alive().values()):
+                return
+        self.start()
+
+    def stop(self) -> subprocess.CompletedProcess[str]:
+        return self.cli("down", timeout=300)
+
+    @contextlib.contextmanager
+    def held(self, service: str) -> Iterator[None]:
+        """The supervisor keeps its hands off `service` inside (a test stops or kills it itself)."""
+        self.cli("hold", service)
+        try:
+            yield
+        finally:
+            self.cli("release", service)
+
+
+def _alive(pidfile: Path) -> bool:
+    try:
+        pid = int(pidfile.read_text().strip())
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, ValueError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+class Stacks:
+    """The suite's stacks: the suite stack, whose settings this process has for the whole session, and others a
+    module may bring up (the cluster); at most one runs at a time."""
+
+    def __init__(self, suite: Stack) -> None:
+        self.suite = suite
+        self.others: list[Stack] = []
+
+    def use(self, stack: Stack) -> Stack:
+        """`stack` running, every other stopped first."""
+        for other in [self.suite, *self.others]:
+            if other is not stack and any(other.alive().values()):
+                other.stop()
+        stack.ensure_up()
+        return stack
+
+    @contextlib.contextmanager
+    def other(self, stack: Stack) -> Iterator[Stack]:
+        """Another whole stack, in use (this process with its settings) inside, stopped after."""
+        self.others.append(stack)
+        with pytest.MonkeyPatch.context() as environment:
+            take_environment(environment, stack.process_environment)
+            try:
+                yield self.use(stack)
+            finally:
+                if any(stack.alive().values()):
+                    stack.stop()
+
+    def close(self) -> None:
+        """Every stack stopped (the suite's last)."""
+        for stack in [self.suite, *self.others]:
+            if any(stack.alive().values()):
+                stack.stop()
+
+
+def take_environment(monkeypatch: pytest.MonkeyPatch, environment: dict[str, str]) -> None:
+    """This process's environment made `environment` exactly (undone with the monkeypatch)."""
+    for name in set(os.environ) - set(environment):
+        monkeypatch.delenv(name)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
