@@ -6,6 +6,7 @@ table keeps its writes and its compaction in turn; one stop event ends the threa
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,8 +110,10 @@ class TableJob:
         self._start(invalid, "invalid", lake_tables.TableWriter(lake.invalid_path, invalid_table), "invalid-topic")
         return self.queries
 
-    def stop_threads(self, timeout_s: float = 300) -> None:
-        """End the sessions and maintenance threads once the round or compaction under way has committed."""
+    def stop_threads(self, timeout_s: float = 120) -> None:
+        """End the sessions and maintenance threads once the round or compaction under way has committed (within
+        `timeout_s` in all: a stop must not outwait the stack's, which then kills the job)."""
         self.stopping.set()
+        deadline = time.monotonic() + timeout_s
         for thread in self.threads:
-            thread.join(timeout=timeout_s)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))

@@ -50,8 +50,8 @@ def _runtime_libs() -> Path:
 
 
 # The runtime-library sets, each named after the oldest Python it serves (the executor picks the newest that
-# fits a function's runtime). Below 3.9 botocore installs no more: such functions package their own boto3.
-RUNTIME_LIB_PYTHONS = ("3.9", "3.10")
+# fits a function's runtime).
+RUNTIME_LIB_PYTHONS = ("3.8", "3.9", "3.10")
 
 
 def runtime_requirements(python: str) -> list[str]:

@@ -37,6 +37,9 @@ SUITE_SETTINGS = {
     "LAKE_COMMIT_INTERVAL": "1 second",
     "SESSIONS_INTERVAL_S": "5",
     "KAFKA_SEND_TIMEOUT_S": "3",
+    # LocalStack's own variable (not the pipeline's): a response limit above AWS's 6 MB, which tests/localstack
+    # checks the local-process executor follows.
+    "LAMBDA_LIMITS_MAX_FUNCTION_PAYLOAD_SIZE_BYTES": str(7 * 1024 * 1024),
 }
 #: What the suite stack's `make run` sends (tests/e2e checks each of these events).
 FIRST_RUN_EVENTS, FIRST_RUN_SEED, FIRST_RUN_INVALID_SHARE = 300, 7, 0.1

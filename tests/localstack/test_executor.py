@@ -18,6 +18,7 @@ from tests.localstack.lambda_support import (
     runtime_pids,
     wait_until,
 )
+from tests.stacks import SUITE_SETTINGS
 
 # Real LocalStack processes: the project's marker for tests that need real services.
 pytestmark = pytest.mark.slow
@@ -250,18 +251,24 @@ def handler(event, context):
 """
 
 
-def test_response_over_six_megabytes_is_refused_as_aws_does(localstack_endpoint: str, make_function: Any) -> None:
+def test_a_response_over_the_limit_is_refused_in_aws_words_and_the_limit_follows_localstacks_variable(
+    localstack_endpoint: str, make_function: Any
+) -> None:
+    """AWS's limit is 6 MB (6,291,556 bytes); the suite's LocalStack raises it with LocalStack's own variable, as a
+    user may: a response past AWS's limit fits, one past the raised limit is refused with AWS's sentence."""
+    limit = int(SUITE_SETTINGS["LAMBDA_LIMITS_MAX_FUNCTION_PAYLOAD_SIZE_BYTES"])
+    assert limit > 6_291_556
     name = make_function("lpe-big", {"app.py": BIG}, MemorySize=512, Timeout=30)
     client = lambda_client()
 
-    fits = invoke(client, name, {"chars": 6_291_556 - 2})  # the limit exactly, JSON quotes included
-    too_big = invoke(client, name, {"chars": 6_291_556 - 1})
+    fits = invoke(client, name, {"chars": limit - 2})  # the limit exactly, JSON quotes included
+    too_big = invoke(client, name, {"chars": limit - 1})
 
-    assert fits["error"] is None and len(fits["payload"]) == 6_291_554
+    assert fits["error"] is None and len(fits["payload"]) == limit - 2
     assert too_big["error"] == "Unhandled"
     assert too_big["payload"] == {
         "errorType": "Function.ResponseSizeTooLarge",
-        "errorMessage": "Response payload size (6291557 bytes) exceeded maximum allowed payload size (6291556 bytes).",
+        "errorMessage": f"Response payload size exceeded maximum allowed payload size ({limit} bytes).",
     }
 
 
@@ -274,9 +281,13 @@ def handler(event, context):
 """
 
 
-@pytest.mark.parametrize(("lambda_runtime", "urllib3_major"), [("python3.9", "1"), ("python3.12", "2")])
+#: The boto3 each runtime gets (localstack/lambda-runtime-requirements.txt): python3.8 the last that supports it.
+@pytest.mark.parametrize(
+    ("lambda_runtime", "boto3_version", "urllib3_major"),
+    [("python3.8", "1.37.38", "1"), ("python3.9", "1.42.34", "1"), ("python3.12", "1.42.34", "2")],
+)
 def test_each_runtime_runs_on_its_own_python_with_boto3(
-    localstack_endpoint: str, make_function: Any, lambda_runtime: str, urllib3_major: str
+    localstack_endpoint: str, make_function: Any, lambda_runtime: str, boto3_version: str, urllib3_major: str
 ) -> None:
     name = make_function(f"lpe-{lambda_runtime.replace('.', '')}", {"app.py": RUNTIME_REPORT}, runtime=lambda_runtime)
 
@@ -284,8 +295,44 @@ def test_each_runtime_runs_on_its_own_python_with_boto3(
 
     assert result["error"] is None, result
     assert result["payload"]["python"] == lambda_runtime.removeprefix("python")
-    assert result["payload"]["boto3"] == "1.42.34"
+    assert result["payload"]["boto3"] == boto3_version
     assert result["payload"]["urllib3"].split(".")[0] == urllib3_major
+
+
+CALLS_LOCALSTACK = """
+import os
+import boto3
+
+def handler(event, context):
+    caller = boto3.client("sts").get_caller_identity()
+    return {"account": caller["Account"], "boto3": boto3.__version__, "module": __name__}
+"""
+
+
+def test_a_python38_handler_in_a_submodule_imports_boto3_and_calls_localstack(
+    localstack_endpoint: str, make_function: Any
+) -> None:
+    name = make_function(
+        "lpe-py38-calls",
+        {"service/__init__.py": "", "service/api.py": CALLS_LOCALSTACK},
+        runtime="python3.8",
+        handler="service.api.handler",
+    )
+
+    result = invoke(lambda_client(), name)
+
+    assert result["error"] is None, result
+    assert result["payload"] == {"account": "000000000000", "boto3": "1.37.38", "module": "service.api"}
+
+
+def test_python38s_error_payload_has_no_request_id_as_on_aws(localstack_endpoint: str, make_function: Any) -> None:
+    name = make_function("lpe-py38-exception", {"app.py": CRASHY}, Timeout=5, runtime="python3.8")
+
+    result = invoke(lambda_client(), name, {"what": "bad input"})
+
+    assert result["error"] == "Unhandled"
+    assert set(result["payload"]) == {"errorMessage", "errorType", "stackTrace"}
+    assert (result["payload"]["errorType"], result["payload"]["errorMessage"]) == ("ValueError", "boom: bad input")
 
 
 SLEEP_ONE = """

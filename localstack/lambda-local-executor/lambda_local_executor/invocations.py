@@ -9,6 +9,7 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from localstack import config
 from localstack.services.lambda_.invocation.lambda_models import FunctionVersion
 
 from .processes import signal_name
@@ -61,8 +62,10 @@ def compose_logs(
     )
 
 
-# AWS Lambda's limit on a synchronous invocation's response, in bytes, and how it reports a larger one.
-MAX_RESPONSE_BYTES = 6_291_556
+def max_response_bytes() -> int:
+    """The limit on a synchronous invocation's response, in bytes: AWS Lambda's 6 MB (6,291,556), or what LocalStack's
+    LAMBDA_LIMITS_MAX_FUNCTION_PAYLOAD_SIZE_BYTES sets, as for LocalStack's own executors."""
+    return int(config.LAMBDA_LIMITS_MAX_FUNCTION_PAYLOAD_SIZE_BYTES)
 
 
 def error_body(error_type: str, message: str) -> bytes:
@@ -70,12 +73,11 @@ def error_body(error_type: str, message: str) -> bytes:
 
 
 def checked_response(body: bytes, is_error: bool) -> tuple[bytes, bool]:
-    """The function's answer, or ``Function.ResponseSizeTooLarge`` if AWS would refuse to return it."""
-    if len(body) <= MAX_RESPONSE_BYTES:
+    """The function's answer, or ``Function.ResponseSizeTooLarge`` (AWS's words) if it is over the limit."""
+    limit = max_response_bytes()
+    if len(body) <= limit:
         return body, is_error
-    message = (
-        f"Response payload size ({len(body)} bytes) exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."
-    )
+    message = f"Response payload size exceeded maximum allowed payload size ({limit} bytes)."
     return error_body("Function.ResponseSizeTooLarge", message), True
 
 

@@ -140,14 +140,12 @@ def _user_frames(exc: BaseException | None) -> traceback.StackSummary:
 
 
 def _error_payload(error_type: str, message: str, exc: BaseException | None, request_id: str) -> bytes:
-    return json.dumps(
-        {
-            "errorMessage": message,
-            "errorType": error_type,
-            "requestId": request_id,
-            "stackTrace": _user_frames(exc).format(),
-        }
-    ).encode("utf-8")
+    payload = {"errorMessage": message, "errorType": error_type}
+    # AWS's python3.8 runtime sends no requestId with an uncaught exception; its later runtimes do.
+    if sys.version_info >= (3, 9):
+        payload["requestId"] = request_id
+    payload["stackTrace"] = _user_frames(exc).format()
+    return json.dumps(payload).encode("utf-8")
 
 
 def _print_error(error_type: str, message: str, exc: BaseException | None) -> None:
