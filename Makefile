@@ -52,7 +52,7 @@ test: kafka-jars browser lint ## lint, schema check and every test (the suite st
 test-fast: $(STAMP) ## only the tests that need no service
 	$(PY) -m pytest -m "not slow"
 
-compact: $(STAMP) ## compact (OPTIMIZE) and vacuum the lake's Delta tables now (the lake writer also does it on its own)
+compact: $(STAMP) ## sweep repeated ids, compact (OPTIMIZE) and vacuum the lake's Delta tables now (the lake writer does it too)
 	$(PY) -m stack compact
 
 lake: $(STAMP) ## what the lake holds, read back with delta-rs

@@ -83,8 +83,7 @@ def merge(spark: SparkSession, path: str, template: str, day: str, rows: int, ba
     """Micro-batches of new events into `day`, through the lake writer's TableWriter; each one's seconds."""
     source = template_rows(spark, template)
     lake_tables.ensure_table(spark, path, source.schema)
-    never = Config.from_env({"LAKE_COMPACT_INTERVAL_S": "inf", "LAKE_VACUUM_INTERVAL_S": "inf"}).maintenance
-    writer = lake_tables.TableWriter(path, lake_tables.Maintenance(spark, path, never, threading.Event()))
+    writer = lake_tables.TableWriter(path, threading.Lock(), lambda days: None)
     run = f"bench-{time.time_ns()}"
     writer.started(run)
     seconds = []

@@ -217,7 +217,9 @@ def _derived(config: Config) -> Config:
 # --- README's table ---------------------------------------------------------------------------------------------
 
 README = REPO / "README.md"
-TABLE_BEGIN = "<!-- settings table: made by `make docs` (python -m pipeline readme); edit pipeline/config_sections.py -->"
+TABLE_BEGIN = (
+    "<!-- settings table: made by `make docs` (python -m pipeline readme); edit pipeline/config_sections.py -->"
+)
 TABLE_END = "<!-- end of the settings table -->"
 
 

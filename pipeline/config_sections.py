@@ -223,6 +223,12 @@ class LakeConfig:
         "30 seconds",
         "how often the lake's Delta tables commit (fresher rows against fewer, larger files)",
     )
+    dedupe_window: str = var(
+        "LAKE_DEDUPE_WINDOW",
+        "1 hour",
+        "how long the lake's queries remember an id as it arrives: a resend within it is dropped at once (at least "
+        "this long, at most twice); an older one when its day is swept (see *The lake*)",
+    )
     enrichment: bool = var(
         "LAKE_ENRICHMENT",
         "on",
@@ -266,10 +272,12 @@ class SessionsConfig:
 
 @dataclass(frozen=True)
 class MaintenanceConfig:
-    """the tables' compaction and vacuum, run by the lake writer between its commits"""
+    """the tables' sweep of repeated ids, compaction and vacuum, run by the lake writer between its commits"""
 
     compact_interval_s: float = var(
-        "LAKE_COMPACT_INTERVAL_S", "600", "how often each table compacts (OPTIMIZE) the days it wrote into"
+        "LAKE_COMPACT_INTERVAL_S",
+        "600",
+        "how often each table compacts (OPTIMIZE) the days it wrote into, and sweeps the closed ones of repeated ids",
     )
     vacuum_interval_s: float = var(
         "LAKE_VACUUM_INTERVAL_S", "86400", "how often each table vacuums files older than a week"

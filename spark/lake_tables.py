@@ -1,14 +1,13 @@
-"""The lake's Delta Lake tables: created once, written exactly once per micro-batch, compacted and vacuumed.
+"""The lake's Delta Lake tables: created once, appended to exactly once per micro-batch, compacted and vacuumed.
 
-- Rows are upserted: MERGE on (dt, id) inserting only the ids the table lacks, pruned to the days in the batch, so
-  an event resent a day (or a year) later lands once and a batch's cost does not grow with the table's age. The
-  invalid table's day is the day received: an invalid event sent twice the same day is one row.
-- Every write carries Delta's transaction id (the streaming query's id and the batch id), so a batch replayed after
-  a restart commits nothing twice; insert-only MERGE would be harmless to repeat anyway.
-- Each table compacts the days it wrote into (OPTIMIZE, bin-packing) every `compact_every_s`, and vacuums files
-  older than a week every `vacuum_every_s`, in the lake writer's driver, between two batches: Delta on S3 allows
-  one writing driver per table, and a lock per table keeps compaction and writes in turn.
-- `python lake_tables.py maintain PATH...` does the same once, for `make compact` when the lake writer is stopped.
+- A micro-batch's rows are appended: the stream has dropped the ids it saw within LAKE_DEDUPE_WINDOW (records.py's
+  `first_arrivals`), so a batch costs what its rows cost, however large the day or the table it lands in.
+- Every append carries Delta's transaction id (the streaming query's id and the batch id), so a batch replayed after
+  a restart commits nothing twice.
+- An id resent after the window lands again; the sweep of its day (maintenance.py) deletes the later copies. The
+  day is the event's own (a resend lands in the same partition), for the invalid table the day received.
+- `python lake_tables.py maintain PATH...` sweeps, compacts and vacuums each table whole, for `make compact` when
+  the lake writer is stopped; the running lake writer does it on its maintenance threads (maintenance.py).
 
 PySpark and the ground floor (pipeline/) only: it runs wherever the lake writer runs (the compose image has nothing
 else).
@@ -23,7 +22,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -31,7 +29,6 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.utils import AnalysisException
 
-from pipeline.config_sections import MaintenanceConfig
 from pipeline.contract import PARTITION
 
 #: Time travel and readers of an older version keep a week of files; the log keeps 30 days.
@@ -106,15 +103,7 @@ def session_conf(spark: SparkSession, conf: dict[str, str]) -> Iterator[None]:
             spark.conf.unset(key)
 
 
-def transaction(spark: SparkSession, app_id: str, version: int) -> contextlib.AbstractContextManager[None]:
-    """Delta's idempotent-write id for the SQL run inside: a (app id, version) committed before is skipped."""
-    return session_conf(
-        spark,
-        {"spark.databricks.delta.write.txnAppId": app_id, "spark.databricks.delta.write.txnVersion": str(version)},
-    )
-
-
-def _days(batch: DataFrame) -> list[str]:
+def days_of(batch: DataFrame) -> list[str]:
     return sorted(row[0] for row in batch.select(PARTITION).distinct().collect() if row[0] is not None)
 
 
@@ -132,92 +121,6 @@ log = logging.getLogger("clickstream.lake")
 def log_note(kind: str, figures: dict[str, Any]) -> None:
     """A note of what a job did, as a JSON line in its log."""
     log.info(json.dumps({kind: figures}, default=str))
-
-
-class Maintenance:
-    """Compaction and vacuum of one table, on a thread of their own: when due, or when `make compact` asks; until
-    `stopping` is set, when a compaction under way finishes first.
-
-    The table's writes hold `lock` too, so a compaction runs between two batches, never during one (and an
-    idle table is still compacted on request).
-    """
-
-    def __init__(
-        self,
-        spark: SparkSession,
-        path: str,
-        config: MaintenanceConfig,
-        stopping: threading.Event,
-        note: Note = log_note,
-    ) -> None:
-        self.spark = spark
-        self.path = path
-        self.compact_every_s = config.compact_interval_s
-        self.vacuum_every_s = config.vacuum_interval_s
-        self.request_file = Path(config.request_file) if config.request_file else None
-        self.stopping = stopping
-        self.note = note
-        self.lock = threading.Lock()
-        self._touched: set[str] = set()
-        self._touched_lock = threading.Lock()
-        self.last_compact = self.last_vacuum = time.monotonic()
-        self.last_request = time.time()
-
-    def wrote(self, days: list[str]) -> None:
-        """The days a batch wrote into: the next compaction's."""
-        with self._touched_lock:
-            self._touched.update(days)
-
-    def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self._run, name=f"maintenance {self.path}", daemon=True)
-        thread.start()
-        return thread
-
-    def _run(self) -> None:
-        while not self.stopping.wait(1.0):
-            try:
-                self.run_due()
-            except Exception as exc:  # a failed compaction must not stop the lake: the next round tries again
-                self.note(f"maintenance {self.path}", {"failed": str(exc)[:500]})
-                self.last_compact = self.last_vacuum = time.monotonic()
-
-    def run_due(self) -> None:
-        requested = self._requested()
-        now = time.monotonic()
-        with self._touched_lock:
-            days = sorted(self._touched)
-        compact_due = bool(days) and now - self.last_compact >= self.compact_every_s
-        vacuum_due = now - self.last_vacuum >= self.vacuum_every_s
-        if not (requested or compact_due or vacuum_due):
-            return
-        with self.lock:
-            if requested or compact_due:
-                with self._touched_lock:
-                    self._touched.clear()
-                compacted = compact(self.spark, self.path, None if requested else days)
-                self.note(f"maintenance {self.path}", {"compact": compacted})
-                self.last_compact = now
-            if requested or vacuum_due:
-                self.note(f"maintenance {self.path}", {"vacuum": vacuum(self.spark, self.path)})
-                self.last_vacuum = now
-        if requested:
-            self._answer()
-
-    def _requested(self) -> bool:
-        """Whether `make compact` asked (by writing the request file) since this table last answered."""
-        if self.request_file is None:
-            return False
-        try:
-            asked_at = json.loads(self.request_file.read_text())["at"]
-        except (FileNotFoundError, ValueError, KeyError):
-            return False
-        return asked_at > self.last_request
-
-    def _answer(self) -> None:
-        self.last_request = time.time()
-        assert self.request_file is not None
-        done = self.request_file.with_name(f"{self.request_file.stem}.{self.path.rstrip('/').rsplit('/', 1)[-1]}.done")
-        done.write_text(json.dumps({"at": self.last_request}))
 
 
 def compact(spark: SparkSession, path: str, days: list[str] | None = None) -> dict[str, Any]:
@@ -240,14 +143,14 @@ def vacuum(spark: SparkSession, path: str) -> dict[str, Any]:
 
 
 class TableWriter:
-    """The foreachBatch function of one table's streaming query: an insert-only MERGE on (dt, id).
+    """The foreachBatch function of one table's streaming query: an append, idempotent across restarts.
 
-    Rows without an id (a record no producer keyed) match nothing, so each is kept.
+    `lock` is held while it writes, so the table's maintenance runs between two batches, never during one; the days
+    it wrote into go to `wrote`, the maintenance's next compaction (and, once closed, its sweep).
     """
 
-    def __init__(self, path: str, maintenance: Maintenance) -> None:
-        self.path = path
-        self.maintenance = maintenance
+    def __init__(self, path: str, lock: threading.Lock, wrote: Callable[[list[str]], None]) -> None:
+        self.path, self.lock, self.wrote = path, lock, wrote
         self._query_id: str | None = None
         self._started = threading.Event()
 
@@ -260,51 +163,41 @@ class TableWriter:
         # The first batch can begin before start() has returned the query's id to us.
         if not self._started.wait(timeout=120):
             raise RuntimeError("the streaming query's id never arrived")
-        # foreachBatch hands each batch a session of its own: views and settings must be made in it.
-        spark = batch.sparkSession
-        keyed = F.col("id").isNotNull()
-        # Cached first, whole: the two branches below would each compute the batch's rows (parse, enrichment).
-        source = batch.persist()
-        source.count()
-        rows = source.where(keyed).dropDuplicates([PARTITION, "id"]).unionByName(source.where(~keyed)).persist()
+        rows = batch.persist()  # two actions below: the days, and the write
         try:
-            days = _days(rows)
+            days = days_of(rows)
             if days:
-                with self.maintenance.lock:
-                    self._merge(spark, rows, days, batch_id)
-                self.maintenance.wrote(days)
+                with self.lock:
+                    (
+                        rows.write.format("delta")
+                        .mode("append")
+                        # A (application, version) this table committed before is skipped: a replayed batch.
+                        .option("txnAppId", f"clickstream-{self._query_id}")
+                        .option("txnVersion", str(batch_id))
+                        # A field added to the schema becomes a column (older rows read null).
+                        .option("mergeSchema", "true")
+                        .save(self.path)
+                    )
+                self.wrote(days)
         finally:
             rows.unpersist()
-            source.unpersist()
-
-    def _merge(self, spark: SparkSession, batch: DataFrame, days: list[str], batch_id: int) -> None:
-        view = f"lake_batch_{batch_id}"
-        batch.createOrReplaceTempView(view)
-        try:
-            with transaction(spark, f"clickstream-{self._query_id}", batch_id):
-                spark.sql(
-                    f"""
-                    MERGE INTO delta.`{self.path}` AS t USING {view} AS s
-                    ON t.{PARTITION} IN ({in_list(days)}) AND t.{PARTITION} = s.{PARTITION} AND t.id = s.id
-                    WHEN NOT MATCHED THEN INSERT *
-                    """
-                )
-        finally:
-            spark.catalog.dropTempView(view)
 
 
 def main(argv: list[str]) -> int:
-    """`maintain PATH...`: compact and vacuum each table whole, once (what `make compact` runs offline)."""
+    """`maintain PATH...`: sweep, compact and vacuum each table whole, once (what `make compact` runs offline)."""
     if len(argv) < 2 or argv[0] != "maintain":
         print("usage: lake_tables.py maintain PATH [PATH...]", file=sys.stderr)
         return 2
     log.addHandler(logging.StreamHandler(sys.stdout))
     log.setLevel(logging.INFO)
+    from maintenance import sweep
+
     spark = session("acme-clickstream-lake-maintenance")
     try:
         for path in argv[1:]:
             if exists(spark, path):
-                log_note(f"maintenance {path}", {"compact": compact(spark, path), "vacuum": vacuum(spark, path)})
+                figures = {"sweep": sweep(spark, path), "compact": compact(spark, path), "vacuum": vacuum(spark, path)}
+                log_note(f"maintenance {path}", figures)
     finally:
         spark.stop()
     return 0

@@ -211,6 +211,26 @@ def parse_invalid_records(records: DataFrame) -> DataFrame:
     return _invalid_columns(_date_partitions(rows, F.coalesce("received_at", "kafka_timestamp")))
 
 
+def record_key(rows: DataFrame) -> Column:
+    """What makes two records the same: their id (an event's, or an invalid event's), else their Kafka position (a
+    record no producer keyed is one of its own)."""
+    position = F.concat_ws("/", "kafka_topic", "kafka_partition", "kafka_offset")
+    key = F.coalesce(F.col("id"), position)
+    # A raw-topic record no row of the events table can be made of is not the same as an event of its id.
+    return (
+        F.concat_ws(":", F.when(F.col("reason").isNull(), "e").otherwise("u"), key) if "reason" in rows.columns else key
+    )
+
+
+def first_arrivals(rows: DataFrame, window: str) -> DataFrame:
+    """A stream's rows without the records seen in the last `window` of processing time (the stream's state, in its
+    checkpoint, so a restart forgets nothing). On processing time, not Kafka's or the client's: no row is ever too
+    late to be kept, and a rebuild from the topics' first offsets sees every record within one window."""
+    keyed = rows.withColumn("_record_key", record_key(rows)).withColumn("_seen_at", F.current_timestamp())
+    first = keyed.withWatermark("_seen_at", window).dropDuplicatesWithinWatermark(["_record_key"])
+    return first.drop("_record_key", "_seen_at")
+
+
 def table_rows(parsed: DataFrame, ip_mode: str, enrich: bool = True) -> tuple[DataFrame, DataFrame]:
     """The events table's rows (enriched) and the invalid table's rows of parsed raw-topic records."""
     events, unfileable = events_of(parsed), unfileable_of(parsed)

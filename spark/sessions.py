@@ -31,6 +31,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 import lake_tables
+from maintenance import Maintenance
 from pipeline.config_sections import SessionsConfig
 from pipeline.contract import PARTITION
 
@@ -143,7 +144,7 @@ class SessionsUpdater:
     """
 
     def __init__(
-        self, spark: SparkSession, path: str, events_path: str, maintenance: lake_tables.Maintenance,
+        self, spark: SparkSession, path: str, events_path: str, maintenance: Maintenance,
         config: SessionsConfig, stopping: threading.Event, note: lake_tables.Note = lake_tables.log_note,
     ) -> None:  # fmt: skip
         # A session of its own, with the lake writer's settings: the commit's metadata set for the MERGE is not
@@ -218,7 +219,8 @@ class SessionsUpdater:
                 .option("startingVersion", self._mark + 1)
                 .option("endingVersion", version)
                 .load(self.events_path)
-                .where(F.col("_change_type") == "insert")
+                # Appended rows, and the copies a sweep deleted (a session counted them).
+                .where(F.col("_change_type").isin("insert", "delete"))
             )
             windows = _windows(added)
             try:

@@ -1,7 +1,8 @@
 """The lake writer's table queries and threads: the raw topic into the events and invalid tables, the invalid topic
-into the invalid table, each committing every LAKE_COMMIT_INTERVAL (lake_tables.TableWriter: exactly once per event
-id); the sessions table kept up from the events table (sessions.py); each table's compaction and vacuum. One lock per
-table keeps its writes and its compaction in turn; one stop event ends the threads between their commits."""
+into the invalid table, each dropping the records it saw within LAKE_DEDUPE_WINDOW (records.first_arrivals) and
+appending every LAKE_COMMIT_INTERVAL (lake_tables.TableWriter, idempotent across restarts); the sessions table kept
+up from the events table (sessions.py); each table's sweep, compaction and vacuum (maintenance.py). One lock per table
+keeps its writes and its maintenance in turn; one stop event ends the threads between their commits."""
 
 from __future__ import annotations
 
@@ -16,20 +17,20 @@ from pyspark.sql.streaming import StreamingQuery
 import lake_tables
 import records
 import sessions
+from maintenance import Maintenance
 from pipeline.config import Config
 from topics import read_topic
 
 
 class RawRecordsWriter:
-    """The lake query's foreachBatch: a batch of raw records is parsed once; its events are upserted into the
-    events table, and the records no event can be made of into the invalid table."""
+    """The lake query's foreachBatch: a batch of parsed raw records (their first arrivals); its events are appended
+    to the events table, and the records no event can be made of to the invalid table."""
 
     def __init__(
-        self, events: lake_tables.TableWriter, unfileable: lake_tables.TableWriter, event_schema: dict, ip_mode: str,
-        enrich: bool,
-    ) -> None:  # fmt: skip
+        self, events: lake_tables.TableWriter, unfileable: lake_tables.TableWriter, ip_mode: str, enrich: bool
+    ) -> None:
         self.events, self.unfileable = events, unfileable
-        self.event_schema, self.ip_mode, self.enrich = event_schema, ip_mode, enrich
+        self.ip_mode, self.enrich = ip_mode, enrich
 
     def started(self, query_id: str) -> None:
         self.events.started(query_id)
@@ -38,7 +39,7 @@ class RawRecordsWriter:
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         # Both tables' rows come from one read and parse of the batch, cached, and cached before either table uses
         # it: tasks of two branches computing one partition at the same time would each read and parse it.
-        parsed = records.parse_raw_records(batch, self.event_schema).persist()
+        parsed = batch.persist()
         parsed.count()
         try:
             events, unfileable = records.table_rows(parsed, self.ip_mode, self.enrich)
@@ -60,10 +61,10 @@ class TableJob:
     threads: list[threading.Thread] = field(default_factory=list)
     queries: list[StreamingQuery] = field(default_factory=list)
 
-    def _table(self, path: str, schema: Any) -> lake_tables.Maintenance:
+    def _table(self, path: str, schema: Any) -> Maintenance:
         """The Delta table at `path` (created unless it exists) and its maintenance, started."""
         lake_tables.ensure_table(self.spark, path, schema)
-        maintenance = lake_tables.Maintenance(self.spark, path, self.config.maintenance, self.stopping, self.note)
+        maintenance = Maintenance(self.spark, path, self.config.maintenance, self.stopping, self.note)
         self.threads.append(maintenance.start())
         return maintenance
 
@@ -82,9 +83,11 @@ class TableJob:
         """The lake query and the invalid query, the sessions thread and each table's maintenance."""
         lake, config = self.config.lake, self.config
         enrich = lake.enrichment
-        raw = read_topic(self.spark, config, config.kafka.raw_topic)
-        invalid = records.invalid_rows(read_topic(self.spark, config, config.kafka.invalid_topic), lake.ip_mode, enrich)
-        events, _ = records.table_rows(records.parse_raw_records(raw, self.event_schema), lake.ip_mode, enrich)
+        parsed = records.parse_raw_records(read_topic(self.spark, config, config.kafka.raw_topic), self.event_schema)
+        raw = records.first_arrivals(parsed, lake.dedupe_window)
+        invalid_topic = read_topic(self.spark, config, config.kafka.invalid_topic)
+        invalid = records.first_arrivals(records.invalid_rows(invalid_topic, lake.ip_mode, enrich), lake.dedupe_window)
+        events, _ = records.table_rows(parsed, lake.ip_mode, enrich)
         events_table = self._table(lake.events_path, events.schema)
         invalid_table = self._table(lake.invalid_path, invalid.schema)
         # Created (and compacted) even when not kept up, so every table a reader or `make compact` names exists.
@@ -96,19 +99,16 @@ class TableJob:
                 self.note,
             )  # fmt: skip
             self.threads.append(updater.start())
-        writer = RawRecordsWriter(
-            lake_tables.TableWriter(lake.events_path, events_table),
-            lake_tables.TableWriter(lake.invalid_path, invalid_table),
-            self.event_schema,
-            lake.ip_mode,
-            enrich,
-        )
-        self._start(raw, "lake", writer, "lake")
-        # Its own checkpoint folder since the raw topic's unfileable records moved to the lake query: a checkpoint
-        # of the earlier two-source query cannot be resumed; the new one re-reads the invalid topic from its
-        # first offset, and the MERGE keeps each row once.
-        self._start(invalid, "invalid", lake_tables.TableWriter(lake.invalid_path, invalid_table), "invalid-topic")
+        writer = RawRecordsWriter(self._writer(events_table), self._writer(invalid_table), lake.ip_mode, enrich)
+        # Checkpoint folders of their own since the queries hold the dedupe window's state: a checkpoint of the
+        # earlier, stateless queries cannot take it (README's *Moving an existing lake*).
+        self._start(raw, "lake", writer, "lake-appends")
+        self._start(invalid, "invalid", self._writer(invalid_table), "invalid-appends")
         return self.queries
+
+    @staticmethod
+    def _writer(table: Maintenance) -> lake_tables.TableWriter:
+        return lake_tables.TableWriter(table.path, table.lock, table.wrote)
 
     def stop_threads(self, timeout_s: float = 120) -> None:
         """End the sessions and maintenance threads once the round or compaction under way has committed (within

@@ -279,18 +279,18 @@ def maintenance_request(name: str = "spark") -> Path:
     return runtime_dir() / f"{name}-maintenance-request.json"
 
 
-def compact(config: Config | None = None, timeout_s: float = 900) -> str:
-    """Compact and vacuum the lake's tables: by the running lake writer (Delta on S3 takes one writing driver per
-    table), else by a short Spark application of its own. Says which did."""
+def compact(config: Config | None = None, timeout_s: float = 900, name: str = "spark") -> str:
+    """Sweep, compact and vacuum the lake's tables: by the running lake writer `name` (Delta on S3 takes one writing
+    driver per table), else by a short Spark application of its own. Says which did."""
     config = config or current()
     tables = [config.lake.events_path, config.lake.invalid_path, config.lake.sessions_path]
-    svc = service()
+    svc = service(name)
     if svc.pid() is None:
         fetch_jars()
         env = {**os.environ, "PYSPARK_SUBMIT_ARGS": submit_args(config), "SPARK_LOCAL_IP": "127.0.0.1"}
         subprocess.run([sys.executable, str(MAINTENANCE), "maintain", *tables], env=env, check=True, cwd=runtime_dir())
         return "spark: the tables compacted and vacuumed by a Spark application of their own"
-    request = maintenance_request()
+    request = maintenance_request(name)
     asked_at = time.time()
     request.write_text(json.dumps({"at": asked_at}))
     # Each table answers in a file named after the last segment of its path (lake_tables.Maintenance).

@@ -25,11 +25,14 @@ sys.path.insert(0, str(APP_DIR))
 sys.path.insert(0, str(REPO / "spark"))
 
 
-#: The order the suite runs in: tests without services first; then those on the suite stack, the cold `make run`
-#: first (it asserts on that run) and the faults last (they kill its services); then its `make down`; then the
-#: cluster, a stack of its own (at most one whole stack runs at a time). Within a place, pytest's own order.
+#: The order the suite runs in: tests without services first (the suite stack boots meanwhile); then those on the
+#: suite stack, the cold `make run` first (it asserts on that run) and the faults last (they kill its services); then
+#: its `make down`; then the cluster, a stack of its own (at most one whole stack runs at a time). Within a place,
+#: pytest's own order.
 ORDER = (
     "tests/unit/",
+    "tests/spark/test_lake_types.py",
+    "tests/spark/test_sessions.py",
     "tests/e2e/test_make_run.py",
     "tests/integration/",
     "tests/localstack/",
@@ -50,12 +53,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=_place)  # a stable sort: pytest's order within each place
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Whether a test of the run (what -m and -k left of it) needs the suite stack: then it boots at once."""
+    wanted = any("suite_stack" in getattr(item, "fixturenames", ()) for item in session.items)
+    session.config.stash[SUITE_WANTED] = wanted
+
+
+SUITE_WANTED = pytest.StashKey[bool]()
+
+
 @pytest.fixture(scope="session", autouse=True)
-def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stacks]:
-    """The suite stack's settings in this process for the whole session (its services start when a test first
-    needs them), and every stack stopped at the end."""
+def stacks(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stacks]:
+    """The suite stack's settings in this process for the whole session, its services booting in the background if a
+    test of the run needs them; every stack stopped at the end."""
     suite = Stack.fresh("suite", tmp_path_factory.mktemp("suite-runtime"))
     managed = Stacks(suite)
+    if request.config.stash.get(SUITE_WANTED, False):
+        managed.boot_in_background()
     with pytest.MonkeyPatch.context() as environment:
         take_environment(environment, suite.process_environment)
         try:

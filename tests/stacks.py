@@ -14,6 +14,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,9 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 #: The suite's own settings on top of the defaults: it waits for the lake and the latest topic in seconds, not
 #: minutes, and a broker that is gone turns into a 503 (or the spool) quickly.
 SUITE_SETTINGS = {
-    "SPARK_TRIGGER": "1 second",
     "LAKE_COMMIT_INTERVAL": "1 second",
-    "SESSIONS_INTERVAL_S": "5",
+    "SESSIONS_INTERVAL_S": "10",
     "KAFKA_SEND_TIMEOUT_S": "3",
     # LocalStack's own variable (not the pipeline's): a response limit above AWS's 6 MB, which tests/localstack
     # checks the local-process executor follows.
@@ -162,9 +162,31 @@ class Stacks:
     def __init__(self, suite: Stack) -> None:
         self.suite = suite
         self.others: list[Stack] = []
+        self._booting: threading.Thread | None = None
+        self._boot_error: BaseException | None = None
+
+    def boot_in_background(self) -> None:
+        """Start the suite stack now, while the tests that need no stack run (two cores are no more than busy)."""
+
+        def boot() -> None:
+            try:
+                self.suite.start()
+            except BaseException as exc:  # handed to the first test that needs the stack
+                self._boot_error = exc
+
+        self._booting = threading.Thread(target=boot, name="suite stack boot", daemon=True)
+        self._booting.start()
+
+    def _booted(self) -> None:
+        if self._booting is not None:
+            self._booting.join()
+            self._booting = None
+            if self._boot_error is not None:
+                raise self._boot_error
 
     def use(self, stack: Stack) -> Stack:
         """`stack` running, every other stopped first."""
+        self._booted()
         for other in [self.suite, *self.others]:
             if other is not stack and any(other.alive().values()):
                 other.stop()
@@ -185,6 +207,8 @@ class Stacks:
 
     def close(self) -> None:
         """Every stack stopped (the suite's last)."""
+        with contextlib.suppress(BaseException):
+            self._booted()
         for stack in [self.suite, *self.others]:
             if any(stack.alive().values()):
                 stack.stop()

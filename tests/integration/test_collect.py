@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,10 +24,14 @@ JSON = {"Content-Type": "application/json"}
 
 @pytest.fixture(scope="module")
 def client(config: Config) -> Iterator[Client]:
-    from app import app
+    with pytest.MonkeyPatch.context() as environment:
+        # Chalice() marks AWS_EXECUTION_ENV in the environment, as a Lambda's would be: undone with this module.
+        environment.setenv("AWS_EXECUTION_ENV", os.environ.get("AWS_EXECUTION_ENV", ""))
+        environment.delenv("AWS_EXECUTION_ENV")
+        from app import app
 
-    with Client(app, stage_name="dev", project_dir=str(APP_DIR)) as test_client:
-        yield test_client
+        with Client(app, stage_name="dev", project_dir=str(APP_DIR)) as test_client:
+            yield test_client
 
 
 def post(client: Client, body: Any, headers: dict[str, str] | None = None) -> Any:

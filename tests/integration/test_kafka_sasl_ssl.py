@@ -51,6 +51,7 @@ def sasl_config(config: Config) -> Config:
             **SASL_TOPICS,
         },
         lake={f"{name}_path": f"{run}/clickstream-{table}" for name, table in TABLES.items()},
+        sessions={"enabled": False},  # not what this variant is for
         spark={"checkpoint": f"{run}/_checkpoints", "ui_port": free_port()},
     )
 

@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,9 +24,11 @@ from chalicelib.sinks.kafka import KafkaSink
 from enrichment import scrub_ips
 from generator.synthetic import synthetic_events
 from lake.reader import INVALID_PREFIX, LAKE_PREFIX, SESSIONS_PREFIX, read
+from lake.reader import table as table_of
 from pipeline.config import Config
-from stack import spark
-from tests.conftest import REPO, lake_ids
+from stack import kafka, spark
+from stack.process import free_port
+from tests.conftest import REPO, committed_ids, lake_ids, read_topic
 from tests.stacks import Stack
 
 pytestmark = pytest.mark.slow
@@ -119,6 +122,84 @@ def test_a_resend_after_the_writer_restarted_lands_once(suite_stack: Stack, coll
     post(collector, later)
     both = wanted | {e["id"] for e in later}
     assert lake_ids(LAKE_PREFIX, both) == Counter(dict.fromkeys(both, 1))
+
+
+#: A lake writer of its own for the window's test: a short window, a quick maintenance, topics and tables of its own.
+WINDOW_TOPICS = {
+    "raw_topic": "window.clickstream.raw.events",
+    "invalid_topic": "window.clickstream.invalid.events",
+    "latest_topic": "window.clickstream.latest.events",
+}
+WINDOW_PREFIX = "window"
+
+
+@pytest.fixture(scope="module")
+def windowed(config: Config) -> Iterator[Config]:
+    kafka.create_topics(config.replace(kafka=WINDOW_TOPICS))
+    run = f"s3a://{config.lake.bucket}/{WINDOW_PREFIX}"
+    windowed = config.replace(
+        kafka=WINDOW_TOPICS,
+        lake={
+            "dedupe_window": "5 seconds",
+            **{f"{name}_path": f"{run}/clickstream-{table}" for name, table in TABLES.items()},
+        },
+        maintenance={"compact_interval_s": 10.0},
+        sessions={"enabled": False},
+        spark={"checkpoint": f"{run}/_checkpoints", "ui_port": free_port()},
+    )
+    spark.start(windowed, name="spark-window")
+    try:
+        yield windowed
+    finally:
+        spark.stop("spark-window")
+
+
+TABLES = {"events": "data", "invalid": "invalid", "sessions": "sessions"}
+
+
+def test_a_resend_after_the_window_lands_again_until_its_day_is_swept(windowed: Config) -> None:
+    """Within the window a resend is dropped (the other tests); after it, it lands again, and the sweep of its day
+    deletes the later copy: at once for a day that has closed, at `make compact` for the current one."""
+    collector = Collector(windowed, KafkaSink(windowed.kafka))
+    table = f"{WINDOW_PREFIX}/{LAKE_PREFIX}"
+    [today, closed] = synthetic_events(2, seed=71)
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    closed["event"]["timestamp"] = yesterday.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    post(collector, [today, closed])
+    assert lake_ids(table, {today["id"], closed["id"]}) == Counter({today["id"]: 1, closed["id"]: 1})
+
+    def copies(event: dict[str, Any]) -> int:
+        return Counter(committed_ids(table))[event["id"]]
+
+    # Resent until the window has let it through: the current day keeps both copies until it is swept.
+    deadline = time.monotonic() + 120
+    while copies(today) < 2 and time.monotonic() < deadline:
+        post(collector, [today])
+        time.sleep(1)
+    assert copies(today) == 2
+    # A closed day is swept by the lake writer's next maintenance round: the later copy goes.
+    post(collector, [closed])
+    history = lambda: [e["operation"] for e in table_of(table).history(20)]  # noqa: E731
+    assert wait_for(lambda: "MERGE" in history() and copies(closed) == 1, 120), (copies(closed), history())
+    assert copies(today) == 2
+
+    spark.compact(windowed, name="spark-window")  # make compact: every day swept, the current one too
+    assert copies(today) == 1 and copies(closed) == 1
+    rows = [r for r in read(table).to_pylist() if r["id"] == today["id"]]
+    assert len(rows) == 1 and rows[0]["kafka_offset"] == min(  # the first copy stays
+        r.offset
+        for r in read_topic(windowed.kafka.bootstrap_servers, windowed.kafka.raw_topic, {}, 10**9, 5)
+        if r.key and r.key.decode() == today["id"]
+    )
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(1)
+    return False
 
 
 def test_compaction_keeps_every_row_in_fewer_files(lake_writer: None, collector: Collector) -> None:

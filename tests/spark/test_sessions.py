@@ -14,6 +14,7 @@ import pytest
 
 import lake_tables
 import sessions
+from maintenance import Maintenance
 from pipeline.config import Config
 
 pytestmark = pytest.mark.slow
@@ -72,7 +73,7 @@ class Lake:
     def restart(self) -> None:
         """A new updater, as after a restart of the lake writer: it resumes from the mark in the table."""
         config = Config.from_env({"SESSION_GAP_MINUTES": str(self.gap_minutes), "SESSIONS_INTERVAL_S": "60"})
-        maintenance = lake_tables.Maintenance(self.spark, self.sessions_path, config.maintenance, threading.Event())
+        maintenance = Maintenance(self.spark, self.sessions_path, config.maintenance, threading.Event())
         self.updater = sessions.SessionsUpdater(
             self.spark, self.sessions_path, self.events_path, maintenance, config.sessions, threading.Event()
         )

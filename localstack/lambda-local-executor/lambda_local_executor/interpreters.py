@@ -123,8 +123,8 @@ def runtime_libs(version: str) -> str:
     """The runtime libraries for a Python version: the newest set under ``$LAMBDA_LOCAL_RUNTIME_LIBS`` made for it.
 
     Each set is a folder named after the oldest Python it serves (``3.8``, ``3.9``, ``3.10``): botocore takes
-    urllib3 < 1.27 below 3.10, and the last boto3 for 3.8 is older, so one set cannot serve every runtime. No set fits → none (the function
-    packages its own boto3).
+    urllib3 < 1.27 below 3.10, and the last boto3 for 3.8 is older, so one set cannot serve every runtime. No set
+    fits → none (the function packages its own boto3).
     """
     root = os.environ.get(ENV_RUNTIME_LIBS)
     if not root or not os.path.isdir(root):

@@ -9,8 +9,9 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from localstack import config
 from localstack.services.lambda_.invocation.lambda_models import FunctionVersion
+
+from localstack import config
 
 from .processes import signal_name
 

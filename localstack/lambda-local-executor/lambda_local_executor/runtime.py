@@ -142,7 +142,7 @@ def _user_frames(exc: BaseException | None) -> traceback.StackSummary:
 def _error_payload(error_type: str, message: str, exc: BaseException | None, request_id: str) -> bytes:
     payload = {"errorMessage": message, "errorType": error_type}
     # AWS's python3.8 runtime sends no requestId with an uncaught exception; its later runtimes do.
-    if sys.version_info >= (3, 9):
+    if sys.version_info >= (3, 9):  # noqa: UP036  this file runs on the function's Python, 3.8 included
         payload["requestId"] = request_id
     payload["stackTrace"] = _user_frames(exc).format()
     return json.dumps(payload).encode("utf-8")
