@@ -196,7 +196,9 @@ def main(argv: list[str]) -> int:
     try:
         for path in argv[1:]:
             if exists(spark, path):
-                figures = {"sweep": sweep(spark, path), "compact": compact(spark, path), "vacuum": vacuum(spark, path)}
+                keyed = "id" in spark.read.format("delta").load(path).columns  # the sessions table has none
+                figures = {"sweep": sweep(spark, path)} if keyed else {}
+                figures |= {"compact": compact(spark, path), "vacuum": vacuum(spark, path)}
                 log_note(f"maintenance {path}", figures)
     finally:
         spark.stop()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -90,12 +90,13 @@ def _delete(spark: SparkSession, path: str, rows: Any, days: list[str]) -> None:
 
 def closed(day: str, today: str | None = None) -> bool:
     """Whether a day (yyyy-MM-dd, UTC) has ended: no first arrival of an event of it is expected any more."""
-    return day < (today or datetime.now(UTC).date().isoformat())
+    return day < (today or datetime.now(timezone.utc).date().isoformat())
 
 
 class Maintenance:
     """Sweep, compaction and vacuum of one table, on a thread of their own: when due, or when `make compact` asks;
-    until `stopping` is set, when a round under way finishes first."""
+    until `stopping` is set, when a round under way finishes first. A table of rows keyed otherwise than by an
+    appended event id (the sessions table, kept by MERGE) is not swept (`sweeps`)."""
 
     def __init__(
         self,
@@ -104,9 +105,11 @@ class Maintenance:
         config: MaintenanceConfig,
         stopping: threading.Event,
         note: Note = log_note,
+        sweeps: bool = True,
     ) -> None:
         self.spark = spark
         self.path = path
+        self.sweeps = sweeps
         self.compact_every_s = config.compact_interval_s
         self.vacuum_every_s = config.vacuum_interval_s
         self.request_file = Path(config.request_file) if config.request_file else None
@@ -125,7 +128,8 @@ class Maintenance:
         """The days a batch wrote into: the next round's to compact, and to sweep once closed."""
         with self._days_lock:
             self._to_compact.update(days)
-            self._to_sweep.update(days)
+            if self.sweeps:
+                self._to_sweep.update(days)
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self._run, name=f"maintenance {self.path}", daemon=True)
@@ -156,7 +160,7 @@ class Maintenance:
                 with self._days_lock:
                     self._to_compact = set() if requested else self._to_compact - set(to_compact)
                     self._to_sweep = set() if requested else self._to_sweep - set(to_sweep)
-                if requested or to_sweep:
+                if (requested and self.sweeps) or to_sweep:
                     figures["sweep"] = sweep(self.spark, self.path, None if requested else to_sweep)
                 if requested or to_compact:
                     figures["compact"] = compact(self.spark, self.path, None if requested else to_compact)

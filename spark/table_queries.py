@@ -61,10 +61,10 @@ class TableJob:
     threads: list[threading.Thread] = field(default_factory=list)
     queries: list[StreamingQuery] = field(default_factory=list)
 
-    def _table(self, path: str, schema: Any) -> Maintenance:
+    def _table(self, path: str, schema: Any, sweeps: bool = True) -> Maintenance:
         """The Delta table at `path` (created unless it exists) and its maintenance, started."""
         lake_tables.ensure_table(self.spark, path, schema)
-        maintenance = Maintenance(self.spark, path, self.config.maintenance, self.stopping, self.note)
+        maintenance = Maintenance(self.spark, path, self.config.maintenance, self.stopping, self.note, sweeps)
         self.threads.append(maintenance.start())
         return maintenance
 
@@ -91,7 +91,7 @@ class TableJob:
         events_table = self._table(lake.events_path, events.schema)
         invalid_table = self._table(lake.invalid_path, invalid.schema)
         # Created (and compacted) even when not kept up, so every table a reader or `make compact` names exists.
-        sessions_table = self._table(lake.sessions_path, sessions.empty_sessions(events).schema)
+        sessions_table = self._table(lake.sessions_path, sessions.empty_sessions(events).schema, sweeps=False)
         if enrich and config.sessions.enabled:
             sessions.enable_change_feed(self.spark, lake.events_path)
             updater = sessions.SessionsUpdater(

@@ -32,7 +32,7 @@ def down(config: Config | None = None) -> None:
     config = config or current()
     # The supervisor first: it would bring back what the next lines stop.
     supervisor.stop()
-    spark.stop()
+    spark.stop_all()
     if cluster.enabled(config):
         spark.stop_cluster(config)
     chalice_local.stop()

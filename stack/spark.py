@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -272,6 +273,26 @@ def stop(name: str = "spark", timeout_s: float = 150) -> None:
     """SIGTERM to the driver: it ends its threads and queries between commits, then Spark; killed after `timeout_s`."""
     if service(name).stop(timeout_s=timeout_s):
         log.info("%s: stopped", name)
+
+
+def instances() -> list[str]:
+    """The names of the lake writers running in this runtime folder: `make up`'s, and any named one (the bench's).
+    Read from the pidfiles and the processes' command lines, leaving every other service's pidfile alone."""
+    found = []
+    for pidfile in runtime_dir().glob("*.pid"):
+        try:
+            command = Path(f"/proc/{int(pidfile.read_text().strip())}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if f"{JOB}\0{pidfile.stem}\0".encode() in command:
+            found.append(pidfile.stem)
+    return sorted(found)
+
+
+def stop_all(timeout_s: float = 150) -> None:
+    """Every lake writer of this runtime folder stopped, at once."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda name: stop(name, timeout_s), instances()))
 
 
 def maintenance_request(name: str = "spark") -> Path:

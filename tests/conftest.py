@@ -78,12 +78,13 @@ def stacks(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             managed.close()
 
 
-#: Set by pytest itself around each phase of a test.
-_PYTEST_OWN = ("PYTEST_CURRENT_TEST",)
+#: Set by the tools themselves, in the process, for as long as it lives: pytest around each phase of a test, PySpark
+#: when its first SparkContext starts, Polars (its jemalloc's) when it is imported.
+SET_BY_TOOLS = ("PYTEST_CURRENT_TEST", "SPARK_AUTH_SOCKET_TIMEOUT", "SPARK_BUFFER_SIZE", "_RJEM_MALLOC_CONF")
 
 
 def _changed(before: dict[str, str], after: dict[str, str]) -> list[str]:
-    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k) and k not in _PYTEST_OWN)
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k) and k not in SET_BY_TOOLS)
 
 
 @pytest.fixture(autouse=True)

@@ -44,7 +44,7 @@ def test_make_down_stops_everything_and_localstack_its_lambda_processes(suite_st
         p for p in Path("/proc").iterdir()
         if p.name.isdigit() and int(p.name) not in ours and _mentions(p, str(suite_stack.runtime))
     ]  # fmt: skip
-    assert leftovers == []
+    assert leftovers == [], [_command(p) for p in leftovers]
 
 
 def _mentions(proc: Path, text: str) -> bool:
@@ -52,6 +52,13 @@ def _mentions(proc: Path, text: str) -> bool:
         return text.encode() in (proc / "cmdline").read_bytes() or text.encode() in (proc / "environ").read_bytes()
     except OSError:
         return False
+
+
+def _command(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:300]
+    except OSError:
+        return "(gone)"
 
 
 def _descendants(pid: int) -> set[int]:

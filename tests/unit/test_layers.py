@@ -94,9 +94,9 @@ def test_the_lake_writer_imports_none_of_the_lambdas_runtime_packages() -> None:
     assert not (APP_DIR / "chalicelib" / "settings.py").exists()  # the collector's settings live on the ground floor
 
 
-def test_the_ground_floor_runs_on_the_compose_images_python() -> None:
+def test_the_ground_floor_and_the_lake_writer_run_on_the_compose_images_python() -> None:
     """Python 3.10 (apache/spark's image): no syntax or standard library of a later version."""
-    for path in (REPO / "pipeline").glob("*.py"):
+    for path in [*(REPO / "pipeline").glob("*.py"), *(REPO / "spark").glob("*.py")]:
         ast.parse(path.read_text(), feature_version=(3, 10))
         source = path.read_text()
         assert "from datetime import UTC" not in source and "typing import Self" not in source, path.name
