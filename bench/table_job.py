@@ -105,7 +105,7 @@ def merge(spark: SparkSession, path: str, template: str, day: str, rows: int, ba
 
 def main(argv: list[str]) -> int:
     command, path, *rest = argv
-    spark = lake_writer.session(f"acme-clickstream-bench-{command}")
+    spark = lake_writer.session(f"acme-clickstream-bench-{command}", Config.defaults().spark.shuffle_partitions)
     try:
         if command == "build":
             template, first_day, days, rows_per_day = rest

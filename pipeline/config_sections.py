@@ -323,7 +323,10 @@ class SparkConfig:
     ui_port: int = var("SPARK_UI_PORT", "4040", "the lake writer's Spark UI")
     driver_memory: str = var("SPARK_DRIVER_MEMORY", "1g", "the driver's heap")
     shuffle_partitions: int = var(
-        "SPARK_SHUFFLE_PARTITIONS", "2", "partitions of the dedupe state (fixed when a checkpoint is made)"
+        "SPARK_SHUFFLE_PARTITIONS",
+        "2",
+        "partitions of the queries' state, one task each per micro-batch (fixed when a checkpoint is made): one per "
+        "core of a laptop; more for a cluster",
     )
     executor_memory: str = var("SPARK_EXECUTOR_MEMORY", "1g", "the lake writer's executor heap on the cluster")
     cores_max: int = var("SPARK_CORES_MAX", "2", "cores the lake writer takes of the cluster")

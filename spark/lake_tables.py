@@ -6,8 +6,7 @@
   a restart commits nothing twice.
 - An id resent after the window lands again; the sweep of its day (maintenance.py) deletes the later copies. The
   day is the event's own (a resend lands in the same partition), for the invalid table the day received.
-- `python lake_tables.py maintain PATH...` sweeps, compacts and vacuums each table whole, for `make compact` when
-  the lake writer is stopped; the running lake writer does it on its maintenance threads (maintenance.py).
+- Sweeps, compaction and vacuum are maintenance.py's.
 
 PySpark and the ground floor (pipeline/) only: it runs wherever the lake writer runs (the compose image has nothing
 else).
@@ -18,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -181,29 +179,3 @@ class TableWriter:
                 self.wrote(days)
         finally:
             rows.unpersist()
-
-
-def main(argv: list[str]) -> int:
-    """`maintain PATH...`: sweep, compact and vacuum each table whole, once (what `make compact` runs offline)."""
-    if len(argv) < 2 or argv[0] != "maintain":
-        print("usage: lake_tables.py maintain PATH [PATH...]", file=sys.stderr)
-        return 2
-    log.addHandler(logging.StreamHandler(sys.stdout))
-    log.setLevel(logging.INFO)
-    from maintenance import sweep
-
-    spark = session("acme-clickstream-lake-maintenance")
-    try:
-        for path in argv[1:]:
-            if exists(spark, path):
-                keyed = "id" in spark.read.format("delta").load(path).columns  # the sessions table has none
-                figures = {"sweep": sweep(spark, path)} if keyed else {}
-                figures |= {"compact": compact(spark, path), "vacuum": vacuum(spark, path)}
-                log_note(f"maintenance {path}", figures)
-    finally:
-        spark.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -42,11 +42,15 @@ HERE = Path(__file__).resolve().parent
 STOP_WAIT_S = 120
 
 
-def session(app_name: str) -> SparkSession:
+def session(app_name: str, shuffle_partitions: int) -> SparkSession:
     """The tables' session (lake_tables.session) with the rows' semantics, which live here, not in deployment:
     dt in UTC; INT64 timestamps that every Parquet reader understands (Spark's default is the legacy INT96). FAIR
-    scheduling: the latest topic's query has a pool of its own, so its tasks do not queue behind a MERGE's."""
-    spark = lake_tables.session(app_name, {"spark.scheduler.mode": "FAIR"})
+    scheduling: the latest topic's query has a pool of its own, so its tasks do not queue behind a table's write.
+    The queries' state has `shuffle_partitions` partitions (SPARK_SHUFFLE_PARTITIONS, fixed when a checkpoint is
+    made): a task each per micro-batch, so Spark's default of 200 would cost a laptop a minute a batch."""
+    spark = lake_tables.session(
+        app_name, {"spark.scheduler.mode": "FAIR", "spark.sql.shuffle.partitions": str(shuffle_partitions)}
+    )
     # The enrichment's UDFs run in Python workers, which import their module and the ground floor: both shipped to
     # every executor (as spark-submit's --py-files would), whatever the cluster has installed.
     spark.sparkContext.addPyFile(str(HERE / "enrichment.py"))
@@ -93,7 +97,7 @@ def main(argv: list[str]) -> int:
     lake_tables.log.setLevel(logging.INFO)
     config = load()
     event_schema = json.loads(Path(config.lake.event_schema).read_text())
-    spark = session("acme-clickstream-lake-writer" + (f" ({argv[0]})" if argv else ""))
+    spark = session("acme-clickstream-lake-writer" + (f" ({argv[0]})" if argv else ""), config.spark.shuffle_partitions)
     status = StatusFile(config.spark.status_file)
     spark.streams.addListener(ProgressListener(status))
     job = TableJob(spark, config, event_schema, note=status.note)

@@ -9,11 +9,15 @@ appends and its maintenance in turn.
   into it; the current day when `make compact` asks. A sweep reads the day's ids; a batch never does.
 - **Compaction** bin-packs the days written into (OPTIMIZE) every LAKE_COMPACT_INTERVAL_S; **vacuum** deletes files
   a week unreferenced every LAKE_VACUUM_INTERVAL_S. `make compact` asks for all three on every day now.
+- `python maintenance.py maintain PATH...` does all three once, each table whole, for `make compact` when the lake
+  writer is stopped.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -23,7 +27,8 @@ from typing import Any
 from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 
-from lake_tables import Note, compact, in_list, log_note, vacuum
+from lake_tables import Note, compact, exists, in_list, log, log_note, session, vacuum
+from pipeline.config import load
 from pipeline.config_sections import MaintenanceConfig
 from pipeline.contract import PARTITION
 
@@ -187,3 +192,28 @@ class Maintenance:
         assert self.request_file is not None
         done = self.request_file.with_name(f"{self.request_file.stem}.{self.path.rstrip('/').rsplit('/', 1)[-1]}.done")
         done.write_text(json.dumps({"at": self.last_request}))
+
+
+def main(argv: list[str]) -> int:
+    """`maintain PATH...`: sweep, compact and vacuum each table whole, once (what `make compact` runs offline)."""
+    if len(argv) < 2 or argv[0] != "maintain":
+        print("usage: maintenance.py maintain PATH [PATH...]", file=sys.stderr)
+        return 2
+    log.addHandler(logging.StreamHandler(sys.stdout))
+    log.setLevel(logging.INFO)
+    partitions = str(load().spark.shuffle_partitions)
+    spark = session("acme-clickstream-lake-maintenance", {"spark.sql.shuffle.partitions": partitions})
+    try:
+        for path in argv[1:]:
+            if exists(spark, path):
+                keyed = "id" in spark.read.format("delta").load(path).columns  # the sessions table has none
+                figures = {"sweep": sweep(spark, path)} if keyed else {}
+                figures |= {"compact": compact(spark, path), "vacuum": vacuum(spark, path)}
+                log_note(f"maintenance {path}", figures)
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -30,7 +30,7 @@ from stack.process import Service, ServiceError, wait_for_port
 log = logging.getLogger(__name__)
 POM = REPO / "spark" / "pom.xml"
 JOB = REPO / "spark" / "lake_writer.py"
-MAINTENANCE = REPO / "spark" / "lake_tables.py"
+MAINTENANCE = REPO / "spark" / "maintenance.py"
 
 
 def jars_dir() -> Path:
@@ -68,9 +68,6 @@ def submit_args(config: Config) -> str:
         "spark.driver.memory": spark.driver_memory,
         # local mode: the jars on the driver's classpath (--jars would copy 700 MB on every start)
         "spark.driver.extraClassPath": f"{jars_dir()}/*",
-        # One per core of a laptop. 1 cut the p50 latency at 1k events/s from 5.1 s to 3.9 s here, but also the
-        # catch-up rate from ~24k to ~7k events/s: one core deduplicated and wrote everything.
-        "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
         # Delta's VACUUM lists a table's folders in this many tasks (Spark's default, 10,000, made a vacuum of a
         # lake with a few thousand day partitions take ~100 s of a 2-core machine, in 10,000 tasks of a few ms).
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": "8",

@@ -25,18 +25,18 @@ from typing import Any
 import pytest
 
 from pipeline.config import Config
+from pipeline.contract import LAKE_TABLE_FIELDS
 from pipeline.deployment import read_deployment
 from stack.cluster import current
 from stack.lifecycle import fresh_stack_environment
 
 REPO = Path(__file__).resolve().parent.parent
 
-#: The suite's own settings on top of the defaults: it waits for the lake and the latest topic in seconds, not
-#: minutes, and a broker that is gone turns into a 503 (or the spool) quickly.
+#: The suite's own settings on top of the defaults: it waits for the lake in seconds, not a minute, and the
+#: sessions' rounds (which a laptop's two cores feel) come every 20 s.
 SUITE_SETTINGS = {
     "LAKE_COMMIT_INTERVAL": "1 second",
-    "SESSIONS_INTERVAL_S": "10",
-    "KAFKA_SEND_TIMEOUT_S": "3",
+    "SESSIONS_INTERVAL_S": "20",
     # LocalStack's own variable (not the pipeline's): a response limit above AWS's 6 MB, which tests/localstack
     # checks the local-process executor follows.
     "LAMBDA_LIMITS_MAX_FUNCTION_PAYLOAD_SIZE_BYTES": str(7 * 1024 * 1024),
@@ -70,6 +70,10 @@ class Stack:
         runtime.mkdir(parents=True, exist_ok=True)
         (runtime / "tmp").mkdir(exist_ok=True)
         env = fresh_stack_environment(runtime, clustered) | SUITE_SETTINGS
+        if not clustered:
+            # A broker that is gone turns into a 503 (or the spool) quickly. Not on the cluster: there a batch waits
+            # for a killed node's partitions to get new leaders (a few seconds), as KAFKA_SEND_TIMEOUT_S lets it.
+            env["KAFKA_SEND_TIMEOUT_S"] = "3"
         # A temporary folder of the stack's own: LocalStack's functions must not inherit it (tests/localstack).
         env["TMPDIR"] = str(runtime / "tmp")
         return cls(name, runtime, env, clustered)
@@ -220,3 +224,25 @@ def take_environment(monkeypatch: pytest.MonkeyPatch, environment: dict[str, str
         monkeypatch.delenv(name)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
+
+
+def variant(config: Config, name: str) -> Config:
+    """A lake writer variant's configuration on the suite stack: topics (created) and tables of its own, named after
+    it (`name.clickstream.raw.events`, `s3a://<bucket>/name/clickstream-data`), its own checkpoint and UI port, no
+    sessions (no variant is for them). A test's changes go on top (Config.replace)."""
+    from stack import kafka
+    from stack.process import free_port
+
+    topics = {
+        kind: f"{name}.clickstream.{kind.split('_')[0]}.events"
+        for kind in ("raw_topic", "invalid_topic", "latest_topic")
+    }
+    kafka.create_topics(config.replace(kafka=topics))
+    root = f"s3a://{config.lake.bucket}/{name}"
+    tables = {field: f"{root}/{table}" for table, field in LAKE_TABLE_FIELDS.items()}
+    return config.replace(
+        kafka=topics,
+        lake=tables,
+        sessions={"enabled": False},
+        spark={"checkpoint": f"{root}/_checkpoints", "ui_port": free_port()},
+    )

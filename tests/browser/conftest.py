@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-from pipeline.config import Config
+from pipeline.config import Config, variables
 from stack.deploy import website_config
 from tests.conftest import REPO
 
@@ -48,8 +48,11 @@ expect.set_options(timeout=TIMEOUT_MS)
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(f"no Chromium at {CHROMIUM}: run `make browser` (Debian's chromium package)")
+    # Not the stack's settings: Chromium's helpers outlive the stack's `make down`, which checks nothing of it is left.
+    settings = {variable.name for _, variable in variables()}
+    env = {k: v for k, v in os.environ.items() if k not in settings}
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True, env=env)
         try:
             yield browser
         finally:

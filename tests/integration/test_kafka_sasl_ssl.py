@@ -19,28 +19,22 @@ from generator.synthetic import synthetic_events
 from lake.reader import LAKE_PREFIX
 from pipeline.config import Config
 from stack import kafka, kafka_security, localstack, spark
-from stack.process import free_port
 from tests.conftest import lake_ids
+from tests.stacks import variant
 
 pytestmark = pytest.mark.slow
 
 
-#: The variant's own topics and tables: its lake writer reads only what this module sends.
-SASL_TOPICS = {
-    "raw_topic": "sasl.clickstream.raw.events",
-    "invalid_topic": "sasl.clickstream.invalid.events",
-    "latest_topic": "sasl.clickstream.latest.events",
-}
-SASL_PREFIX = "sasl"
+#: The variant's name: its topics and tables (tests/stacks.variant).
+SASL_VARIANT = "sasl"
 
 
 @pytest.fixture(scope="module")
 def sasl_config(config: Config) -> Config:
     """A client that reaches the suite's broker over SASL_SSL, its secret in Secrets Manager, on topics and lake
     tables of its own (created over the PLAINTEXT listener)."""
-    kafka.create_topics(config.replace(kafka=SASL_TOPICS))
-    run = f"s3a://{config.lake.bucket}/{SASL_PREFIX}"
-    return config.replace(
+    own = variant(config, SASL_VARIANT)
+    return own.replace(
         kafka={
             "bootstrap_servers": kafka.sasl_ssl_servers(config),
             "security_protocol": "SASL_SSL",
@@ -48,15 +42,8 @@ def sasl_config(config: Config) -> Config:
             "sasl_secret_arn": kafka_security.ensure_secret(config),
             "ssl_cafile": str(kafka_security.ensure_tls().ca_file),
             "send_timeout_s": 5.0,
-            **SASL_TOPICS,
-        },
-        lake={f"{name}_path": f"{run}/clickstream-{table}" for name, table in TABLES.items()},
-        sessions={"enabled": False},  # not what this variant is for
-        spark={"checkpoint": f"{run}/_checkpoints", "ui_port": free_port()},
+        }
     )
-
-
-TABLES = {"events": "data", "invalid": "invalid", "sessions": "sessions"}
 
 
 def collector_over_sasl(config: Config) -> Collector:
@@ -105,7 +92,7 @@ def test_events_travel_collector_kafka_lake_and_latest_topic_over_sasl_ssl(
     ids = {e["id"] for e in events}
     assert keys_in(settings, settings.kafka.raw_topic, ids) == Counter(dict.fromkeys(ids, 1))
     # The lake writer read them over SASL_SSL, wrote the lake, and fed the latest topic over SASL_SSL.
-    assert lake_ids(f"{SASL_PREFIX}/{LAKE_PREFIX}", ids, timeout_s=180) == Counter(dict.fromkeys(ids, 1))
+    assert lake_ids(f"{SASL_VARIANT}/{LAKE_PREFIX}", ids, timeout_s=180) == Counter(dict.fromkeys(ids, 1))
     assert set(keys_in(settings, settings.kafka.latest_topic, ids)) == ids
 
 

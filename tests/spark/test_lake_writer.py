@@ -6,10 +6,7 @@ The lake is read back with delta-rs (lake/reader.py), not Spark: committed versi
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import threading
 import time
 import uuid
 from collections import Counter
@@ -26,10 +23,9 @@ from generator.synthetic import synthetic_events
 from lake.reader import INVALID_PREFIX, LAKE_PREFIX, SESSIONS_PREFIX, read
 from lake.reader import table as table_of
 from pipeline.config import Config
-from stack import kafka, spark
-from stack.process import free_port
+from stack import spark
 from tests.conftest import REPO, committed_ids, lake_ids, read_topic
-from tests.stacks import Stack
+from tests.stacks import variant
 
 pytestmark = pytest.mark.slow
 
@@ -109,59 +105,27 @@ def test_a_resent_batch_lands_once(lake_writer: None, collector: Collector) -> N
     assert lake_ids(LAKE_PREFIX, wanted) == Counter(dict.fromkeys(wanted, 1))
 
 
-def test_a_resend_after_the_writer_restarted_lands_once(suite_stack: Stack, collector: Collector) -> None:
-    events = synthetic_events(150, seed=46)
-    post(collector, events)
-    wanted = {e["id"] for e in events}
-    assert lake_ids(LAKE_PREFIX, wanted) == Counter(dict.fromkeys(wanted, 1))
-    with suite_stack.held("spark"):
-        spark.stop()
-        spark.start()  # nothing of the first send is in memory any more: only the table knows those ids
-    post(collector, events)
-    later = synthetic_events(20, seed=47)
-    post(collector, later)
-    both = wanted | {e["id"] for e in later}
-    assert lake_ids(LAKE_PREFIX, both) == Counter(dict.fromkeys(both, 1))
-
-
-#: A lake writer of its own for the window's test: a short window, a quick maintenance, topics and tables of its own.
-WINDOW_TOPICS = {
-    "raw_topic": "window.clickstream.raw.events",
-    "invalid_topic": "window.clickstream.invalid.events",
-    "latest_topic": "window.clickstream.latest.events",
-}
-WINDOW_PREFIX = "window"
+#: The window's and the schema's tests run on a lake writer of their own (tests/stacks.variant), which they may
+#: restart: a short window, a quick maintenance. The suite's lake writer is left alone.
+OWN = "own"
 
 
 @pytest.fixture(scope="module")
-def windowed(config: Config) -> Iterator[Config]:
-    kafka.create_topics(config.replace(kafka=WINDOW_TOPICS))
-    run = f"s3a://{config.lake.bucket}/{WINDOW_PREFIX}"
-    windowed = config.replace(
-        kafka=WINDOW_TOPICS,
-        lake={
-            "dedupe_window": "5 seconds",
-            **{f"{name}_path": f"{run}/clickstream-{table}" for name, table in TABLES.items()},
-        },
-        maintenance={"compact_interval_s": 10.0},
-        sessions={"enabled": False},
-        spark={"checkpoint": f"{run}/_checkpoints", "ui_port": free_port()},
-    )
-    spark.start(windowed, name="spark-window")
+def own_writer(config: Config) -> Iterator[Config]:
+    own = variant(config, OWN).replace(lake={"dedupe_window": "5 seconds"}, maintenance={"compact_interval_s": 10.0})
+    spark.start(own, name=f"spark-{OWN}")
     try:
-        yield windowed
+        yield own
     finally:
-        spark.stop("spark-window")
+        spark.stop(f"spark-{OWN}")
 
 
-TABLES = {"events": "data", "invalid": "invalid", "sessions": "sessions"}
-
-
-def test_a_resend_after_the_window_lands_again_until_its_day_is_swept(windowed: Config) -> None:
+def test_a_resend_after_the_window_lands_again_until_its_day_is_swept(own_writer: Config) -> None:
     """Within the window a resend is dropped (the other tests); after it, it lands again, and the sweep of its day
     deletes the later copy: at once for a day that has closed, at `make compact` for the current one."""
+    windowed = own_writer
     collector = Collector(windowed, KafkaSink(windowed.kafka))
-    table = f"{WINDOW_PREFIX}/{LAKE_PREFIX}"
+    table = f"{OWN}/{LAKE_PREFIX}"
     [today, closed] = synthetic_events(2, seed=71)
     yesterday = datetime.now(UTC) - timedelta(days=1)
     closed["event"]["timestamp"] = yesterday.isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -183,7 +147,7 @@ def test_a_resend_after_the_window_lands_again_until_its_day_is_swept(windowed: 
     assert wait_for(lambda: "MERGE" in history() and copies(closed) == 1, 120), (copies(closed), history())
     assert copies(today) == 2
 
-    spark.compact(windowed, name="spark-window")  # make compact: every day swept, the current one too
+    spark.compact(windowed, name=f"spark-{OWN}")  # make compact: every day swept, the current one too
     assert copies(today) == 1 and copies(closed) == 1
     rows = [r for r in read(table).to_pylist() if r["id"] == today["id"]]
     assert len(rows) == 1 and rows[0]["kafka_offset"] == min(  # the first copy stays
@@ -250,48 +214,6 @@ def test_duckdb_polars_and_pyarrow_read_the_same_rows(lake_writer: None, collect
     for ids in ([r[0] for r in in_duckdb], in_polars["id"].to_list(), in_pyarrow["id"].to_pylist()):
         assert set(ids) >= wanted and len(set(ids)) == len(ids)  # every row, none twice
     assert len(in_duckdb) == in_polars.height == in_pyarrow.num_rows
-
-
-def test_restarts_mid_stream_lose_and_repeat_nothing(suite_stack: Stack, collector: Collector) -> None:
-    sent: list[str] = []
-    stop = threading.Event()
-
-    def traffic() -> None:
-        batch = 0
-        while not stop.is_set():
-            events = synthetic_events(50, seed=1000 + batch)
-            post(collector, events)
-            sent.extend(e["id"] for e in events)
-            batch += 1
-            time.sleep(0.2)
-
-    def sent_more(count: int) -> None:
-        target = len(sent) + count
-        while len(sent) < target:
-            time.sleep(0.05)
-
-    sender = threading.Thread(target=traffic)
-    sender.start()
-    try:
-        with suite_stack.held("spark"):
-            sent_more(500)
-            spark.stop()  # graceful, as `make down` does: the running micro-batch finishes
-            spark.start()
-            sent_more(500)
-            # A crash: the whole job killed at once, possibly between writing files and committing them.
-            killed = spark.service().pid()
-            os.killpg(killed, signal.SIGKILL)
-            while spark.service().pid() == killed:  # until the kernel has taken it: else start() sees it running
-                time.sleep(0.05)
-            sent_more(500)  # while no job runs: Kafka keeps them
-            spark.start()
-            sent_more(500)
-    finally:
-        stop.set()
-        sender.join()
-    wanted = set(sent)
-    assert len(wanted) == len(sent) >= 2000
-    assert lake_ids(LAKE_PREFIX, wanted, timeout_s=180) == Counter(dict.fromkeys(wanted, 1))
 
 
 def test_records_of_any_producer_never_stop_the_lake(lake_writer: None, collector: Collector, config: Config) -> None:
@@ -464,17 +386,19 @@ def test_crafted_events_come_back_enriched_and_no_full_ip_is_in_the_lake(
 
 
 def test_an_optional_field_of_schema_1_1_0_adds_its_column_old_rows_read_null(
-    suite_stack: Stack, collector: Collector, config: Config, tmp_path: Any
+    own_writer: Config, tmp_path: Any
 ) -> None:
-    """Restarts the lake writer on an evolved schema; the supervisor brings it back on the suite's own after."""
+    """Restarts the lake writer (its own) on an evolved schema: the table gains the column, nothing is rewritten."""
     from kafka import KafkaProducer
 
     from tests.conftest import read_topic
 
+    config, table = own_writer, f"{OWN}/{LAKE_PREFIX}"
+    collector = Collector(config, KafkaSink(config.kafka))
     before = synthetic_events(30, seed=48)
     body = post(collector, before)
     old_ids = {e["id"] for e in before}
-    assert lake_ids(LAKE_PREFIX, old_ids) == Counter(dict.fromkeys(old_ids, 1))
+    assert lake_ids(table, old_ids) == Counter(dict.fromkeys(old_ids, 1))
 
     # SchemaVer 1-1-0: one optional field more. The records are the collector's own, re-keyed, with the field.
     schema = json.loads((REPO / "schemas" / "acme.clickstream.raw.events.json").read_text())
@@ -486,20 +410,18 @@ def test_an_optional_field_of_schema_1_1_0_adds_its_column_old_rows_read_null(
     )[:1]
     template = json.loads(record.value)
     new_ids = {f"{template['id']}-1-1-0-{n}" for n in range(10)}
-    with suite_stack.held("spark"):
-        spark.stop()
-        spark.start(config.replace(lake={"event_schema": str(evolved)}))
-        producer = KafkaProducer(bootstrap_servers=config.kafka.servers, acks="all")
-        for event_id in new_ids:
-            value = {**template, "id": event_id, "event": {**template["event"], "coupon": "WINTER"}}
-            value["collector"] = {**template["collector"], "schema_version": "1-1-0"}
-            producer.send(config.kafka.raw_topic, key=event_id.encode(), value=json.dumps(value).encode())
-        producer.flush()
-        producer.close()
-        assert lake_ids(LAKE_PREFIX, new_ids) == Counter(dict.fromkeys(new_ids, 1))
-        spark.stop()
+    spark.stop(f"spark-{OWN}")
+    spark.start(config.replace(lake={"event_schema": str(evolved)}), name=f"spark-{OWN}")
+    producer = KafkaProducer(bootstrap_servers=config.kafka.servers, acks="all")
+    for event_id in new_ids:
+        value = {**template, "id": event_id, "event": {**template["event"], "coupon": "WINTER"}}
+        value["collector"] = {**template["collector"], "schema_version": "1-1-0"}
+        producer.send(config.kafka.raw_topic, key=event_id.encode(), value=json.dumps(value).encode())
+    producer.flush()
+    producer.close()
+    assert lake_ids(table, new_ids) == Counter(dict.fromkeys(new_ids, 1))
 
-    rows = {r["id"]: r for r in read(LAKE_PREFIX, columns=["id", "coupon", "schema_version"]).to_pylist()}
+    rows = {r["id"]: r for r in read(table, columns=["id", "coupon", "schema_version"]).to_pylist()}
     assert {rows[i]["coupon"] for i in new_ids} == {"WINTER"}
     assert {rows[i]["schema_version"] for i in new_ids} == {"1-1-0"}
     assert {rows[i]["coupon"] for i in old_ids} == {None}  # old rows read null: nothing was rewritten

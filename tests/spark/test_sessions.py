@@ -28,7 +28,7 @@ T0 = datetime(2026, 11, 30, 23, 40, tzinfo=UTC)  # a session that crosses midnig
 @pytest.fixture(scope="module")
 def spark() -> Iterator[Any]:
     # The JVM has the Delta jars (tests/spark/conftest.py).
-    session = lake_tables.session("sessions-test")
+    session = lake_tables.session("sessions-test", {"spark.sql.shuffle.partitions": "2"})
     session.conf.set("spark.sql.session.timeZone", "UTC")
     yield session
     session.stop()
