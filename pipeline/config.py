@@ -210,7 +210,7 @@ def _derived(config: Config) -> Config:
             **{contract.LAKE_TABLE_FIELDS[t]: url.rstrip("/") for t, url in tables.items()},
         },
         spark={"checkpoint": config.spark.checkpoint or f"s3a://{lake.bucket}/_checkpoints/lake-writer"},
-        stack={"runtime": runtime, "home": stack.home or str(Path.home() / ".cache" / "clickstream")},
+        stack={"runtime": runtime, "home": stack.home or os.path.expanduser("~/.cache/clickstream")},
     )
 
 

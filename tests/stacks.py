@@ -32,11 +32,11 @@ from stack.lifecycle import fresh_stack_environment
 
 REPO = Path(__file__).resolve().parent.parent
 
-#: The suite's own settings on top of the defaults: it waits for the lake in seconds, not a minute, and the
-#: sessions' rounds (which a laptop's two cores feel) come every 20 s.
+#: The suite's own settings on top of the defaults: it waits for the lake in seconds, not half a minute, and the
+#: latest topic's batches (which a laptop's two cores feel under the suite's traffic) come every 5 s.
 SUITE_SETTINGS = {
-    "LAKE_COMMIT_INTERVAL": "1 second",
-    "SESSIONS_INTERVAL_S": "20",
+    "LAKE_COMMIT_INTERVAL": "3 seconds",
+    "SPARK_TRIGGER": "5 seconds",
     # LocalStack's own variable (not the pipeline's): a response limit above AWS's 6 MB, which tests/localstack
     # checks the local-process executor follows.
     "LAMBDA_LIMITS_MAX_FUNCTION_PAYLOAD_SIZE_BYTES": str(7 * 1024 * 1024),

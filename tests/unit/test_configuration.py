@@ -28,7 +28,7 @@ def python_files() -> list[Path]:
 
 def test_readmes_settings_table_is_the_one_the_tree_makes() -> None:
     readme = README.read_text()
-    assert readme_with_table(readme) == readme, "run `python -m pipeline.config --readme`"
+    assert readme_with_table(readme) == readme, "README's settings table is stale: run `make docs`"
 
 
 def test_every_environment_variable_the_code_reads_is_a_setting_of_the_tree() -> None:
