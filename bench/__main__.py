@@ -8,8 +8,8 @@ Compares, for batches of 987 events with acks=all:
   - the collector deployed on LocalStack (API Gateway -> Lambda), when `make bench` deployed its stage.
 Bench traffic goes to its own topics (the `bench` stage of chalice_app/.chalice/config.json), so it never
 reaches the lake. Then the lake's figures (bench/lake.py: freshness, the latest topic, Spark's ingest rate) and the
-Delta tables' (bench/tables.py: MERGE at 1M and 10M rows, files per day before and after compaction, the report
-on 10M events).
+Delta tables' (bench/tables.py: an append into a day of 1M and of 20M rows, files per day before and after
+compaction, the report on 10M events). Its `headline` repeats the figures that judge the lake.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ from stack.process import ServiceError, free_port, group_peak_rss_mb, wait_for_p
 BATCH = SEED_BATCH_SIZE
 REPEATS = 3
 SMALL_REQUESTS = 200
+#: Events of the bench's `make run`s.
+RUN_EVENTS = 200
 
 
 def _rate(events: int, run: Callable[[], None]) -> float:
@@ -76,27 +78,56 @@ def peak_rss() -> dict[str, Any]:
 
 
 def make_run_on_a_fresh_stack() -> dict[str, Any]:
-    """`make run`'s path on a second stack of its own (fresh runtime, free ports, downloads cached), then down."""
+    """`make run`'s path on a second stack of its own (fresh runtime, free ports, downloads cached), then once more
+    on the running stack (warm), then down."""
     with tempfile.TemporaryDirectory() as runtime:
         env = fresh_stack_environment(runtime)
-        started = time.monotonic()
         try:
-            run = subprocess.run(
-                [sys.executable, "-m", "run", "--events", "200"],
-                env=env,
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
-            seconds = time.monotonic() - started
+            cold = _timed_run(env)
+            warm = _timed_run(env) if cold is not None else None
         finally:
             subprocess.run([sys.executable, "-m", "stack", "down"], env=env, cwd=REPO, capture_output=True, timeout=300)
-    landed = run.returncode == 0 and "every accepted event is in the lake" in run.stdout
     return {
-        "events": 200,
-        "seconds_until_every_event_is_in_the_lake": round(seconds, 1) if landed else None,
-        "target first row <= 90 s": landed and seconds <= 90,
+        "events": RUN_EVENTS,
+        "seconds_until_every_event_is_in_the_lake": cold,
+        "warm_seconds_until_every_event_is_in_the_lake": warm,
+        "target first row <= 90 s": cold is not None and cold <= 90,
+        "target warm <= 40 s": warm is not None and warm <= 40,
+    }
+
+
+def _timed_run(env: dict[str, str]) -> float | None:
+    """`make run`'s command: seconds until it said every event is in the lake (None if it never did)."""
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "run", "--events", str(RUN_EVENTS)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    landed = run.returncode == 0 and "every accepted event is in the lake" in run.stdout
+    return round(time.monotonic() - started, 1) if landed else None
+
+
+def headline(result: dict[str, Any]) -> dict[str, Any]:
+    """The figures that judge the lake, as measured in this run (None where one went missing)."""
+
+    def at(*path: str) -> Any:
+        found: Any = result
+        for key in path:
+            found = found.get(key) if isinstance(found, dict) else None
+        return found
+
+    return {
+        "lake_steady_events_per_s": at("spark_throughput", "events_per_s_steady"),
+        "lake_day_growth_cost_ratio": at("tables", "day_growth", "cost_ratio"),
+        "latest_p50_s": at("lake_e2e_latency", "latest_topic", "p50_s"),
+        "latest_p99_s": at("lake_e2e_latency", "latest_topic", "p99_s"),
+        "lake_freshness_p50_s": at("lake_e2e_latency", "lake_freshness", "p50_s"),
+        "stack_peak_rss_mib": at("peak_rss_mb", "stack_total"),
+        "make_run_warm_s": at("make_run_cold_services", "warm_seconds_until_every_event_is_in_the_lake"),
     }
 
 
@@ -192,6 +223,7 @@ def main() -> int:
     result["tables"] = measured(lambda: tables.table_figures(current()))
     result["peak_rss_mb"] = measured(peak_rss)
     result["make_run_cold_services"] = measured(make_run_on_a_fresh_stack)
+    result["headline"] = headline(result)
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "kafka": kafka.version()}
 
     out = REPO / "bench-results" / "collector.json"

@@ -1,10 +1,10 @@
 """A Spark application for `make bench`'s table figures: it writes a Delta table of synthetic events directly (no
-collector, no Kafka) and times the lake writer's own MERGE on it.
+collector, no Kafka) and times the lake writer's own append on it.
 
-    table_job.py build PATH TEMPLATE FIRST_DAY DAYS ROWS_PER_DAY    append DAYS days of ROWS_PER_DAY rows each
-    table_job.py merge PATH TEMPLATE DAY ROWS BATCHES               BATCHES micro-batches of ROWS new rows into DAY,
-                                                                    each through lake_tables.TableWriter
-    table_job.py compact PATH DAY                                    OPTIMIZE of DAY, as the lake writer runs it
+    table_job.py build PATH TEMPLATE DAY FILES ROWS_PER_FILE    add FILES data files of ROWS_PER_FILE new rows to DAY
+    table_job.py append PATH TEMPLATE DAY ROWS BATCHES           BATCHES micro-batches of ROWS new rows into DAY,
+                                                                 each through lake_tables.TableWriter
+    table_job.py compact PATH DAY                                OPTIMIZE of DAY, as the lake writer runs it
 
 TEMPLATE is a JSON-lines file of raw-topic records ({"key", "value"}) as the collector publishes them. Rows are the
 template's, parsed by the lake writer's own code, with new ids and timestamps spread over the day; each command
@@ -18,7 +18,6 @@ import statistics
 import sys
 import threading
 import time
-from datetime import date, timedelta
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -64,22 +63,18 @@ def day_rows(template: DataFrame, day: str, rows: int, salt: str) -> DataFrame:
     return grown.withColumn("dt", F.lit(day)).drop("copy").select(*template.columns)
 
 
-def _days(first: str, count: int) -> list[str]:
-    start = date.fromisoformat(first)
-    return [(start + timedelta(days=n)).isoformat() for n in range(count)]
-
-
-def build(spark: SparkSession, path: str, template: str, first_day: str, days: int, rows_per_day: int) -> dict:
+def build(spark: SparkSession, path: str, template: str, day: str, files: int, rows_per_file: int) -> dict:
+    """`files` files of new rows added to `day` (large files: the layout compaction leaves)."""
     rows = template_rows(spark, template)
     lake_tables.ensure_table(spark, path, rows.schema)
     started = time.monotonic()
-    for day in _days(first_day, days):
-        # One file per day: the layout compaction leaves.
-        day_rows(rows, day, rows_per_day, "build").coalesce(1).write.format("delta").mode("append").save(path)
-    return {"days": days, "rows": days * rows_per_day, "seconds": round(time.monotonic() - started, 1)}
+    for _ in range(files):
+        salt = f"build-{time.time_ns()}"
+        day_rows(rows, day, rows_per_file, salt).coalesce(1).write.format("delta").mode("append").save(path)
+    return {"files": files, "rows": files * rows_per_file, "seconds": round(time.monotonic() - started, 1)}
 
 
-def merge(spark: SparkSession, path: str, template: str, day: str, rows: int, batches: int) -> dict:
+def append(spark: SparkSession, path: str, template: str, day: str, rows: int, batches: int) -> dict:
     """Micro-batches of new events into `day`, through the lake writer's TableWriter; each one's seconds."""
     source = template_rows(spark, template)
     lake_tables.ensure_table(spark, path, source.schema)
@@ -108,11 +103,11 @@ def main(argv: list[str]) -> int:
     spark = lake_writer.session(f"acme-clickstream-bench-{command}", Config.defaults().spark.shuffle_partitions)
     try:
         if command == "build":
-            template, first_day, days, rows_per_day = rest
-            figures = build(spark, path, template, first_day, int(days), int(rows_per_day))
-        elif command == "merge":
+            template, day, files, rows_per_file = rest
+            figures = build(spark, path, template, day, int(files), int(rows_per_file))
+        elif command == "append":
             template, day, rows, batches = rest
-            figures = merge(spark, path, template, day, int(rows), int(batches))
+            figures = append(spark, path, template, day, int(rows), int(batches))
         elif command == "compact":
             figures = lake_tables.compact(spark, path, rest)
         else:

@@ -405,7 +405,9 @@ class BenchConfig:
 
     batches: int = var("BENCH_BATCHES", "30", "batches of 987 events per ingest figure")
     seed_events: int = var("BENCH_SEED_EVENTS", "2000", "events sent the seed's way (one round trip each)")
-    rows_per_day: int = var("BENCH_ROWS_PER_DAY", "333334", "rows per day of the Delta tables' figures")
+    rows_per_file: int = var(
+        "BENCH_ROWS_PER_FILE", "333334", "rows per data file of the aged day of the Delta tables' figures"
+    )
     hour_commits: int = var("BENCH_HOUR_COMMITS", "120", "commits of the files-per-day figure")
 
 
