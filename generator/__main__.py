@@ -81,7 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--synthetic", type=int, metavar="N", help="send N synthetic events instead of a file")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the synthetic traffic")
     parser.add_argument(
-        "--start", type=datetime.fromisoformat, help="time of the first synthetic session (default: now)"
+        "--start", type=datetime.fromisoformat, help="time of the first synthetic visit (default: the visits end now)"
     )
     parser.add_argument("--invalid-share", type=float, default=0.0, help="share of deliberately invalid events")
     parser.add_argument("--output", type=Path, help="write the synthetic events as JSON Lines instead of sending")

@@ -126,12 +126,22 @@ def _break(rng: random.Random, event: dict[str, Any]) -> dict[str, Any]:
 def synthetic_events(
     count: int, seed: int = 0, invalid_share: float = 0.0, start: datetime | None = None
 ) -> list[dict[str, Any]]:
-    """`count` events in time order, about `invalid_share` of them deliberately invalid."""
-    rng = random.Random(seed)
-    start = start or datetime.now(UTC)
-    if start.tzinfo is None:
+    """`count` events, about `invalid_share` of them deliberately invalid, of visits from `start` on; without a
+    start, of visits in the hours before now and never after (the last event is now's)."""
+    if start is None:
+        now = datetime.now(UTC)
+        _, last = _events(count, seed, invalid_share, now)
+        start = now - (last - now)
+    elif start.tzinfo is None:
         start = start.replace(tzinfo=UTC)  # the schema wants UTC timestamps
+    return _events(count, seed, invalid_share, start)[0]
+
+
+def _events(count: int, seed: int, invalid_share: float, start: datetime) -> tuple[list[dict[str, Any]], datetime]:
+    """The events of visits from `start` (the same for the same arguments), and the latest moment among them."""
+    rng = random.Random(seed)
     events: list[dict[str, Any]] = []
+    last = start
     customer_number = 0
     while len(events) < count:
         customer_number += 1
@@ -146,7 +156,8 @@ def synthetic_events(
             for event in _session(rng, customer, visit, agent, ip):
                 if len(events) == count:
                     break
+                last = max(last, datetime.fromisoformat(event["event"]["timestamp"]))
                 event_id = uuid.uuid5(ID_NAMESPACE, f"{seed}/{_iso(start)}/{len(events)}")
                 event = {"id": str(event_id), **event}
                 events.append(_break(rng, event) if rng.random() < invalid_share else event)
-    return events
+    return events, last

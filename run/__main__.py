@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         "--start",
         type=datetime.fromisoformat,
         help="time of the first synthetic visit: the same --seed and --start "
-        "send the same events, ids included (default: now, so each run adds events)",
+        "send the same events, ids included (default: visits in the hours before now, ending now, so each run "
+        "adds events)",
     )
     parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for the lake")
     args = parser.parse_args(argv)
