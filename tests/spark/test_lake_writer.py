@@ -127,8 +127,9 @@ def test_a_resend_after_the_window_lands_again_until_its_day_is_swept(own_writer
     collector = Collector(windowed, KafkaSink(windowed.kafka))
     table = f"{OWN}/{LAKE_PREFIX}"
     [today, closed] = synthetic_events(2, seed=71)
-    yesterday = datetime.now(UTC) - timedelta(days=1)
-    closed["event"]["timestamp"] = yesterday.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    now = datetime.now(UTC)
+    for event, moment in ((today, now), (closed, now - timedelta(days=1))):
+        event["event"]["timestamp"] = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     post(collector, [today, closed])
     assert lake_ids(table, {today["id"], closed["id"]}) == Counter({today["id"]: 1, closed["id"]: 1})
 
