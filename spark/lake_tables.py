@@ -140,17 +140,35 @@ def vacuum(spark: SparkSession, path: str) -> dict[str, Any]:
     return {"retain_hours": VACUUM_RETAIN_HOURS, "ms": round((time.monotonic() - started) * 1000)}
 
 
+class JobStopping(RuntimeError):
+    """A micro-batch reached its table's write after the job began to stop: it writes nothing and ends its query
+    (its offsets stay uncommitted, so the next run replays it)."""
+
+
 class TableWriter:
     """The foreachBatch function of one table's streaming query: an append, idempotent across restarts.
 
     `lock` is held while it writes, so the table's maintenance runs between two batches, never during one; the days
-    it wrote into go to `wrote`, the maintenance's next compaction (and, once closed, its sweep).
+    it wrote into go to `wrote`, the maintenance's next compaction (and, once closed, its sweep). Once `stopping` is
+    set no write begins, so a stop waits only for the write under way (`drained`), never for a busy query to idle.
     """
 
-    def __init__(self, path: str, lock: threading.Lock, wrote: Callable[[list[str]], None]) -> None:
+    def __init__(
+        self,
+        path: str,
+        lock: threading.Lock,
+        wrote: Callable[[list[str]], None],
+        stopping: threading.Event | None = None,
+    ) -> None:
         self.path, self.lock, self.wrote = path, lock, wrote
+        self.stopping = stopping or threading.Event()
         self._query_id: str | None = None
         self._started = threading.Event()
+
+    def drained(self) -> None:
+        """Returns once no write of this table is under way (and, `stopping` set, none can begin)."""
+        with self.lock:
+            pass
 
     def started(self, query_id: str) -> None:
         """The query's id (kept in its checkpoint): the transaction id's application part."""
@@ -166,6 +184,8 @@ class TableWriter:
             days = days_of(rows)
             if days:
                 with self.lock:
+                    if self.stopping.is_set():
+                        raise JobStopping(f"{self.path}: the job is stopping; batch {batch_id} is left to the next run")
                     (
                         rows.write.format("delta")
                         .mode("append")

@@ -38,7 +38,7 @@ from progress import ProgressListener, StatusFile
 from table_queries import TableJob
 
 HERE = Path(__file__).resolve().parent
-#: How long a stop waits for a micro-batch under way to commit.
+#: How long a stop waits for the latest topic's micro-batch under way to finish (the tables' queries wait for no batch).
 STOP_WAIT_S = 120
 
 
@@ -76,13 +76,12 @@ def ground_floor_zip() -> str:
     return str(target)
 
 
-def stop_queries(queries: list[StreamingQuery]) -> None:
-    """Stop each query once its micro-batch under way has committed, so no uncommitted files are left behind."""
-    for query in queries:
-        deadline = time.monotonic() + STOP_WAIT_S
-        while query.isActive and query.status["isTriggerActive"] and time.monotonic() < deadline:
-            time.sleep(0.2)
-        query.stop()
+def stop_query(query: StreamingQuery) -> None:
+    """Stop a query once its micro-batch under way has finished (within STOP_WAIT_S), so a batch is not cut."""
+    deadline = time.monotonic() + STOP_WAIT_S
+    while query.isActive and query.status["isTriggerActive"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    query.stop()
 
 
 def main(argv: list[str]) -> int:
@@ -101,7 +100,9 @@ def main(argv: list[str]) -> int:
     status = StatusFile(config.spark.status_file)
     spark.streams.addListener(ProgressListener(status))
     job = TableJob(spark, config, event_schema, note=status.note)
-    queries = [*job.start(), start_latest_query(latest_rows(spark, config, event_schema), config)]
+    queries = job.start()
+    latest = start_latest_query(latest_rows(spark, config, event_schema), config)
+    queries = [*queries, latest]
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -109,8 +110,8 @@ def main(argv: list[str]) -> int:
     while not stop.is_set() and all(q.isActive for q in queries):
         stop.wait(1.0)
     failed = [q for q in queries if not q.isActive and q.exception()]
-    job.stop_threads()
-    stop_queries(queries)
+    job.stop()
+    stop_query(latest)
     for query in failed:
         print(f"query {query.name} failed: {query.exception()}", file=sys.stderr, flush=True)
     spark.stop()

@@ -60,6 +60,7 @@ class TableJob:
     stopping: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
     queries: list[StreamingQuery] = field(default_factory=list)
+    writers: list[lake_tables.TableWriter] = field(default_factory=list)
 
     def _table(self, path: str, schema: Any, sweeps: bool = True) -> Maintenance:
         """The Delta table at `path` (created unless it exists) and its maintenance, started."""
@@ -106,14 +107,20 @@ class TableJob:
         self._start(invalid, "invalid", self._writer(invalid_table), "invalid-appends")
         return self.queries
 
-    @staticmethod
-    def _writer(table: Maintenance) -> lake_tables.TableWriter:
-        return lake_tables.TableWriter(table.path, table.lock, table.wrote)
+    def _writer(self, table: Maintenance) -> lake_tables.TableWriter:
+        writer = lake_tables.TableWriter(table.path, table.lock, table.wrote, self.stopping)
+        self.writers.append(writer)
+        return writer
 
-    def stop_threads(self, timeout_s: float = 120) -> None:
+    def stop(self, timeout_s: float = 120) -> None:
         """End the sessions and maintenance threads once the round or compaction under way has committed (within
-        `timeout_s` in all: a stop must not outwait the stack's, which then kills the job)."""
+        `timeout_s` in all: a stop must not outwait the stack's, which then kills the job), then the queries once
+        no table write is under way (a batch that reaches its write after that writes nothing)."""
         self.stopping.set()
         deadline = time.monotonic() + timeout_s
         for thread in self.threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        for writer in self.writers:
+            writer.drained()
+        for query in self.queries:
+            query.stop()
