@@ -3,10 +3,11 @@ closed days, compaction and vacuum. Delta on S3 allows one writing driver per ta
 appends and its maintenance in turn.
 
 - **Sweep.** The stream drops an id it saw within LAKE_DEDUPE_WINDOW; an older resend is appended again. A day's
-  sweep finds the ids the day holds more than once and deletes every copy but the first appended (Delta DELETE of
-  those rows only, by their Kafka position), so once its day is swept an event is in the lake once, whatever the age
-  of its resend. A day is swept when it has closed (its UTC date is past) and again whenever a later batch wrote
-  into it; the current day when `make compact` asks. A sweep reads the day's ids; a batch never does.
+  sweep finds the ids the day holds more than once and deletes every copy but the first appended (a MERGE … WHEN
+  MATCHED THEN DELETE of those rows only, by their Kafka position), so once its day is swept an event is in the
+  lake once, whatever the age of its resend. A day is swept when it has closed (its UTC date is past) and again
+  whenever a later batch wrote into it; the current day when `make compact` asks. A sweep reads the day's ids; a
+  batch never does.
 - **Compaction** bin-packs the days written into (OPTIMIZE) every LAKE_COMPACT_INTERVAL_S; **vacuum** deletes files
   a week unreferenced every LAKE_VACUUM_INTERVAL_S. `make compact` asks for all three on every day now.
 - `python maintenance.py maintain PATH...` does all three once, each table whole, for `make compact` when the lake
@@ -93,6 +94,12 @@ def _delete(spark: SparkSession, path: str, rows: Any, days: list[str]) -> None:
         spark.catalog.dropTempView(view)
 
 
+def keyed_by_id(columns: list[str]) -> bool:
+    """Whether a table's rows are appended records keyed by `id`, whose repeats a sweep deletes (the events and
+    invalid tables); the sessions table, kept by MERGE, has no such column."""
+    return "id" in columns
+
+
 def closed(day: str, today: str | None = None) -> bool:
     """Whether a day (yyyy-MM-dd, UTC) has ended: no first arrival of an event of it is expected any more."""
     return day < (today or datetime.now(timezone.utc).date().isoformat())
@@ -100,8 +107,7 @@ def closed(day: str, today: str | None = None) -> bool:
 
 class Maintenance:
     """Sweep, compaction and vacuum of one table, on a thread of their own: when due, or when `make compact` asks;
-    until `stopping` is set, when a round under way finishes first. A table of rows keyed otherwise than by an
-    appended event id (the sessions table, kept by MERGE) is not swept (`sweeps`)."""
+    until `stopping` is set, when a round under way finishes first. Only a table `keyed_by_id` is swept (`sweeps`)."""
 
     def __init__(
         self,
@@ -206,7 +212,7 @@ def main(argv: list[str]) -> int:
     try:
         for path in argv[1:]:
             if exists(spark, path):
-                keyed = "id" in spark.read.format("delta").load(path).columns  # the sessions table has none
+                keyed = keyed_by_id(spark.read.format("delta").load(path).columns)
                 figures = {"sweep": sweep(spark, path)} if keyed else {}
                 figures |= {"compact": compact(spark, path), "vacuum": vacuum(spark, path)}
                 log_note(f"maintenance {path}", figures)

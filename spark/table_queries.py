@@ -17,7 +17,7 @@ from pyspark.sql.streaming import StreamingQuery
 import lake_tables
 import records
 import sessions
-from maintenance import Maintenance
+from maintenance import Maintenance, keyed_by_id
 from pipeline.config import Config
 from topics import read_topic
 
@@ -62,9 +62,10 @@ class TableJob:
     queries: list[StreamingQuery] = field(default_factory=list)
     writers: list[lake_tables.TableWriter] = field(default_factory=list)
 
-    def _table(self, path: str, schema: Any, sweeps: bool = True) -> Maintenance:
+    def _table(self, path: str, schema: Any) -> Maintenance:
         """The Delta table at `path` (created unless it exists) and its maintenance, started."""
         lake_tables.ensure_table(self.spark, path, schema)
+        sweeps = keyed_by_id(schema.fieldNames())
         maintenance = Maintenance(self.spark, path, self.config.maintenance, self.stopping, self.note, sweeps)
         self.threads.append(maintenance.start())
         return maintenance
@@ -92,7 +93,7 @@ class TableJob:
         events_table = self._table(lake.events_path, events.schema)
         invalid_table = self._table(lake.invalid_path, invalid.schema)
         # Created (and compacted) even when not kept up, so every table a reader or `make compact` names exists.
-        sessions_table = self._table(lake.sessions_path, sessions.empty_sessions(events).schema, sweeps=False)
+        sessions_table = self._table(lake.sessions_path, sessions.empty_sessions(events).schema)
         if enrich and config.sessions.enabled:
             sessions.enable_change_feed(self.spark, lake.events_path)
             updater = sessions.SessionsUpdater(

@@ -293,7 +293,7 @@ def stop_all(timeout_s: float = 150) -> None:
 
 
 def maintenance_request(name: str = "spark") -> Path:
-    """The file `make compact` writes to ask the running lake writer for a compaction and vacuum now."""
+    """The file `make compact` writes to ask the running lake writer for a sweep, compaction and vacuum now."""
     return runtime_dir() / f"{name}-maintenance-request.json"
 
 
@@ -307,11 +307,11 @@ def compact(config: Config | None = None, timeout_s: float = 900, name: str = "s
         fetch_jars()
         env = {**os.environ, "PYSPARK_SUBMIT_ARGS": submit_args(config), "SPARK_LOCAL_IP": "127.0.0.1"}
         subprocess.run([sys.executable, str(MAINTENANCE), "maintain", *tables], env=env, check=True, cwd=runtime_dir())
-        return "spark: the tables compacted and vacuumed by a Spark application of their own"
+        return "spark: the tables swept, compacted and vacuumed by a Spark application of their own"
     request = maintenance_request(name)
     asked_at = time.time()
     request.write_text(json.dumps({"at": asked_at}))
-    # Each table answers in a file named after the last segment of its path (lake_tables.Maintenance).
+    # Each table answers in a file named after the last segment of its path (maintenance.Maintenance).
     done = [request.with_name(f"{request.stem}.{path.rsplit('/', 1)[-1]}.done") for path in tables]
     deadline = time.monotonic() + timeout_s
     # Each table answers after its next batch (within LAKE_COMMIT_INTERVAL) and its compaction.
@@ -319,7 +319,7 @@ def compact(config: Config | None = None, timeout_s: float = 900, name: str = "s
         if svc.pid() is None or time.monotonic() > deadline:
             raise ServiceError(f"spark: the lake writer did not compact within {timeout_s:.0f}s; see {svc.logfile}")
         time.sleep(0.5)
-    return f"spark: the tables compacted and vacuumed by the lake writer (log {svc.logfile})"
+    return f"spark: the tables swept, compacted and vacuumed by the lake writer (log {svc.logfile})"
 
 
 def _answered_since(path: Path, asked_at: float) -> bool:
