@@ -9,8 +9,11 @@ where the collector accepts a batch's valid events and refuses the others one by
 from __future__ import annotations
 
 import contextlib
+import functools
+import threading
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,25 +90,57 @@ def deployed_on_fuzz_topics(config: Config, function_name: str) -> Iterator[None
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
+#: Requests in flight at once: the collector's answer, not the generation, is most of a request's time.
+CONCURRENCY = 4
+
+
 @dataclass
 class FuzzResult:
     requests: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, label: str, status: int, failure: str | None) -> None:
+        with self._lock:
+            self.requests[label] += 1
+            self.statuses[status] += 1
+            if failure is not None and len(self.failures) < 20:
+                self.failures.append(f"{label} -> {status}: {failure[:400]}")
 
 
 def fuzz(base_url: str, requests_per_operation: int, headers: dict[str, str] | None = None) -> FuzzResult:
     """`requests_per_operation` generated requests to each operation of the document, valid and breaking ones,
-    each with `headers` (a write key)."""
-    schema = schemathesis.openapi.from_path(DOCUMENT)
+    each with `headers` (a write key), CONCURRENCY at a time."""
     result = FuzzResult()
-    for operation in (o.ok() for o in schema.get_all_operations()):
-        _fuzz_operation(operation, base_url, requests_per_operation, result, headers or {})
+
+    def send(label: str, case: Any) -> None:
+        response = case.call(base_url=base_url, headers=headers or {}, timeout=60)
+        try:
+            case.validate_response(response, checks=CHECKS)
+            failure = None
+        except (AssertionError, FailureGroup) as failed:  # collected: one run reports every kind of failure
+            failure = str(failed)
+        result.record(label, response.status_code, failure)
+
+    with ThreadPoolExecutor(max_workers=CONCURRENCY) as pool:
+        sent = [pool.submit(send, label, case) for label, cases in generated(requests_per_operation) for case in cases]
+        for future in sent:
+            future.result()
     return result
 
 
-def _fuzz_operation(operation: Any, base_url: str, requests: int, result: FuzzResult, headers: dict[str, str]) -> None:
-    cases = st.one_of(operation.as_strategy(mode) for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE))
+@functools.cache
+def generated(requests: int) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """Each operation's generated requests: made once (derandomized, so the same for every target) and shared by
+    the fuzzed targets."""
+    schema = schemathesis.openapi.from_path(DOCUMENT)
+    return tuple((o.label, _cases(o, requests)) for o in (o.ok() for o in schema.get_all_operations()))
+
+
+def _cases(operation: Any, requests: int) -> tuple[Any, ...]:
+    strategy = st.one_of(operation.as_strategy(mode) for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE))
+    cases: list[Any] = []
 
     @settings(
         max_examples=requests,
@@ -115,15 +150,9 @@ def _fuzz_operation(operation: Any, base_url: str, requests: int, result: FuzzRe
         suppress_health_check=list(HealthCheck),
         phases=[p for p in settings.default.phases if p.name != "shrink"],
     )
-    @given(case=cases)
-    def run(case: Any) -> None:
-        response = case.call(base_url=base_url, headers=headers, timeout=60)
-        result.requests[operation.label] += 1
-        result.statuses[response.status_code] += 1
-        try:
-            case.validate_response(response, checks=CHECKS)
-        except (AssertionError, FailureGroup) as failure:  # collected: one run reports every kind of failure
-            if len(result.failures) < 20:
-                result.failures.append(f"{operation.label} -> {response.status_code}: {str(failure)[:400]}")
+    @given(case=strategy)
+    def collect(case: Any) -> None:
+        cases.append(case)
 
-    run()
+    collect()
+    return tuple(cases)

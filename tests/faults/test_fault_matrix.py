@@ -2,7 +2,8 @@
 last of its tests but `make down`: the services it kills come back, and a LocalStack restart rebuilds the lake).
 
 Each test asserts on the lake afterwards, read with delta-rs (not Spark): every
-accepted event is there, none twice. The figures each measures are printed in pytest's summary.
+accepted event is there, none twice. The figures each measures are printed in pytest's summary. The LocalStack
+kill comes first: the lake it rebuilds from Kafka is the suite's history so far, not the other faults' traffic too.
 (Poison records, the matrix's fifth row, are in tests/spark/test_lake_writer.py.)
 """
 
@@ -38,7 +39,50 @@ BROKER_DOWN_S = 12
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
-def test_a_broker_killed_under_load_every_answer_is_200_or_202_and_nothing_is_lost(suite_stack: Stack) -> None:
+def _every_raw_key() -> set[str]:
+    from tests.conftest import read_topic
+
+    kafka_config = current().kafka
+    records = read_topic(kafka_config.bootstrap_servers, kafka_config.raw_topic, {}, 10**9, 10)
+    return {r.key.decode() for r in records if r.key is not None}
+
+
+def test_a_localstack_killed_comes_back_with_the_same_api_and_the_lake_whole(suite_stack: Stack) -> None:
+    deployment = suite_stack.deployment()
+    url = deployment["api_url"]
+    before = Traffic(deployment, rate=200, threads=2).start(seed=3).answered(30)
+    before.stop()
+    assert lake_ids(LAKE_PREFIX, before.accepted, timeout_s=120) == Counter(dict.fromkeys(before.accepted, 1))
+    # Everything the lake holds now, of every earlier test of the suite too: none of it may be missing after.
+    held = set(committed_ids(LAKE_PREFIX))
+
+    kill_group(localstack.service().pid())
+    killed = time.monotonic()
+    answering = wait_until(lambda: requests.get(f"{url}/ping", timeout=5).status_code == 200, 300, every_s=1)
+    after = Traffic(deployment, rate=200, threads=2).start(seed=4).answered(30)
+    after.stop()
+    # The lake came back with LocalStack's S3 empty: rebuilt from Kafka, it holds every event ever accepted.
+    everything = held | after.accepted
+    landed = lake_ids(LAKE_PREFIX, everything, timeout_s=300)
+    report(
+        "a. LocalStack SIGKILL",
+        {
+            "api_answering_again_after_s": answering and round(answering, 1),
+            "lake_rebuilt_after_s": round(time.monotonic() - killed, 1),
+            "same_api_url": read_deployment()["api_url"] == url,
+            "events_in_lake": len(landed),
+            "lost": len(everything - set(landed)),
+            "duplicated": sum(1 for n in landed.values() if n > 1),
+        },
+    )
+    assert answering is not None, "the API did not answer again"
+    assert read_deployment()["api_url"] == url
+    assert set(after.statuses) == {200}
+    assert before.accepted | after.accepted <= _every_raw_key()
+    assert landed == Counter(dict.fromkeys(everything, 1))
+
+
+def test_b_broker_killed_under_load_every_answer_is_200_or_202_and_nothing_is_lost(suite_stack: Stack) -> None:
     deployment = suite_stack.deployment()
     traffic = Traffic(deployment, rate=500).start(seed=1).answered(40)
     suite_stack.cli("hold", "kafka")  # down for BROKER_DOWN_S, then the supervisor's to bring back
@@ -61,7 +105,7 @@ def test_a_broker_killed_under_load_every_answer_is_200_or_202_and_nothing_is_lo
     accepted = traffic.accepted | ({e["id"] for e in large} - {e["id"] for e in large_answer.json()["errors"]})
     landed = lake_ids(LAKE_PREFIX, accepted, timeout_s=240)
     report(
-        "a. broker SIGKILL, 20 s down",
+        "b. broker SIGKILL, 20 s down",
         {
             "answers": dict(traffic.statuses),
             "accepted": len(traffic.accepted),
@@ -79,7 +123,7 @@ def test_a_broker_killed_under_load_every_answer_is_200_or_202_and_nothing_is_lo
     assert landed == Counter(dict.fromkeys(accepted, 1))
 
 
-def test_b_lake_writer_stopped_then_killed_mid_batch_loses_and_repeats_nothing(suite_stack: Stack) -> None:
+def test_c_lake_writer_stopped_then_killed_mid_batch_loses_and_repeats_nothing(suite_stack: Stack) -> None:
     """Under traffic through API Gateway: the lake writer stopped as `make down` stops it and started again, then
     killed at once (possibly between writing files and committing them) and brought back by the supervisor. Every
     event once in the lake, and a resend after the restarts of events sent before them lands once too."""
@@ -106,7 +150,7 @@ def test_b_lake_writer_stopped_then_killed_mid_batch_loses_and_repeats_nothing(s
     wanted = traffic.accepted | early_ids
     landed = lake_ids(LAKE_PREFIX, wanted, timeout_s=240)
     report(
-        "b. lake writer stopped, started, then SIGKILL",
+        "c. lake writer stopped, started, then SIGKILL",
         {
             **lake_figures(traffic, landed),
             "back_with_progress_after_kill_s": back and round(back, 1),
@@ -117,49 +161,6 @@ def test_b_lake_writer_stopped_then_killed_mid_batch_loses_and_repeats_nothing(s
     assert set(traffic.statuses) == {200}
     assert len(traffic.accepted) >= 2000
     assert landed == Counter(dict.fromkeys(wanted, 1))
-
-
-def _every_raw_key() -> set[str]:
-    from tests.conftest import read_topic
-
-    kafka_config = current().kafka
-    records = read_topic(kafka_config.bootstrap_servers, kafka_config.raw_topic, {}, 10**9, 10)
-    return {r.key.decode() for r in records if r.key is not None}
-
-
-def test_c_localstack_killed_comes_back_with_the_same_api_and_the_lake_whole(suite_stack: Stack) -> None:
-    deployment = suite_stack.deployment()
-    url = deployment["api_url"]
-    before = Traffic(deployment, rate=200, threads=2).start(seed=3).answered(30)
-    before.stop()
-    assert lake_ids(LAKE_PREFIX, before.accepted, timeout_s=120) == Counter(dict.fromkeys(before.accepted, 1))
-    # Everything the lake holds now, of every earlier test of the suite too: none of it may be missing after.
-    held = set(committed_ids(LAKE_PREFIX))
-
-    kill_group(localstack.service().pid())
-    killed = time.monotonic()
-    answering = wait_until(lambda: requests.get(f"{url}/ping", timeout=5).status_code == 200, 300, every_s=1)
-    after = Traffic(deployment, rate=200, threads=2).start(seed=4).answered(30)
-    after.stop()
-    # The lake came back with LocalStack's S3 empty: rebuilt from Kafka, it holds every event ever accepted.
-    everything = held | after.accepted
-    landed = lake_ids(LAKE_PREFIX, everything, timeout_s=300)
-    report(
-        "c. LocalStack SIGKILL",
-        {
-            "api_answering_again_after_s": answering and round(answering, 1),
-            "lake_rebuilt_after_s": round(time.monotonic() - killed, 1),
-            "same_api_url": read_deployment()["api_url"] == url,
-            "events_in_lake": len(landed),
-            "lost": len(everything - set(landed)),
-            "duplicated": sum(1 for n in landed.values() if n > 1),
-        },
-    )
-    assert answering is not None, "the API did not answer again"
-    assert read_deployment()["api_url"] == url
-    assert set(after.statuses) == {200}
-    assert before.accepted | after.accepted <= _every_raw_key()
-    assert landed == Counter(dict.fromkeys(everything, 1))
 
 
 def _collector_processes(function: str) -> list[int]:

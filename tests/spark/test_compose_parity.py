@@ -110,8 +110,13 @@ def compose_job(
 ) -> tuple[list[str], dict[str, str]]:
     """spark-job's command and environment from docker-compose.yaml, its names mapped onto this machine."""
     job = service(load_compose(), "spark-job")
-    # Variables a compose user sets in the shell: here, a lake and topics of the test's own.
-    shell = {"LAKE_BUCKET": PARITY_BUCKET, **{TOPIC_VARIABLES[name]: topic for name, topic in PARITY_TOPICS.items()}}
+    # Variables a compose user sets in the shell: here, a lake and topics of the test's own, and the suite's commit
+    # interval and trigger (a test waits seconds for a commit, not the default half a minute).
+    shell = {
+        "LAKE_BUCKET": PARITY_BUCKET,
+        **{TOPIC_VARIABLES[name]: topic for name, topic in PARITY_TOPICS.items()},
+        **{name: os.environ[name] for name in ("LAKE_COMMIT_INTERVAL", "SPARK_TRIGGER")},
+    }
     names = {
         "/opt/spark": str(spark.spark_home()),
         "/app": str(app),
