@@ -278,12 +278,13 @@ class SessionsUpdater:
             # Sessions that came out as stored are not written again (a MERGE rewrites every file it matches in).
             changed = fresh.exceptAll(nearby.select(*columns))
             gone = nearby.select(KEY, PARTITION).join(fresh.select(KEY), KEY, "left_anti")
+            # Computed once, its plan cut off (a local checkpoint): the MERGE analyses and reads a plain scan, not the
+            # whole plan above, which took seconds of a round's driver time however few the rows.
             source = (
                 changed.withColumn("_gone", F.lit(False))
                 .unionByName(gone.withColumn("_gone", F.lit(True)), allowMissingColumns=True)
-                .persist()
+                .localCheckpoint()
             )
-            frames.append(source)
             written = sorted(r[0] for r in source.select(PARTITION).distinct().collect())
             if written:
                 self._merge(source, columns, written, mark)

@@ -76,7 +76,7 @@ def test_a_broker_killed_under_500_events_per_second_every_answer_is_200_and_the
 
 def test_the_worker_killed_and_restarted_the_job_recovers(cluster_stack: Stack) -> None:
     driver = spark.service().pid()
-    traffic = Traffic(cluster_stack.deployment(), rate=200, threads=2).start(seed=12).answered(30)
+    traffic = Traffic(cluster_stack.deployment(), rate=100, threads=2).start(seed=12).answered(20)
     cluster_stack.cli("hold", "spark-worker")
     kill_group(spark.worker_service().pid())
     killed = time.monotonic()

@@ -134,16 +134,17 @@ def test_c_lake_writer_stopped_then_killed_mid_batch_loses_and_repeats_nothing(s
     early_ids = {e["id"] for e in early}
     assert lake_ids(LAKE_PREFIX, early_ids) == Counter(dict.fromkeys(early_ids, 1))
 
-    traffic = Traffic(deployment, rate=150, threads=2).start(seed=2).answered(40)
+    # Light traffic (the faults are the writer's, not the collector's): the stack's two cores go to the restarts.
+    traffic = Traffic(deployment, rate=100, threads=2).start(seed=2).answered(30)
     with suite_stack.held("spark"):
         spark.stop()  # graceful: the running micro-batch finishes
         spark.start()
-    traffic.answered(40)
+    traffic.answered(30)
     before = spark.service().pid()
     kill_group(before)
     killed = time.monotonic()
     back = wait_until(lambda: spark.service().pid() not in (None, before) and spark.progress(), 240)
-    traffic.answered(40)
+    traffic.answered(30)
     traffic.stop()
     # Nothing of the first send is in the restarted job's memory but what its checkpoint kept.
     sender.post(early)
