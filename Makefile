@@ -12,10 +12,10 @@ STAMP := $(VENV)/.installed
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml chalice_app/requirements.txt spark/requirements.txt
+$(STAMP): pyproject.toml chalice_app/requirements.txt spark/requirements.txt registry/requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --progress-bar on -e '.[dev]' -r chalice_app/requirements.txt -r spark/requirements.txt
+	$(PY) -m pip install --progress-bar on -e '.[dev]' -r chalice_app/requirements.txt -r spark/requirements.txt -r registry/requirements.txt
 	@touch $@
 
 venv: $(STAMP) ## create the virtualenv and install the project (idempotent)

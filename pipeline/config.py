@@ -29,6 +29,7 @@ from pipeline.config_sections import (
     KafkaConfig,
     LakeConfig,
     MaintenanceConfig,
+    RegistryConfig,
     SessionsConfig,
     SparkConfig,
     StackConfig,
@@ -55,6 +56,7 @@ class Config:
     spark: SparkConfig
     aws: AwsConfig
     stack: StackConfig
+    registry: RegistryConfig
     generator: GeneratorConfig
     bench: BenchConfig
     tests: TestsConfig
@@ -139,6 +141,7 @@ _SECTIONS = {
         SparkConfig,
         AwsConfig,
         StackConfig,
+        RegistryConfig,
         GeneratorConfig,
         BenchConfig,
         TestsConfig,
@@ -211,6 +214,7 @@ def _derived(config: Config) -> Config:
         },
         spark={"checkpoint": config.spark.checkpoint or f"s3a://{lake.bucket}/_checkpoints/lake-writer"},
         stack={"runtime": runtime, "home": stack.home or os.path.expanduser("~/.cache/clickstream")},
+        registry={"url": config.registry.url or f"http://127.0.0.1:{config.registry.port}"},
     )
 
 

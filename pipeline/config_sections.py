@@ -391,6 +391,23 @@ class StackConfig:
 
 
 @dataclass(frozen=True)
+class RegistryConfig:
+    """the schema registry (Confluent's REST API): the one `make up` runs, or any other the pipeline is pointed at"""
+
+    url: str = var(
+        "SCHEMA_REGISTRY_URL",
+        "",
+        "where clients reach the registry",
+        shown="`http://127.0.0.1:8085` (the embedded one)",
+    )
+    host: str = var("SCHEMA_REGISTRY_HOST", "127.0.0.1", "the address the registry `make up` runs listens on")
+    port: int = var("SCHEMA_REGISTRY_PORT", "8085", "the port of the registry `make up` runs (the seed's)")
+    topic: str = var(
+        "SCHEMA_REGISTRY_TOPIC", "_schemas", "the compacted topic the embedded registry keeps every schema in"
+    )
+
+
+@dataclass(frozen=True)
 class GeneratorConfig:
     """the traffic generator (`python -m generator`)"""
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pipeline.config import CONFIG_VARIABLE, Config, variables
-from stack import chalice_local, cluster, deploy, kafka, localstack, spark, supervisor
+from stack import chalice_local, cluster, deploy, kafka, localstack, registry, spark, supervisor
 from stack.cluster import current
 from stack.process import free_port
 
@@ -17,6 +17,7 @@ def up(config: Config | None = None, supervised: bool = True) -> None:
     clustered = cluster.enabled(config)
     cluster.record(config, clustered)
     kafka.start(config)
+    registry.start(config)
     localstack.start(config)
     localstack.ensure_bucket(config.lake.bucket, config)
     chalice_local.start(config)
@@ -37,13 +38,15 @@ def down(config: Config | None = None) -> None:
         spark.stop_cluster(config)
     chalice_local.stop()
     localstack.stop(config)
+    registry.stop()
     kafka.stop(config)
     cluster.record(config, False)
 
 
 def status(config: Config | None = None) -> list[str]:
     config = config or current()
-    lines = [kafka.status(config), localstack.status(config), chalice_local.status(config), spark.status(config)]
+    lines = [kafka.status(config), registry.status(config), localstack.status(config), chalice_local.status(config)]
+    lines.append(spark.status(config))
     if cluster.enabled(config):
         lines.append(spark.cluster_status(config))
     lines.append(supervisor.status())
@@ -63,12 +66,12 @@ def fresh_stack_environment(
     """
     nodes = 3 if clustered else 1
     ports: set[int] = set()
-    while len(ports) < 3 * nodes + 6:
+    while len(ports) < 3 * nodes + 7:
         ports.add(free_port())
     free = sorted(ports)
     brokers, controllers, sasl = free[:nodes], free[nodes : 2 * nodes], free[2 * nodes : 3 * nodes]
     rest = free[3 * nodes :]
-    gateway, collector_port, spark_ui, master, master_ui, worker_ui = rest
+    gateway, collector_port, spark_ui, master, master_ui, worker_ui, registry_port = rest
     settings = {variable.name for _, variable in variables()} | {CONFIG_VARIABLE}
     env = {k: v for k, v in (os.environ if base is None else base).items() if k not in settings}
     env.update(
@@ -79,6 +82,7 @@ def fresh_stack_environment(
         GATEWAY_LISTEN=f"127.0.0.1:{gateway}",
         COLLECTOR_PORT=str(collector_port),
         SPARK_UI_PORT=str(spark_ui),
+        SCHEMA_REGISTRY_PORT=str(registry_port),
         CLUSTER="1" if clustered else "0",
     )
     if clustered:

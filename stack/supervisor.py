@@ -29,7 +29,7 @@ from typing import Any
 
 from pipeline.config import Config
 from pipeline.deployment import read_deployment
-from stack import chalice_local, cluster, deploy, kafka, localstack, spark
+from stack import chalice_local, cluster, deploy, kafka, localstack, registry, spark
 from stack.cluster import current
 from stack.paths import runtime_dir
 from stack.process import Service
@@ -106,6 +106,7 @@ def watched(config: Config | None = None) -> Watched:
         node.name: (node.service, functools.partial(kafka.start, config, only=node.name))
         for node in kafka.nodes(config)
     }
+    services["registry"] = (registry.service, functools.partial(registry.start, config))
     services["localstack"] = (localstack.service, functools.partial(_recover_localstack, config))
     services["chalice_local"] = (
         functools.partial(chalice_local.service, config.collector.port),

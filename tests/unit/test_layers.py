@@ -21,13 +21,14 @@ FLOORS = {
     "generator": 2,
     "lake": 2,
     "schemas": 2,
+    "registry": 2,
     **{path.stem: 2 for path in (REPO / "spark").glob("*.py")},
     "stack": 3,
     "run": 4,
     "bench": 4,
     "tests": 4,
 }
-SOURCES = ["pipeline", "chalice_app", "generator", "lake", "schemas", "spark", "stack", "run", "bench"]
+SOURCES = ["pipeline", "chalice_app", "generator", "lake", "schemas", "registry", "spark", "stack", "run", "bench"]
 LAMBDA_RUNTIME_PACKAGES = ("orjson", "jsonschema_rs", "kafka", "crc32c", "chalice")
 
 
