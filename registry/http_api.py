@@ -231,7 +231,9 @@ class RegistryHandler(BaseHTTPRequestHandler):
             raise RegistryError(405, 405, f"HTTP 405 Method Not Allowed: {method} {path}")
         found, call = handler
         params = {name: unquote(value) for name, value in found.groupdict().items()}
-        return call(self.registry, Request(params, query, _json(raw)))
+        request = Request(params, query, _json(raw))
+        with self.registry.lock:
+            return call(self.registry, request)
 
     def _read(self) -> bytes:
         try:

@@ -62,6 +62,8 @@ class KafkaSchemaLog:
                     raise OSError(f"{self.topic}: not read to offset {high} in {self.timeout_s:.0f}s")
                 message = consumer.poll(0.5)
                 if message is None:
+                    # Compaction may have removed the last offsets below the high watermark: the position says.
+                    position = max(position, consumer.position([TopicPartition(self.topic, 0)])[0].offset)
                     continue
                 if message.error():
                     raise KafkaException(message.error())

@@ -38,7 +38,8 @@ class SchemaRegistry:
         self.state = RegistryState()
         for key, value in log.read_all():
             self.state.apply(key, value)
-        self._lock = threading.Lock()
+        #: Held by each request (registry/http_api.py) and each change: no answer reads a state half changed.
+        self.lock = threading.RLock()
 
     def _write(self, key: dict[str, Any], value: dict[str, Any] | None) -> None:
         self.log.append(key, value)
@@ -49,7 +50,7 @@ class SchemaRegistry:
     def register(self, subject: str, body: dict[str, Any]) -> int:
         check_subject(subject)
         schema = schema_of(body)
-        with self._lock:
+        with self.lock:
             live = self.state.live(subject)
             same = [v for v in live if v.schema.identity == schema.identity]
             if same:
@@ -98,7 +99,7 @@ class SchemaRegistry:
         raise RegistryError.version_not_found(subject, number)
 
     def delete_subject(self, subject: str, permanent: bool = False) -> list[int]:
-        with self._lock:
+        with self.lock:
             every, live = self.state.all_versions(subject), self.state.live(subject)
             if not every:
                 raise RegistryError.subject_not_found(subject)
@@ -117,7 +118,7 @@ class SchemaRegistry:
             return [v.version for v in every]
 
     def delete_version(self, subject: str, version: str, permanent: bool = False) -> int:
-        with self._lock:
+        with self.lock:
             entry = self.version(subject, version, deleted=True)
             if not permanent:
                 if entry.deleted:
@@ -176,12 +177,12 @@ class SchemaRegistry:
             raise RegistryError.invalid_level(level)
         if subject is not None:
             check_subject(subject)
-        with self._lock:
+        with self.lock:
             self._write(config_key(subject), {"compatibilityLevel": level.upper()})
         return level.upper()
 
     def unset_level(self, subject: str) -> str:
-        with self._lock:
+        with self.lock:
             if subject not in self.state.levels:
                 raise RegistryError.subject_not_found(subject)
             level = self.state.levels[subject]
