@@ -51,7 +51,7 @@ class KafkaSchemaLog:
             {"bootstrap.servers": self.servers, "group.id": "clickstream-registry", "enable.auto.commit": False}
         )
         try:
-            low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=self.timeout_s)
+            low, high = self._watermarks(consumer)
             records: list[Record] = []
             if high <= low:
                 return records
@@ -74,6 +74,18 @@ class KafkaSchemaLog:
             return records
         finally:
             consumer.close()
+
+    def _watermarks(self, consumer: Consumer) -> tuple[int, int]:
+        """The partition's first and next offsets, once the broker knows it (a topic made a moment ago may not be
+        in its metadata yet)."""
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                return consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=self.timeout_s)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError._UNKNOWN_PARTITION or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def append(self, key: dict[str, Any], value: dict[str, Any] | None) -> None:
         """The record written and acknowledged by the in-sync replicas; an OSError if Kafka did not take it."""
