@@ -111,12 +111,7 @@ def _id(request: Request) -> int:
 @route("GET", "/schemas")
 def all_schemas(registry: SchemaRegistry, request: Request) -> Any:
     deleted = request.flag("deleted")
-    return [
-        version_body(v)
-        for s in registry.subjects(deleted)
-        for v in registry.state.all_versions(s)
-        if deleted or not v.deleted
-    ]
+    return [version_body(v) for s in registry.subjects(deleted) for v in registry.state.listed(s, deleted)]
 
 
 @route("GET", "/schemas/ids/(?P<id>[^/]+)")

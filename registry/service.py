@@ -69,7 +69,7 @@ class SchemaRegistry:
 
     def lookup(self, subject: str, body: dict[str, Any], deleted: bool = False) -> Version:
         schema = schema_of(body)
-        versions = self.state.all_versions(subject) if deleted else self.state.live(subject)
+        versions = self.state.listed(subject, deleted)
         if not versions:
             raise RegistryError.subject_not_found(subject)
         for entry in versions:
@@ -81,13 +81,13 @@ class SchemaRegistry:
         return sorted(s for s in self.state.versions if deleted or self.state.live(s))
 
     def version_numbers(self, subject: str, deleted: bool = False) -> list[int]:
-        versions = self.state.all_versions(subject) if deleted else self.state.live(subject)
+        versions = self.state.listed(subject, deleted)
         if not versions:
             raise RegistryError.subject_not_found(subject)
         return [v.version for v in versions]
 
     def version(self, subject: str, version: str, deleted: bool = False) -> Version:
-        versions = self.state.all_versions(subject) if deleted else self.state.live(subject)
+        versions = self.state.listed(subject, deleted)
         if not versions:
             raise RegistryError.subject_not_found(subject)
         if version in ("latest", "-1"):

@@ -67,6 +67,10 @@ class RegistryState:
     def all_versions(self, subject: str) -> list[Version]:
         return [v for _, v in sorted(self.versions.get(subject, {}).items())]
 
+    def listed(self, subject: str, deleted: bool) -> list[Version]:
+        """The subject's versions a request sees: the soft-deleted ones too with `?deleted=true`."""
+        return self.all_versions(subject) if deleted else self.live(subject)
+
     def id_of(self, schema: ParsedSchema) -> int | None:
         """The id a schema of the same type and canonical text already has, if any."""
         for schema_id, known in self.schemas.items():
