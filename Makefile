@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv kafka-jars browser up down status deploy local run compact lake report test test-fast bench schemas docs lint clean
+.PHONY: help venv kafka-jars browser up down status deploy local kafka-tui run compact lake report test test-fast bench schemas docs lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -15,7 +15,8 @@ help: ## list the targets
 $(STAMP): pyproject.toml chalice_app/requirements.txt spark/requirements.txt registry/requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --progress-bar on -e '.[dev]' -r chalice_app/requirements.txt -r spark/requirements.txt -r registry/requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q "$$(grep -o 'uv==[0-9.]*' pyproject.toml)"
+	$(VENV)/bin/uv pip install --python $(PY) -e '.[dev]' -r chalice_app/requirements.txt -r spark/requirements.txt -r registry/requirements.txt
 	@touch $@
 
 venv: $(STAMP) ## create the virtualenv and install the project (idempotent)
@@ -23,11 +24,11 @@ venv: $(STAMP) ## create the virtualenv and install the project (idempotent)
 kafka-jars: $(STAMP) ## resolve Apache Kafka's jars from Maven Central into the cache (once)
 	$(PY) -m stack kafka-jars
 
-browser: $(STAMP) ## Debian's Chromium for the browser tests (tests/browser), if /usr/bin/chromium is missing
-	@test -x /usr/bin/chromium || { SUDO=$$(test "$$(id -u)" -eq 0 || echo sudo); \
-	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium fonts-noto-color-emoji; }
+browser: $(STAMP) ## Debian's Chromium and tmux for the browser and terminal UI tests, if either is missing
+	@test -x /usr/bin/chromium -a -x /usr/bin/tmux || { SUDO=$$(test "$$(id -u)" -eq 0 || echo sudo); \
+	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium fonts-noto-color-emoji tmux; }
 
-up: $(STAMP) ## start Kafka, LocalStack (with the lake bucket), `chalice local` on :60000, the lake writer (CLUSTER=1: 3 brokers, Spark standalone)
+up: $(STAMP) ## start Kafka, the schema registry on :8085, LocalStack (with the lake bucket), `chalice local` on :60000, the lake writer, the Kafka UI on :8080 (CLUSTER=1: 3 brokers, Spark standalone)
 	$(PY) -m stack up
 
 deploy: $(STAMP) ## deploy the collector to Lambda + API Gateway and the shop to an S3 website on LocalStack
@@ -41,6 +42,9 @@ status: $(STAMP) ## say what runs
 
 local: $(STAMP) ## run the collector in the foreground with `chalice local` on :60000 (needs Kafka: make up)
 	$(PY) -m stack local
+
+kafka-tui: $(STAMP) ## kaskade, the terminal Kafka UI: topics, groups and lag; TOPIC=<name> consumes it, decoded
+	$(PY) -m stack kafka-tui $(if $(TOPIC),--topic $(TOPIC))
 
 run: kafka-jars ## the whole pipeline: start it, deploy, send traffic through API Gateway, wait for the lake, report
 	$(PY) -m run

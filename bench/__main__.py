@@ -1,7 +1,8 @@
 """`make bench`: collector ingest rates against the real broker, measured in one run, as one JSON object.
 
 Compares, for batches of 987 events with acks=all:
-  - the collector in-process (parse, validate, serialise, produce, flush once per batch),
+  - the collector in-process (parse, validate, serialise, produce, flush once per batch), writing Confluent's wire
+    format and, beside it, plain JSON,
   - the collector behind `chalice local` (the same plus HTTP),
   - the raw producer: the same client and settings sending pre-serialised events,
   - the seed's way: one `send().get()` round trip per event,
@@ -30,6 +31,7 @@ from kafka import KafkaProducer
 
 from bench import lake, tables
 from chalicelib.collector import Collector, RequestInfo
+from chalicelib.dependencies import registry_id
 from chalicelib.rate_limit import RateLimiter
 from chalicelib.sinks.kafka import KafkaSink, producer_config
 from chalicelib.write_keys import WriteKeys
@@ -149,17 +151,22 @@ def main() -> int:
     total = len(events)
     result: dict[str, Any] = {"batch_size": BATCH, "events_per_run": total, "acks": "all"}
 
-    # Warm-up: connections and metadata, as in a warm Lambda.
-    collector = Collector(settings, KafkaSink(settings.kafka))
+    # Warm-up: connections and metadata, as in a warm Lambda. Raw records in Confluent's wire format, with the id
+    # `make bench`'s deploy of the bench stage registered; the same collector writing plain JSON beside it.
+    schema_id = registry_id(settings)
+    assert schema_id is not None, "the registry does not have the bench topics' schema: run `make bench`"
+    collector = Collector(settings, KafkaSink(settings.kafka), registry_id=schema_id)
+    plain_json = Collector(settings, collector.sink)
     info = RequestInfo("application/json", "127.0.0.1", "bench")
     assert collector.collect(bodies[0], info).status_code == 200
 
-    def in_process() -> None:
+    def in_process(through: Collector) -> None:
         for body in bodies:
-            outcome = collector.collect(body, info)
+            outcome = through.collect(body, info)
             assert outcome.status_code == 200, outcome.body
 
-    result["collector_in_process_eps"] = round(_rate(total, in_process))
+    result["collector_in_process_eps"] = round(_rate(total, lambda: in_process(collector)))
+    result["collector_in_process_plain_json_eps"] = round(_rate(total, lambda: in_process(plain_json)))
     result["collector_in_process_with_write_keys"] = measured(
         lambda: _with_write_keys(settings, collector, bodies, total)
     )
@@ -202,6 +209,9 @@ def main() -> int:
 
     result["ratios"] = {
         "collector_vs_raw": round(result["collector_in_process_eps"] / result["raw_producer_eps"], 3),
+        "wire_format_vs_plain_json": round(
+            result["collector_in_process_eps"] / result["collector_in_process_plain_json_eps"], 3
+        ),
         "write_keys_vs_none": round(
             result["collector_in_process_with_write_keys"].get("eps", 0) / result["collector_in_process_eps"], 3
         ),

@@ -22,19 +22,22 @@ from typing import Any
 
 from pipeline import contract
 from pipeline.config_sections import (
-    AwsConfig,
-    BenchConfig,
     CollectorConfig,
-    GeneratorConfig,
     KafkaConfig,
     LakeConfig,
     MaintenanceConfig,
-    RegistryConfig,
     SessionsConfig,
     SparkConfig,
+    Variable,
+)
+from pipeline.config_stack import (
+    AwsConfig,
+    BenchConfig,
+    GeneratorConfig,
+    KafkaUiConfig,
+    RegistryConfig,
     StackConfig,
     TestsConfig,
-    Variable,
 )
 
 #: Where a parent puts the whole tree for a child.
@@ -57,6 +60,7 @@ class Config:
     aws: AwsConfig
     stack: StackConfig
     registry: RegistryConfig
+    kafka_ui: KafkaUiConfig
     generator: GeneratorConfig
     bench: BenchConfig
     tests: TestsConfig
@@ -142,6 +146,7 @@ _SECTIONS = {
         AwsConfig,
         StackConfig,
         RegistryConfig,
+        KafkaUiConfig,
         GeneratorConfig,
         BenchConfig,
         TestsConfig,

@@ -1,7 +1,8 @@
-"""The sections of the configuration tree (pipeline/config.py), each setting with its variable, default and meaning.
+"""The sections of the configuration tree (pipeline/config.py) for the pipeline's stages, each setting with its
+variable, default and meaning (pipeline/config_stack.py has those of the stack around it).
 
 A default left empty with a `shown` text follows another setting; pipeline.config makes it concrete when it reads
-the tree. This is the one place a default is written.
+the tree. This module and pipeline/config_stack.py are the one place a default is written.
 """
 
 from __future__ import annotations
@@ -330,108 +331,9 @@ class SparkConfig:
     )
     executor_memory: str = var("SPARK_EXECUTOR_MEMORY", "1g", "the lake writer's executor heap on the cluster")
     cores_max: int = var("SPARK_CORES_MAX", "2", "cores the lake writer takes of the cluster")
-    master_webui_port: int = var("SPARK_MASTER_WEBUI_PORT", "8080", "the standalone master's UI (Spark's variable)")
-    worker_webui_port: int = var("SPARK_WORKER_WEBUI_PORT", "8081", "the worker's UI (Spark's variable)")
+    master_webui_port: int = var(
+        "SPARK_MASTER_WEBUI_PORT", "18080", "the standalone master's UI (Spark's variable; the seed's port)"
+    )
+    worker_webui_port: int = var("SPARK_WORKER_WEBUI_PORT", "28081", "the worker's UI (Spark's variable; the seed's)")
     worker_cores: int = var("SPARK_WORKER_CORES", "2", "cores the standalone worker offers")
     worker_memory: str = var("SPARK_WORKER_MEMORY", "2g", "memory the standalone worker offers")
-
-
-@dataclass(frozen=True)
-class AwsConfig:
-    """where AWS clients (boto3, chalice, s3a, delta-rs) reach the stack's AWS: LocalStack unless told otherwise"""
-
-    endpoint_url: str = var(
-        "AWS_ENDPOINT_URL", "", "where `make deploy`, `awslocal` and boto3 reach AWS", shown="from `GATEWAY_LISTEN`"
-    )
-    access_key_id: str = var("AWS_ACCESS_KEY_ID", "test", "local-dev credential, used only when unset")
-    secret_access_key: str = var("AWS_SECRET_ACCESS_KEY", "test", "local-dev credential, used only when unset")
-    region: str = var("AWS_DEFAULT_REGION", contract.REGION, "region of the deployed resources and buckets")
-
-
-@dataclass(frozen=True)
-class StackConfig:
-    """the embedded stack's own services, folders and the deploy"""
-
-    cluster: str = var(
-        "CLUSTER",
-        "",
-        "`1`: `make up` starts three Kafka nodes (replication 3, `min.insync.replicas` 2) and a Spark standalone "
-        "master and worker; later commands follow the running stack",
-        shown="(the running stack's choice)",
-        choices=("", "0", "1"),
-    )
-    home: str = var(
-        "CLICKSTREAM_HOME",
-        "",
-        "download cache (jars, virtualenvs), shared by checkouts",
-        shown="`~/.cache/clickstream`",
-    )
-    runtime: str = var(
-        "CLICKSTREAM_RUNTIME",
-        "",
-        "PIDs, logs, services' data and the deployment record of this checkout; survives `make down`",
-        shown="`.runtime`",
-    )
-    java_home: str = var("JAVA_HOME", "", "the JVM that runs Kafka and Spark", shown="(the `java` on `PATH`)")
-    gateway_listen: str = var(
-        "GATEWAY_LISTEN", "127.0.0.1:4566", "where LocalStack listens (LocalStack's own variable)"
-    )
-    localstack_services: str = var(
-        "SERVICES",
-        "s3,apigateway,lambda,iam,sts,sqs,ssm,secretsmanager,cloudwatch,logs",
-        "LocalStack's services, loaded eagerly (LocalStack's own variable)",
-    )
-    localstack_start_timeout_s: float = var(
-        "LOCALSTACK_START_TIMEOUT", "90", "seconds `make up` waits for LocalStack's health"
-    )
-    localstack_stop_timeout_s: float = var(
-        "LOCALSTACK_STOP_TIMEOUT", "10", "seconds between SIGTERM and SIGKILL on `make down`"
-    )
-    website_bucket: str = var("WEBSITE_BUCKET", contract.WEBSITE_BUCKET, "the shop's S3 website bucket")
-
-
-@dataclass(frozen=True)
-class RegistryConfig:
-    """the schema registry (Confluent's REST API): the one `make up` runs, or any other the pipeline is pointed at"""
-
-    url: str = var(
-        "SCHEMA_REGISTRY_URL",
-        "",
-        "where clients reach the registry",
-        shown="`http://127.0.0.1:8085` (the embedded one)",
-    )
-    host: str = var("SCHEMA_REGISTRY_HOST", "127.0.0.1", "the address the registry `make up` runs listens on")
-    port: int = var("SCHEMA_REGISTRY_PORT", "8085", "the port of the registry `make up` runs (the seed's)")
-    topic: str = var(
-        "SCHEMA_REGISTRY_TOPIC", "_schemas", "the compacted topic the embedded registry keeps every schema in"
-    )
-
-
-@dataclass(frozen=True)
-class GeneratorConfig:
-    """the traffic generator (`python -m generator`)"""
-
-    write_key: str = var(
-        "WRITE_KEY", "", "the source's write key it sends (with `--api-gateway`, the one `make deploy` made for it)"
-    )
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """`make bench`'s volumes"""
-
-    batches: int = var("BENCH_BATCHES", "30", "batches of 987 events per ingest figure")
-    seed_events: int = var("BENCH_SEED_EVENTS", "2000", "events sent the seed's way (one round trip each)")
-    rows_per_file: int = var(
-        "BENCH_ROWS_PER_FILE", "333334", "rows per data file of the aged day of the Delta tables' figures"
-    )
-    hour_commits: int = var("BENCH_HOUR_COMMITS", "120", "commits of the files-per-day figure")
-
-
-@dataclass(frozen=True)
-class TestsConfig:
-    """`make test`'s own knobs"""
-
-    fuzz_requests: int = var(
-        "FUZZ_REQUESTS", "1000", "generated requests for `POST /collect` per fuzzed target (at least 1,000)"
-    )

@@ -40,6 +40,21 @@ EVENT_SCHEMA_FILE = "schemas/acme.clickstream.raw.events.json"
 #: The "collector" object added to every raw record, in this order (all strings; received_at is ISO-8601 UTC).
 METADATA_FIELDS = ("correlation_id", "received_at", "source_ip", "user_agent", "schema_id", "schema_version")
 
+#: Where a lake row's record was in Kafka, and when the lake writer took it.
+KAFKA_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingested_timestamp")
+#: The registry's id of the schema a raw record was written with (Confluent's wire format), kept on the event's row.
+SCHEMA_ID_COLUMN = "registry_schema_id"
+#: The enrichment's columns (spark/enrichment.py), after `referrer`: the user agent's, the country, the referrer's
+#: host and medium, the page URL's campaign parameters; all text but is_bot.
+AGENT_COLUMNS = ("ua_browser_family", "ua_browser_major", "ua_os_family", "ua_os_version", "ua_device_class", "is_bot")
+CAMPAIGN_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "gclid", "fbclid", "msclkid")
+ENRICHED_COLUMNS = (*AGENT_COLUMNS, "geo_country", "referrer_host", "referrer_medium", *CAMPAIGN_FIELDS)
+#: What the schema registry holds under the raw and latest topics' subjects (`<topic>-value`): the raw records'
+#: JSON Schema (the event and the collector's metadata) and the latest records' Avro schema, both generated from
+#: EVENT_SCHEMA_FILE by schemas/generate.py.
+RAW_VALUE_SCHEMA_FILE = "schemas/acme.clickstream.raw.events-value.json"
+LATEST_VALUE_SCHEMA_FILE = "schemas/acme.clickstream.latest.events-value.avsc"
+
 INT32_RANGE = (-(2**31), 2**31 - 1)
 INT64_RANGE = (-(2**63), 2**63 - 1)
 

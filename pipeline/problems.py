@@ -65,6 +65,9 @@ SIZE_EVENT = Code("size.event", "an event too large", 413)
 RECORD_EMPTY = Code("record.empty", "an empty record")
 RECORD_SHAPE = Code("record.shape", "not an event record")
 RECORD_REQUIRED = Code("record.required", "missing")
+# A raw record in Confluent's wire format that the registry cannot vouch for.
+RECORD_WIRE_FORMAT = Code("record.wire_format", "a wire-format header cut short")
+RECORD_SCHEMA_ID = Code("record.schema_id", "a schema id the registry does not know")
 
 CODES: dict[str, Code] = {c.code: c for c in list(globals().values()) if isinstance(c, Code)}
 

@@ -9,7 +9,8 @@ Field numbers in the .proto follow the order of properties in the JSON Schema, s
 appended, never inserted: that keeps old readers of the .proto compatible.
 
     python schemas/generate.py          # rewrite the generated files
-    python schemas/generate.py --check  # exit 1 if any generated file is stale
+    python schemas/generate.py --check  # exit 1 if any generated file is stale, or if the schema registry
+                                        # (SCHEMA_REGISTRY_URL), when one answers, refuses a schema as incompatible
 """
 
 from __future__ import annotations
@@ -20,12 +21,30 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Config
-from pipeline.contract import is_int32
+from pipeline.config import Config, load
+from pipeline.contract import (
+    ENRICHED_COLUMNS,
+    KAFKA_COLUMNS,
+    LATEST_VALUE_SCHEMA_FILE,
+    METADATA_FIELDS,
+    RAW_VALUE_SCHEMA_FILE,
+    SCHEMA_ID_COLUMN,
+    is_int32,
+)
+from pipeline.schema_registry import (
+    RegistryClient,
+    RegistryError,
+    RegistryUnreachable,
+    pipeline_schemas,
+    raw_value_schema,
+    refusals,
+)
 
 SCHEMAS = Path(__file__).resolve().parent
 SOURCE = SCHEMAS / "acme.clickstream.raw.events.json"
 AVRO_OUT = SCHEMAS / "acme.clickstream.raw.events.avsc"
+LATEST_AVRO_OUT = SCHEMAS.parent / LATEST_VALUE_SCHEMA_FILE
+RAW_VALUE_OUT = SCHEMAS.parent / RAW_VALUE_SCHEMA_FILE
 PROTO_OUT = SCHEMAS / "acme.clickstream.raw.events.proto"
 # Chalice packages only chalice_app/, so the collector carries its own byte-equal copy.
 COLLECTOR_COPY = SCHEMAS.parent / "chalice_app" / "chalicelib" / "event_schema.json"
@@ -92,6 +111,40 @@ def avro_schema(source: dict[str, Any]) -> dict[str, Any]:
         "namespace": AVRO_NAMESPACE,
         "doc": f"{source['description']} Version {source['self']['version']}. {GENERATED}",
         "fields": record["fields"],
+    }
+
+
+def _nullable(name: str, avro_type: Any, doc: str = "") -> dict[str, Any]:
+    return {"name": name, **({"doc": doc} if doc else {}), "type": ["null", avro_type], "default": None}
+
+
+def latest_avro_schema(source: dict[str, Any]) -> dict[str, Any]:
+    """The latest topic's records: the lake's event row (the event's fields flattened, the collector's metadata, the
+    enrichment's columns, the record's Kafka position and registry id), every field nullable. The lake writer writes
+    them with Spark's to_avro by field name; tests/spark checks the two agree."""
+    timestamp = {"type": "long", "logicalType": "timestamp-micros"}
+    event = source["properties"]["event"]
+
+    def field(name: str, prop: dict[str, Any]) -> dict[str, Any]:
+        base = "string" if "enum" in prop else _types(prop)[0]
+        avro_type = {"string": "string", "number": "double", "boolean": "boolean"}.get(base)
+        return _nullable(name, avro_type or ("int" if is_int32(prop) else "long"), prop.get("description", ""))
+
+    fields = [field(n, p) for n, p in source["properties"].items() if n != "event"]
+    fields += [field(n, p) for n, p in event["properties"].items() if n != "timestamp"]
+    fields.append(_nullable("event_timestamp", timestamp, event["properties"]["timestamp"].get("description", "")))
+    fields += [_nullable(n, "boolean" if n == "is_bot" else "string") for n in ENRICHED_COLUMNS]
+    metadata = {"user_agent": ("collector_user_agent", "string"), "received_at": ("received_at", timestamp)}
+    fields += [_nullable(*metadata.get(n, (n, "string"))) for n in METADATA_FIELDS]
+    kafka = ("string", "int", "long", timestamp, timestamp)  # topic, partition, offset, its time, the lake's
+    fields += [_nullable(n, t) for n, t in zip(KAFKA_COLUMNS, kafka, strict=True)]
+    fields.append(_nullable(SCHEMA_ID_COLUMN, "int"))
+    return {
+        "type": "record",
+        "name": "LatestEvent",
+        "namespace": AVRO_NAMESPACE,
+        "doc": f"The lake writer's enriched events. Version {source['self']['version']}. {GENERATED}",
+        "fields": fields,
     }
 
 
@@ -305,6 +358,8 @@ def render() -> dict[Path, str]:
     source = json.loads(text)
     return {
         AVRO_OUT: json.dumps(avro_schema(source), indent=2) + "\n",
+        LATEST_AVRO_OUT: json.dumps(latest_avro_schema(source), indent=2) + "\n",
+        RAW_VALUE_OUT: json.dumps(raw_value_schema(source), indent=2) + "\n",
         PROTO_OUT: proto_schema(source),
         COLLECTOR_COPY: text,
         OPENAPI_OUT: json.dumps(openapi_document(source), indent=2) + "\n",
@@ -328,7 +383,21 @@ def main(argv: list[str] | None = None) -> int:
         names = ", ".join(str(p.relative_to(SCHEMAS.parent)) for p in stale)
         print(f"stale generated schema files: {names}; run `make schemas`", file=sys.stderr)
         return 1
-    return 0
+    return registry_check() if args.check else 0
+
+
+def registry_check() -> int:
+    """1 if the schema registry (SCHEMA_REGISTRY_URL), when it answers, would refuse a schema of schemas/."""
+    config = load()
+    client = RegistryClient(config.registry.url, timeout_s=2.0, user_info=config.registry.user_info)
+    try:
+        refused = refusals(client, pipeline_schemas(config.kafka))
+    except (RegistryError, RegistryUnreachable) as exc:
+        print(f"schemas/ not checked against a schema registry: {exc}", file=sys.stderr)
+        return 0
+    for refusal in refused:
+        print(f"the schema registry at {config.registry.url} refuses {refusal}", file=sys.stderr)
+    return 1 if refused else 0
 
 
 if __name__ == "__main__":

@@ -28,9 +28,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipeline.contract import IP_MODES
+from pipeline.contract import AGENT_COLUMNS, CAMPAIGN_FIELDS, ENRICHED_COLUMNS, IP_MODES
 
-CAMPAIGN_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "gclid", "fbclid", "msclkid")
 #: A referrer's medium by its host: a host listed, a subdomain of one, or (for the names) any host with that
 #: label before its public suffix (google.de, www.google.co.uk). Email is looked at first: mail.google.com is mail.
 REFERRER_MEDIA: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
@@ -206,21 +205,15 @@ def campaign(page: str | None) -> dict[str, str | None]:
 
 # --- Spark ----------------------------------------------------------------------------------------------
 
-#: Agent's fields as columns: ua_browser_family ... ua_device_class, then is_bot.
-AGENT_COLUMNS = tuple(name if name == "is_bot" else f"ua_{name}" for name in Agent._fields)
+#: What the UDF answers: the columns enrichment adds (in order: contract.ENRICHED_COLUMNS, Agent's fields first),
+#: and ip and source_ip made safe (they replace the row's own, in place).
 ENRICHED = T.StructType(
     [
-        *[T.StructField(name, T.BooleanType() if name == "is_bot" else T.StringType()) for name in AGENT_COLUMNS],
-        T.StructField("geo_country", T.StringType()),
+        *[T.StructField(n, T.BooleanType() if n == "is_bot" else T.StringType()) for n in ENRICHED_COLUMNS],
         T.StructField("ip", T.StringType()),
         T.StructField("source_ip", T.StringType()),
-        T.StructField("referrer_host", T.StringType()),
-        T.StructField("referrer_medium", T.StringType()),
-        *[T.StructField(name, T.StringType()) for name in CAMPAIGN_FIELDS],
     ]
 )
-#: The columns enrichment adds, in order (ip and source_ip are replaced in place).
-ADDED_COLUMNS = tuple(f.name for f in ENRICHED.fields if f.name not in ("ip", "source_ip"))
 
 
 def _enrich_arrays(ip_mode: str) -> Any:
@@ -263,7 +256,7 @@ def enriched(rows: DataFrame, ip_mode: str) -> DataFrame:
     for name in rows.columns:
         columns.append(F.col(f"e.{name}").alias(name) if name in ("ip", "source_ip") else F.col(name))
         if name == "referrer":
-            columns += [F.col(f"e.{added}").alias(added) for added in ADDED_COLUMNS]
+            columns += [F.col(f"e.{added}").alias(added) for added in ENRICHED_COLUMNS]
     return rows.withColumn("e", value).select(*columns)
 
 

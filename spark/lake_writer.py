@@ -5,7 +5,9 @@ Three streaming queries, each with its own checkpoint under SPARK_CHECKPOINT:
            LAKE_COMMIT_INTERVAL into the events table (lake_tables.py: MERGE on (dt, id), so a resend of any age lands
            once), its records no event can be made of into the invalid table, with a problem code;
   invalid  the invalid topic into the invalid table, the same way;
-  latest   the raw topic's events, deduplicated and enriched, to the latest topic every SPARK_TRIGGER (latest.py).
+  latest   the raw topic's events, deduplicated and enriched, to the latest topic every SPARK_TRIGGER, as Avro in
+           Confluent's wire format (latest.py).
+A raw record in the wire format is read once the schema registry knows its schema id (wire_format.py).
 Threads keep the sessions table (sessions.py) and compact and vacuum each table (table_queries.py). Its state and
 progress go to SPARK_STATUS_FILE (progress.py).
 
@@ -32,7 +34,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 import lake_tables
 import pipeline
-from latest import latest_rows, start_latest_query
+from latest import latest_rows, registered_schema, start_latest_query
 from pipeline.config import load
 from progress import ProgressListener, StatusFile
 from table_queries import TableJob
@@ -51,9 +53,10 @@ def session(app_name: str, shuffle_partitions: int) -> SparkSession:
     spark = lake_tables.session(
         app_name, {"spark.scheduler.mode": "FAIR", "spark.sql.shuffle.partitions": str(shuffle_partitions)}
     )
-    # The enrichment's UDFs run in Python workers, which import their module and the ground floor: both shipped to
-    # every executor (as spark-submit's --py-files would), whatever the cluster has installed.
+    # The UDFs (the enrichment, the registry's check) run in Python workers, which import their modules and the
+    # ground floor: all shipped to every executor (as spark-submit's --py-files would), whatever it has installed.
     spark.sparkContext.addPyFile(str(HERE / "enrichment.py"))
+    spark.sparkContext.addPyFile(str(HERE / "wire_format.py"))
     spark.sparkContext.addPyFile(ground_floor_zip())
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
@@ -101,7 +104,7 @@ def main(argv: list[str]) -> int:
     spark.streams.addListener(ProgressListener(status))
     job = TableJob(spark, config, event_schema, note=status.note)
     queries = job.start()
-    latest = start_latest_query(latest_rows(spark, config, event_schema), config)
+    latest = start_latest_query(latest_rows(spark, config, event_schema), config, *registered_schema(config))
     queries = [*queries, latest]
 
     stop = threading.Event()

@@ -1,19 +1,25 @@
-"""The latest topic: valid events of the raw topic, deduplicated by id within SPARK_DEDUPE_WINDOW and enriched, as JSON
-to acme.clickstream.latest.events (key = id) every SPARK_TRIGGER. The real-time path does not wait for the lake's
-commits; a batch replayed after a crash may be sent twice (Kafka's sink is at-least-once)."""
+"""The latest topic: valid events of the raw topic, deduplicated by id within SPARK_DEDUPE_WINDOW and enriched, to
+acme.clickstream.latest.events (key = id) every SPARK_TRIGGER, as Avro in Confluent's wire format: the schema in
+schemas/ (contract.LATEST_VALUE_SCHEMA_FILE), registered under the topic's subject when the job starts, as Confluent's
+serializers do. The real-time path does not wait for the lake's commits; a batch replayed after a crash may be sent
+twice (Kafka's sink is at-least-once)."""
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.avro.functions import to_avro
 from pyspark.sql.streaming import StreamingQuery
 
 import enrichment
 import records
+import wire_format
 from pipeline.config import Config
-from pipeline.contract import PARTITION
+from pipeline.schema_registry import RegistryClient, RegistryUnreachable, framed, pipeline_schemas
 from topics import kafka_options, read_topic
 
 
@@ -25,16 +31,38 @@ def deduplicated(rows: DataFrame, window: str) -> DataFrame:
 
 def latest_rows(spark: SparkSession, config: Config, event_schema: dict[str, Any]) -> DataFrame:
     """The raw topic's valid events, once each within the window, enriched as the lake's rows are."""
-    parsed = records.parse_raw_records(read_topic(spark, config, config.kafka.raw_topic), event_schema)
+    raw = read_topic(spark, config, config.kafka.raw_topic)
+    parsed = records.parse_raw_records(raw, event_schema, wire_format.registry_check(config))
     rows = deduplicated(records.events_of(parsed), config.spark.dedupe_window)
     return enrichment.enriched(rows, config.lake.ip_mode) if config.lake.enrichment else rows
 
 
-def start_latest_query(rows: DataFrame, config: Config) -> StreamingQuery:
-    processed = rows.select(
-        F.col("id").alias("key"),
-        F.to_json(F.struct(*[c for c in rows.columns if c != PARTITION])).alias("value"),
-    )
+def registered_schema(config: Config) -> tuple[int, str]:
+    """The latest topic's Avro schema and its id in the registry, registered unless it is there (a schema the
+    subject's compatibility level refuses raises, with the registry's reason)."""
+    _, latest = pipeline_schemas(config.kafka)
+    client = RegistryClient(config.registry.url, user_info=config.registry.user_info)
+    deadline = time.monotonic() + wire_format.UNREACHABLE_WAIT_S
+    while True:
+        try:
+            return client.register(latest.subject, latest.schema, latest.schema_type), latest.schema
+        except RegistryUnreachable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+
+
+def avro_values(rows: DataFrame, schema_id: int, schema: str) -> Column:
+    """Each row as the schema's record in Confluent's wire format; a field the rows lack (the enrichment's, when it
+    is off) is null."""
+    fields = json.loads(schema)["fields"]
+    present = set(rows.columns)
+    record = F.struct(*[F.col(f["name"]) if f["name"] in present else F.lit(None).alias(f["name"]) for f in fields])
+    return F.concat(F.lit(framed(schema_id, b"")), to_avro(record, schema))
+
+
+def start_latest_query(rows: DataFrame, config: Config, schema_id: int, schema: str) -> StreamingQuery:
+    processed = rows.select(F.col("id").alias("key"), avro_values(rows, schema_id, schema).alias("value"))
     # A query's jobs run in the pool of the thread that started it: its own, so its tasks do not queue behind a
     # MERGE's (the FAIR scheduler).
     context = rows.sparkSession.sparkContext

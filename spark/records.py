@@ -12,8 +12,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 import enrichment
+import wire_format
 from pipeline import problems
-from pipeline.contract import METADATA_FIELDS, PARTITION, is_int32
+from pipeline.contract import KAFKA_COLUMNS, METADATA_FIELDS, PARTITION, SCHEMA_ID_COLUMN, is_int32
 
 
 def spark_type(prop: dict[str, Any]) -> T.DataType:
@@ -63,7 +64,6 @@ INVALID_RECORD_SCHEMA = T.StructType(
 )
 #: How much of an unfileable record's value the invalid table keeps (as the collector keeps of a refused body).
 KEPT_VALUE_CHARS = 8192
-KAFKA_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "ingested_timestamp")
 #: What the invalid table keeps of a request holds its addresses too.
 SCRUBBED_INVALID_COLUMNS = ("source_ip", "payload", "body")
 
@@ -82,13 +82,13 @@ def _date_partitions(df: DataFrame, moment: Column) -> DataFrame:
     return df.withColumn(PARTITION, F.date_format(moment, "yyyy-MM-dd"))
 
 
-def _text(column: str) -> Column:
+def _text(column: str | Column) -> Column:
     """A Kafka key or value as text. Casting bytes to a string keeps invalid UTF-8, which Parquet readers then
     refuse to decode (pyarrow raises): such bytes become U+FFFD, as the collector's decoding makes them."""
-    return F.make_valid_utf8(F.col(column).cast("string"))
+    return F.make_valid_utf8((F.col(column) if isinstance(column, str) else column).cast("string"))
 
 
-Check = tuple[Column, problems.Code, str, str]
+Check = tuple[Column, problems.Code, str, str | Column]
 
 
 def _with_first_problem(rows: DataFrame, checks: list[Check]) -> DataFrame:
@@ -99,20 +99,34 @@ def _with_first_problem(rows: DataFrame, checks: list[Check]) -> DataFrame:
         # a null index.
         value = F.lit(None).cast("string")
         for check in reversed(checks):
-            value = F.when(check[0], F.lit(str(check[position]))).otherwise(value)
+            said = check[position]
+            value = F.when(check[0], said if isinstance(said, Column) else F.lit(str(said))).otherwise(value)
         rows = rows.withColumn(name, value)
     return rows
 
 
-def parse_raw_records(records: DataFrame, event_schema: dict[str, Any]) -> DataFrame:
+def parse_raw_records(records: DataFrame, event_schema: dict[str, Any], known_schema: Any = None) -> DataFrame:
     """Raw-topic records (Kafka's columns) as rows with the event's columns and `reason`: null for a row the lake
-    can hold, else why it cannot (with its `code` and `path`).
+    can hold, else why it cannot (with its `code` and `path`). A record in Confluent's wire format keeps its schema
+    id, which `known_schema` (wire_format.known_schema: the registry's answer) must know; plain JSON is read too.
 
     Works on a stream and on a static frame alike (tests/spark checks the collector agrees with it).
     """
-    value = _text("value")
+    value = _text(wire_format.payload(F.col("value")))
     record = F.from_json(value, raw_record_schema(event_schema), {"columnNameOfCorruptRecord": CORRUPT_RECORD})
-    parsed = records.select(record.alias("r"), value.alias("value_text"), "key", *_kafka_columns())
+    schema_id = wire_format.schema_id(F.col("value"))
+    known = F.lit(True) if known_schema is None else known_schema(schema_id)
+    parsed = records.select(
+        record.alias("r"),
+        value.alias("value_text"),
+        "key",
+        *_kafka_columns(),
+        # Registries give 32-bit ids; a longer one is no registry's (filed below as unknown).
+        schema_id.alias("schema_id_read"),
+        schema_id.try_cast(T.IntegerType()).alias(SCHEMA_ID_COLUMN),
+        wire_format.cut_short(F.col("value")).alias("cut_short"),
+        (schema_id.isNull() | known).alias("known_schema"),
+    )
     details = event_schema["properties"]["event"]["properties"]
     top = [name for name in event_schema["properties"] if name not in ("id", "event")]
     rows = parsed.select(
@@ -125,9 +139,13 @@ def parse_raw_records(records: DataFrame, event_schema: dict[str, Any]) -> DataF
         *[F.col(f"r.collector.{name}").alias(name) for name in METADATA_FIELDS if name != "user_agent"],
         F.col("r.collector.user_agent").alias("collector_user_agent"),
         *KAFKA_COLUMNS,
+        SCHEMA_ID_COLUMN,
         F.col("r.event.timestamp").alias("event_timestamp_text"),
         F.col(f"r.{CORRUPT_RECORD}").alias(CORRUPT_RECORD),
         "value_text",
+        "cut_short",
+        "known_schema",
+        "schema_id_read",
     ).withColumn("received_at", F.try_to_timestamp("received_at"))
     required = [n for n in event_schema["required"] if n != "event"]
     required_details = [n for n in event_schema["properties"]["event"]["required"] if n != "timestamp"]
@@ -135,7 +153,10 @@ def parse_raw_records(records: DataFrame, event_schema: dict[str, Any]) -> DataF
     missing = problems.RECORD_REQUIRED
     empty = F.col("value_text").isNull() | (F.length("value_text") == 0)
     not_an_event = "record is not a JSON event with the schema's types"
+    unknown_id = F.format_string("schema id %d is not one the schema registry has for the raw topic", "schema_id_read")
     checks: list[Check] = [
+        (F.col("cut_short"), problems.RECORD_WIRE_FORMAT, "$", "record has the wire format's magic byte, no schema id"),
+        (~F.col("known_schema"), problems.RECORD_SCHEMA_ID, "$", unknown_id),
         (empty, problems.RECORD_EMPTY, "$", "record has no value"),
         (F.col(CORRUPT_RECORD).isNotNull(), problems.RECORD_SHAPE, "$", not_an_event),
         *[(F.col(n).isNull(), missing, f"$.{n}", f"$.{n}: missing") for n in required],
@@ -145,7 +166,7 @@ def parse_raw_records(records: DataFrame, event_schema: dict[str, Any]) -> DataF
         # Spark counts a year 0; Python, pyarrow's readers and the collector start at year 1.
         (F.year("event_timestamp") < 1, problems.LAKE_TIMESTAMP_INSTANT, stamp, f"{stamp}: before year 1"),
     ]  # fmt: skip
-    rows = _with_first_problem(rows, checks)
+    rows = _with_first_problem(rows, checks).drop("cut_short", "known_schema", "schema_id_read")
     return _date_partitions(rows, F.coalesce("event_timestamp", "kafka_timestamp"))
 
 

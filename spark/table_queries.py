@@ -17,6 +17,7 @@ from pyspark.sql.streaming import StreamingQuery
 import lake_tables
 import records
 import sessions
+import wire_format
 from maintenance import Maintenance, keyed_by_id
 from pipeline.config import Config
 from topics import read_topic
@@ -85,7 +86,8 @@ class TableJob:
         """The lake query and the invalid query, the sessions thread and each table's maintenance."""
         lake, config = self.config.lake, self.config
         enrich = lake.enrichment
-        parsed = records.parse_raw_records(read_topic(self.spark, config, config.kafka.raw_topic), self.event_schema)
+        raw_topic = read_topic(self.spark, config, config.kafka.raw_topic)
+        parsed = records.parse_raw_records(raw_topic, self.event_schema, wire_format.registry_check(config))
         raw = records.first_arrivals(parsed, lake.dedupe_window)
         invalid_topic = read_topic(self.spark, config, config.kafka.invalid_topic)
         invalid = records.first_arrivals(records.invalid_rows(invalid_topic, lake.ip_mode, enrich), lake.dedupe_window)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
-from stack import chalice_local, deploy, kafka, localstack, spark, supervisor
+from stack import chalice_local, deploy, kafka, kafka_ui, localstack, spark, supervisor
 from stack.lifecycle import down, status, up
 from stack.process import ServiceError
 
@@ -22,6 +23,13 @@ def _deploy(stage: str) -> None:
         print(f"  website  {deploy.shop_link(deployment)}")
 
 
+def _kafka_tui(topic: str) -> None:
+    """kaskade in this terminal, in place of this process."""
+    kafka_ui.install()
+    argv = kafka_ui.terminal_command(topic=topic)
+    os.execv(argv[0], argv)
+
+
 COMMANDS = {
     "up": lambda args: up(),
     "down": lambda args: down(),
@@ -32,6 +40,7 @@ COMMANDS = {
     "local": lambda args: chalice_local.run_in_foreground(),
     "spark-jars": lambda args: print(spark.fetch_jars()),
     "compact": lambda args: print(spark.compact()),
+    "kafka-tui": lambda args: _kafka_tui(args.topic),
 }
 
 
@@ -40,9 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=sorted([*COMMANDS, "hold", "release"]))
     parser.add_argument("service", nargs="?", help="hold/release: the service the supervisor leaves alone or not")
     parser.add_argument("--stage", default=deploy.STAGE, help="deploy: a stage of chalice_app/.chalice/config.json")
+    parser.add_argument("--topic", default="", help="kafka-tui: consume this topic (else: topics, groups and lag)")
     args = parser.parse_args(argv)
     # What the stack's library logs (services starting and stopping) is this command's output.
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python's connection chatter
     if args.command in ("hold", "release"):
         if not args.service:
             parser.error(f"{args.command} needs a service: {', '.join(supervisor.watched())}")

@@ -30,7 +30,8 @@ from typing import Any
 from generator.synthetic import PACKAGE_ID as GENERATOR_PACKAGE
 from pipeline.config import Config
 from pipeline.deployment import MAIN_STAGE, deployment_file, read_deployment
-from stack import kafka_security, localstack
+from pipeline.schema_registry import value_subject
+from stack import kafka_security, localstack, registry
 from stack.cluster import current
 from stack.paths import REPO, runtime_dir
 
@@ -191,7 +192,7 @@ def pin_rest_api(stage: str, app_dir: Path, config: Config) -> str:
 
 
 #: The sections the collector reads: a deploy applies their changed settings to the stage's functions.
-COLLECTOR_SECTIONS = ("kafka", "collector")
+COLLECTOR_SECTIONS = ("kafka", "collector", "registry")
 
 
 def stage_config(stage: str, config: Config) -> tuple[Config, dict[str, str]]:
@@ -203,6 +204,13 @@ def stage_config(stage: str, config: Config) -> tuple[Config, dict[str, str]]:
 
 def deploy_collector(stage: str, config: Config) -> dict[str, Any]:
     functions_config, overrides = stage_config(stage, config)
+    # The registry's ids first (under the stage's topics): an incompatible change to schemas/ fails the deploy with
+    # the registry's reason, and the functions learn the raw topic's id here, so a registry outage never fails a
+    # request.
+    schema_ids = registry.register_schemas(functions_config)
+    raw_id = schema_ids[value_subject(functions_config.kafka.raw_topic)]
+    functions_config = functions_config.replace(registry={"raw_schema_id": raw_id})
+    overrides |= functions_config.environment(("registry",), changed_only=True)
     ensure_spool(functions_config)
     write_keys = ensure_write_keys(stage, functions_config)
     kafka_secret = kafka_security.ensure_secret(config)
@@ -234,6 +242,7 @@ def deploy_collector(stage: str, config: Config) -> dict[str, Any]:
         "write_keys": write_keys,
         # The embedded broker's SASL_SSL user, for a client that takes KAFKA_SASL_SECRET_ARN.
         "kafka_sasl_secret_arn": kafka_secret,
+        "schema_ids": schema_ids,
     }
 
 

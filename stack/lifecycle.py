@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pipeline.config import CONFIG_VARIABLE, Config, variables
-from stack import chalice_local, cluster, deploy, kafka, localstack, registry, spark, supervisor
+from stack import chalice_local, cluster, deploy, kafka, kafka_ui, localstack, registry, spark, supervisor
 from stack.cluster import current
 from stack.process import free_port
 
@@ -18,6 +18,8 @@ def up(config: Config | None = None, supervised: bool = True) -> None:
     cluster.record(config, clustered)
     kafka.start(config)
     registry.start(config)
+    # Before the collector: its cold start asks the registry for the raw topic's schema id.
+    registry.register_schemas(config)
     localstack.start(config)
     localstack.ensure_bucket(config.lake.bucket, config)
     chalice_local.start(config)
@@ -25,6 +27,7 @@ def up(config: Config | None = None, supervised: bool = True) -> None:
         spark.start_master(config)
         spark.start_worker(config)
     spark.start(config)
+    kafka_ui.start(config)
     if supervised:
         supervisor.start(config)
 
@@ -33,6 +36,7 @@ def down(config: Config | None = None) -> None:
     config = config or current()
     # The supervisor first: it would bring back what the next lines stop.
     supervisor.stop()
+    kafka_ui.stop()
     spark.stop_all()
     if cluster.enabled(config):
         spark.stop_cluster(config)
@@ -49,6 +53,7 @@ def status(config: Config | None = None) -> list[str]:
     lines.append(spark.status(config))
     if cluster.enabled(config):
         lines.append(spark.cluster_status(config))
+    lines.append(kafka_ui.status(config))
     lines.append(supervisor.status())
     if localstack.healthy(config):
         lines.append(deploy.spool_status(config))
@@ -66,12 +71,12 @@ def fresh_stack_environment(
     """
     nodes = 3 if clustered else 1
     ports: set[int] = set()
-    while len(ports) < 3 * nodes + 7:
+    while len(ports) < 3 * nodes + 8:
         ports.add(free_port())
     free = sorted(ports)
     brokers, controllers, sasl = free[:nodes], free[nodes : 2 * nodes], free[2 * nodes : 3 * nodes]
     rest = free[3 * nodes :]
-    gateway, collector_port, spark_ui, master, master_ui, worker_ui, registry_port = rest
+    gateway, collector_port, spark_ui, master, master_ui, worker_ui, registry_port, kafka_ui_port = rest
     settings = {variable.name for _, variable in variables()} | {CONFIG_VARIABLE}
     env = {k: v for k, v in (os.environ if base is None else base).items() if k not in settings}
     env.update(
@@ -83,6 +88,7 @@ def fresh_stack_environment(
         COLLECTOR_PORT=str(collector_port),
         SPARK_UI_PORT=str(spark_ui),
         SCHEMA_REGISTRY_PORT=str(registry_port),
+        KAFKA_UI_PORT=str(kafka_ui_port),
         CLUSTER="1" if clustered else "0",
     )
     if clustered:

@@ -6,14 +6,11 @@ localstack/lambda-local-executor/ is the Lambda executor plugin installed beside
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -23,8 +20,9 @@ from typing import Any
 from pipeline.config import CONFIG_VARIABLE, Config
 from pipeline.contract import host_port
 from stack.cluster import current
-from stack.paths import REPO, cache_dir, runtime_dir
+from stack.paths import REPO, runtime_dir
 from stack.process import Service, ServiceError, port_open
+from stack.venvs import Virtualenv
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +35,24 @@ RUNTIME_SCRIPT_SUFFIX = "lambda_local_executor/runtime.py"
 HEALTHY = ("running", "available")
 
 
-def venv() -> Path:
-    return cache_dir() / "venvs" / "localstack"
+def _plugin_sources() -> list[Path]:
+    return sorted(
+        p
+        for p in PLUGIN_DIR.rglob("*")
+        if p.is_file() and not any(part in ("__pycache__", "build") or part.endswith(".egg-info") for part in p.parts)
+    )
+
+
+def venv() -> Virtualenv:
+    return Virtualenv("localstack", (REQUIREMENTS, RUNTIME_REQUIREMENTS, *_plugin_sources()))
 
 
 def _python() -> Path:
-    return venv() / "bin" / "python"
+    return venv().python
 
 
 def _runtime_libs() -> Path:
-    return venv() / "lambda-runtime-libs"
+    return venv().path / "lambda-runtime-libs"
 
 
 # The runtime-library sets, each named after the oldest Python it serves (the executor picks the newest that
@@ -96,43 +102,18 @@ def service() -> Service:
 # --- install ----------------------------------------------------------------------------------------------
 
 
-def _install_digest() -> str:
-    """Hash of everything the venv is built from: it is rebuilt when one of them changes."""
-    digest = hashlib.sha256(f"{sys.version_info[:2]} {RUNTIME_LIB_PYTHONS}".encode())
-    sources = sorted(
-        p
-        for p in PLUGIN_DIR.rglob("*")
-        if p.is_file() and not any(part in ("__pycache__", "build") or part.endswith(".egg-info") for part in p.parts)
-    )
-    for path in [REQUIREMENTS, RUNTIME_REQUIREMENTS, *sources]:
-        digest.update(str(path.relative_to(LOCALSTACK_DIR)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def install() -> None:
     """Create LocalStack's venv with the executor plugin and the Lambda runtime libraries (once)."""
-    stamp = venv() / ".clickstream-install-stamp"
-    digest = _install_digest()
-    if stamp.is_file() and stamp.read_text().strip() == digest and _python().exists():
-        return
-    started = time.monotonic()
-    stamp.unlink(missing_ok=True)
-    if subprocess.run([str(_python()), "-c", "pass"], capture_output=True).returncode if _python().exists() else 1:
-        shutil.rmtree(venv(), ignore_errors=True)  # missing, or broken (its base Python is gone)
-        log.info("localstack: creating its virtualenv %s", venv())
-        subprocess.run([sys.executable, "-m", "venv", str(venv())], check=True)
+    venv().ensure(_fill, extra=str(RUNTIME_LIB_PYTHONS), what="LocalStack (about a minute)")
 
-    def pip(*args: str) -> None:
-        subprocess.run([str(_python()), "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True)
 
-    log.info("localstack: installing LocalStack (about a minute, once)")
-    pip("install", "-r", str(REQUIREMENTS))
+def _fill(env: Virtualenv) -> None:
+    env.pip("install", "-r", str(REQUIREMENTS))
     # Built from a copy: setuptools would otherwise leave build/ and *.egg-info in the repo.
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / PLUGIN_DIR.name
         shutil.copytree(PLUGIN_DIR, source, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
-        pip("install", "--no-deps", "--force-reinstall", str(source))
+        env.pip("install", "--no-deps", "--force-reinstall", str(source))
     # What AWS's Python runtime provides without packaging (boto3), for the Lambda processes.
     shutil.rmtree(_runtime_libs(), ignore_errors=True)
     for python in RUNTIME_LIB_PYTHONS:
@@ -140,10 +121,7 @@ def install() -> None:
         # Pure-Python wheels for that Python, whatever LocalStack's own interpreter is.
         # Every pin is listed, so no resolver run for LocalStack's own interpreter.
         target_python = ["--python-version", python, "--only-binary=:all:", "--no-deps"]
-        pip("install", "--target", str(target), *target_python, *runtime_requirements(python))
-    pip("check")
-    stamp.write_text(digest + "\n")
-    log.info("localstack: installed in %.0fs", time.monotonic() - started)
+        env.pip("install", "--target", str(target), *target_python, *runtime_requirements(python))
 
 
 # --- run --------------------------------------------------------------------------------------------------

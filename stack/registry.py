@@ -10,6 +10,14 @@ import urllib.request
 from typing import Any
 
 from pipeline.config import Config
+from pipeline.schema_registry import (
+    IncompatibleSchema,
+    RegistryClient,
+    RegistryError,
+    RegistryUnreachable,
+    pipeline_schemas,
+    register_all,
+)
 from stack.cluster import current
 from stack.paths import REPO, runtime_dir
 from stack.process import Service, ServiceError, wait_for_port
@@ -32,6 +40,18 @@ def start(config: Config | None = None, timeout_s: float = 60.0) -> None:
     if not wait_for_port(config.registry.host, config.registry.port, timeout_s, alive=lambda: svc.pid() is not None):
         raise ServiceError(f"registry did not open port {config.registry.port}; last log lines:\n{svc.log_tail()}")
     log.info("registry: %s in %.1fs (pid %s)", config.registry.url, time.monotonic() - started, svc.pid())
+
+
+def register_schemas(config: Config) -> dict[str, int]:
+    """The pipeline's schemas (schemas/) registered under their topics' subjects, and their ids; a ServiceError with
+    the registry's reason when it refuses one (an incompatible change) or does not answer."""
+    client = RegistryClient(config.registry.url, user_info=config.registry.user_info)
+    try:
+        return register_all(client, pipeline_schemas(config.kafka))
+    except (IncompatibleSchema, RegistryError) as exc:
+        raise ServiceError(str(exc)) from exc
+    except RegistryUnreachable as exc:
+        raise ServiceError(f"{exc}; `make up` starts the embedded one, SCHEMA_REGISTRY_URL names another") from exc
 
 
 def stop() -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from pipeline.config import Config
 from pipeline.deployment import read_deployment
-from stack import chalice_local, cluster, deploy, kafka, localstack, registry, spark
+from stack import chalice_local, cluster, deploy, kafka, kafka_ui, localstack, registry, spark
 from stack.cluster import current
 from stack.paths import runtime_dir
 from stack.process import Service
@@ -119,6 +119,8 @@ def watched(config: Config | None = None) -> Watched:
         )
         services["spark-worker"] = (spark.worker_service, functools.partial(spark.start_worker, config))
     services["spark"] = (spark.service, functools.partial(spark.start, config))
+    if config.kafka_ui.port:
+        services["kafka-ui"] = (kafka_ui.service, functools.partial(kafka_ui.start, config))
     return services
 
 

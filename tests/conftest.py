@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pipeline.config import Config
+from pipeline.schema_registry import unframed
 from tests.stacks import Stack, Stacks, take_environment
 
 REPO = Path(__file__).resolve().parent.parent
@@ -221,6 +222,11 @@ def make_function(localstack_endpoint: str) -> Iterator[Callable[..., str]]:
             pass
 
 
+def record_json(value: bytes | None) -> Any:
+    """A record's JSON, in Confluent's wire format (the collector's raw records) or plain (the invalid topic's)."""
+    return json.loads(unframed(value or b"")[1] or b"null")
+
+
 def read_topic(bootstrap: str, topic: str, match: dict[str, Any], expected: int, timeout_s: float = 20) -> list[Any]:
     """Records of `topic` (whole history) whose JSON value contains `match` at its "collector" metadata.
 
@@ -241,7 +247,7 @@ def read_topic(bootstrap: str, topic: str, match: dict[str, Any], expected: int,
             for records in consumer.poll(timeout_ms=500).values():
                 for record in records:
                     try:
-                        value = json.loads(record.value or b"null")
+                        value = record_json(record.value)
                     except ValueError:  # a poison record of the lake tests: not the collector's
                         continue
                     meta = value.get("collector", {}) if isinstance(value, dict) else None

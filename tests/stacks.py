@@ -44,7 +44,7 @@ SUITE_SETTINGS = {
 #: What the suite stack's `make run` sends (tests/e2e checks each of these events).
 FIRST_RUN_EVENTS, FIRST_RUN_SEED, FIRST_RUN_INVALID_SHARE = 300, 7, 0.1
 #: The services a running stack has, by pidfile; with CLUSTER=1 also these.
-SERVICES = ("supervisor", "kafka", "registry", "localstack", "chalice-local", "spark")
+SERVICES = ("supervisor", "kafka", "registry", "localstack", "chalice-local", "spark", "kafka-ui")
 CLUSTER_SERVICES = ("kafka-2", "kafka-3", "spark-master", "spark-worker")
 #: How long a supervised stack may take to bring a killed service back before the suite starts it itself.
 RECOVERY_S = 300

@@ -21,6 +21,7 @@ from chalicelib.write_keys import WriteKey, WriteKeys, WriteKeysUnavailable
 from pipeline import problems
 from pipeline.config import Config
 from pipeline.contract import METADATA_FIELDS
+from pipeline.schema_registry import framed
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ def _now_iso() -> str:
 
 class Collector:
     """Routes -> this service -> sinks. Without `write_keys` every request may write (REQUIRE_WRITE_KEY off);
-    without `limiter`, at any rate."""
+    without `limiter`, at any rate. With `registry_id` (the registry's id of the raw topic's schema), raw records
+    are in Confluent's wire format; without, plain JSON (both are read by the lake writer)."""
 
     def __init__(
         self,
@@ -80,12 +82,14 @@ class Collector:
         sink: Sink,
         write_keys: WriteKeys | None = None,
         limiter: RateLimiter | None = None,
+        registry_id: int | None = None,
     ) -> None:
         self.config = config
         self.limits = config.collector
         self.sink = sink
         self.write_keys = write_keys
         self.limiter = limiter
+        self.raw_prefix = b"" if registry_id is None else framed(registry_id, b"")
         self.clock_window = ClockWindow(
             earliest=datetime.fromisoformat(config.collector.earliest_event_time),
             ahead=timedelta(seconds=config.collector.max_clock_ahead_s),
@@ -233,7 +237,7 @@ class Collector:
             if problem is None:
                 # The event serialised once, with the metadata spliced in before its closing brace: a valid
                 # event is a non-empty object that has no "collector" key (the schema forbids other keys).
-                records.append(Record(topics.raw_topic, event_id.encode(), encoded[:-1] + meta_field))
+                records.append(Record(topics.raw_topic, event_id.encode(), self.raw_prefix + encoded[:-1] + meta_field))
                 continue
             described = {"code": problem.code, "path": problem.path, "reason": problem.reason}
             errors.append({"index": index, "id": event_id, **described})

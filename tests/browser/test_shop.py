@@ -17,7 +17,7 @@ from generator.synthetic import PRODUCTS
 from pipeline.config import Config
 from stack.deploy import SHOP_PACKAGE
 from tests.browser.conftest import Shop, StaticSite, Visitor, save_screenshot
-from tests.conftest import read_topic
+from tests.conftest import read_topic, record_json
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,7 @@ def landed(settings: Config, visitor: Visitor, expected: int, topic: str | None 
         expected,
         timeout_s=90,
     )
-    return [json.loads(record.value) for record in records]
+    return [record_json(record.value) for record in records]
 
 
 def check_events(

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from chalicelib import dependencies
 from generator.synthetic import synthetic_events
 from pipeline.config import Config
-from tests.conftest import APP_DIR, read_topic
+from pipeline.schema_registry import RegistryClient, pipeline_schemas, unframed
+from tests.conftest import APP_DIR, read_topic, record_json
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +63,7 @@ def test_valid_batch_lands_in_raw_topic_with_metadata(client: Client, config: Co
     assert sorted(r.key.decode() for r in records) == sorted(e["id"] for e in events)
     by_id = {e["id"]: e for e in events}
     for record in records:
-        value = json.loads(record.value)
+        value = record_json(record.value)
         meta = value.pop("collector")
         assert value == by_id[record.key.decode()]
         assert meta["user_agent"] == "pytest-agent"
@@ -72,6 +73,10 @@ def test_valid_batch_lands_in_raw_topic_with_metadata(client: Client, config: Co
         assert meta["received_at"].endswith("Z")
     # key = event id spreads a batch over the topic's partitions
     assert len({r.partition for r in records}) > 1
+    # Confluent's wire format, with the id the registry gives the raw records' schema (`make up` registered it)
+    raw = pipeline_schemas(config.kafka)[0]
+    registered = RegistryClient(config.registry.url).lookup(raw.subject, raw.schema, raw.schema_type)
+    assert registered and {unframed(r.value)[0] for r in records} == {registered}
 
 
 def test_invalid_events_are_kept_with_their_reason(client: Client, config: Config) -> None:

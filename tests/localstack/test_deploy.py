@@ -23,10 +23,12 @@ from chalicelib.write_keys import MISS_RELOAD_S
 from generator.sender import Sender, batched
 from generator.synthetic import synthetic_events
 from pipeline.config import Config
+from pipeline.schema_registry import RegistryClient, pipeline_schemas, unframed, value_subject
 from stack import localstack
-from stack.deploy import change_write_keys, website_config, with_security_policy
+from stack.deploy import change_write_keys, deploy, website_config, with_security_policy
+from stack.process import ServiceError
 from tests.api_fuzz import REQUESTS_PER_OPERATION, deployed_on_fuzz_topics, fuzz
-from tests.conftest import REPO, keyed, read_topic, report
+from tests.conftest import REPO, keyed, read_topic, record_json, report
 from tests.localstack.lambda_support import runtime_pids
 
 pytestmark = pytest.mark.slow
@@ -47,8 +49,34 @@ def test_batch_through_api_gateway_lands_in_kafka(deployment: dict[str, Any], co
     invalid = read_topic(config.kafka.bootstrap_servers, config.kafka.invalid_topic, match, len(rejected))
     assert sorted(r.key.decode() for r in raw) == sorted(e["id"] for e in events if e["id"] not in rejected)
     assert sorted(r.key.decode() for r in invalid) == sorted(rejected)
-    meta = json.loads(raw[0].value)["collector"]
+    meta = record_json(raw[0].value)["collector"]
     assert meta["source_ip"] and meta["user_agent"].startswith("python-requests")
+    # Framed with the id the deploy learnt from the registry (the Lambda asks no registry at a request).
+    raw_id = deployment["schema_ids"][value_subject(config.kafka.raw_topic)]
+    assert {unframed(r.value)[0] for r in raw} == {raw_id}
+
+
+def test_an_incompatible_change_to_schemas_fails_the_deploy_and_the_check(
+    deployment: dict[str, Any], config: Config
+) -> None:
+    """The registry's reason, before anything is deployed: here the latest topic's subject already holds a version
+    whose `id` is a long, which the schema in schemas/ (a string) cannot read under BACKWARD."""
+    changed = config.replace(kafka={"latest_topic": f"schema-check-{uuid.uuid4().hex[:8]}"})
+    _, latest = pipeline_schemas(changed.kafka)
+    older = json.loads(latest.schema)
+    older["fields"] = [{**f, "type": ["null", "long"]} if f["name"] == "id" else f for f in older["fields"]]
+    RegistryClient(config.registry.url).register(latest.subject, json.dumps(older), "AVRO")
+    with pytest.raises(ServiceError, match=f"refuses schemas/: {latest.subject}: missing_union_branch"):
+        deploy(config=changed)
+    check = subprocess.run(
+        [sys.executable, "schemas/generate.py", "--check"],
+        env=changed.child_environment(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 1 and f"refuses {latest.subject}: missing_union_branch" in check.stderr
 
 
 def test_deployed_function_uses_the_deploying_shells_settings(deployment: dict[str, Any], config: Config) -> None:

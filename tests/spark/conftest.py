@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -18,4 +19,6 @@ def spark_jvm_with_the_lakes_jars() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as environment:
         # Read by PySpark when it launches the JVM, which it does once per process.
         environment.setenv("PYSPARK_SUBMIT_ARGS", spark.submit_args(local))
+        # Python workers of this virtualenv, as the lake writer's (the enrichment's UDF needs its packages).
+        environment.setenv("PYSPARK_PYTHON", sys.executable)
         yield

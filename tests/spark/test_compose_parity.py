@@ -106,7 +106,7 @@ def standalone_master(config: Config, image_bin: Path) -> Iterator[str]:
 
 
 def compose_job(
-    master: str, bootstrap: str, s3_endpoint: str, app: Path, bin_dir: Path
+    master: str, bootstrap: str, s3_endpoint: str, registry_url: str, app: Path, bin_dir: Path
 ) -> tuple[list[str], dict[str, str]]:
     """spark-job's command and environment from docker-compose.yaml, its names mapped onto this machine."""
     job = service(load_compose(), "spark-job")
@@ -123,6 +123,7 @@ def compose_job(
         "spark://spark-master:7077": master,
         "kafka:29092": bootstrap,
         "http://localstack:4566": s3_endpoint,
+        "http://schema-registry:8085": registry_url,
         # Ivy's cache of --packages, kept between runs (it copies the jars from ~/.m2, where mvn put them).
         "/tmp/.ivy2": str(cache_dir() / "compose-ivy2"),
     }
@@ -163,7 +164,9 @@ def test_compose_spark_job_runs_as_compose_gives_it(
     localstack.ensure_bucket(PARITY_BUCKET)
     parity = config.replace(kafka=PARITY_TOPICS)
     kafka.create_topics(parity)
-    argv, env = compose_job(standalone_master, config.kafka.bootstrap_servers, localstack_endpoint, app, bin_dir)
+    argv, env = compose_job(
+        standalone_master, config.kafka.bootstrap_servers, localstack_endpoint, config.registry.url, app, bin_dir
+    )
     assert shutil.which("python3", path=env["PATH"]) == str(bin_dir / "python3")
 
     log = tmp_path / "spark-job.log"

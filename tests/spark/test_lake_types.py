@@ -19,9 +19,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chalicelib.validation import SCHEMA, ClockWindow, lake_violation, parse_instant, schema_violation
+from pipeline.schema_registry import framed
 from records import parse_raw_records
 
 pytestmark = pytest.mark.slow
+
+#: The registry's answer in these tests: only schema id 7 is the raw topic's.
+KNOWN_ID = 7
+
+
+def known(ids: Any) -> Any:
+    return ids.isin(KNOWN_ID)
+
 
 #: Wide enough that only the calendar and the types decide, not the clock.
 ANY_TIME = ClockWindow(earliest=datetime(1, 1, 1, tzinfo=UTC), ahead=timedelta(days=3_000_000))
@@ -163,6 +172,9 @@ json_like = st.one_of(
     st.binary(max_size=60),
     st.builds(lambda event, cut: dump(event)[:cut], edge_events(), st.integers(0, 400)),
     st.builds(lambda event: collector_record(event), edge_events()),
+    # Confluent's wire format: a known id, an unknown one, a header cut anywhere.
+    st.builds(framed, st.sampled_from([KNOWN_ID, 8, 2**32 - 1]), edge_events().map(collector_record)),
+    st.builds(lambda value, cut: framed(KNOWN_ID, value)[:cut], st.binary(max_size=8), st.integers(1, 6)),
     st.sampled_from([b"", b"null", b"[]", b"{}", b'"x"', b"\xff\xfe{", b'{"id": null}']),
 )
 
@@ -182,7 +194,7 @@ def test_any_bytes_become_rows_a_parquet_reader_reads(
         "key binary, value binary, topic string, partition int, offset long, timestamp timestamp",
     )
     out = tmp_path_factory.mktemp("parsed")
-    parsed = parse_raw_records(frame, SCHEMA)
+    parsed = parse_raw_records(frame, SCHEMA, known)
     # Only lake rows keep event_timestamp (an invalid one may be Spark's year 0, which no Python datetime holds).
     parsed = parsed.withColumn("event_timestamp", F.when(F.col("reason").isNull(), F.col("event_timestamp")))
     parsed.write.mode("overwrite").parquet(str(out))
@@ -190,3 +202,83 @@ def test_any_bytes_become_rows_a_parquet_reader_reads(
     assert sorted(r["kafka_offset"] for r in rows) == list(range(len(records)))
     for row in rows:
         assert row["reason"] is not None or (row["id"] and row["event_timestamp"] and row["customer_id"])
+
+
+def raw_frame(spark: Any, values: list[bytes]) -> Any:
+    return spark.createDataFrame(
+        [(f"k{n}".encode(), value, "raw", 0, n, datetime(2026, 12, 1)) for n, value in enumerate(values)],
+        "key binary, value binary, topic string, partition int, offset long, timestamp timestamp",
+    )
+
+
+def test_the_wire_format_is_read_and_an_unknown_id_or_a_cut_header_is_filed_with_its_code(spark: Any) -> None:
+    event = {
+        "id": "w",
+        "type": "view",
+        "package_id": "t",
+        "event": {"user_agent": "u", "customer_id": "c", "timestamp": "2026-12-01T10:00:00Z", "page": "/"},
+    }
+    values = [
+        framed(KNOWN_ID, collector_record({**event, "id": "known"})),
+        collector_record({**event, "id": "plain"}),  # an older collector's plain JSON
+        framed(2**31 + 5, collector_record({**event, "id": "unknown"})),
+        b"\x00\x00\x07",
+    ]
+    rows = {
+        r["kafka_offset"]: r.asDict()
+        for r in parse_raw_records(raw_frame(spark, values), SCHEMA, known)
+        .select("kafka_offset", "id", "registry_schema_id", "code", "reason")
+        .collect()
+    }
+    assert (rows[0]["id"], rows[0]["registry_schema_id"], rows[0]["code"]) == ("known", KNOWN_ID, None)
+    assert (rows[1]["id"], rows[1]["registry_schema_id"], rows[1]["code"]) == ("plain", None, None)
+    assert (rows[2]["id"], rows[2]["code"]) == ("unknown", "record.schema_id")
+    assert rows[2]["reason"] == f"schema id {2**31 + 5} is not one the schema registry has for the raw topic"
+    assert (rows[3]["id"], rows[3]["code"]) == ("k3", "record.wire_format")
+
+
+def test_the_latest_topics_avro_schema_holds_every_column_of_the_enriched_rows(spark: Any) -> None:
+    """The schema in schemas/ names exactly the latest rows' columns, Spark's to_avro writes them with it, and
+    Avro's own reader reads them back."""
+    import io
+
+    import avro.io
+    import avro.schema
+
+    import enrichment
+    import records
+    from latest import avro_values
+    from pipeline.config import REPO
+    from pipeline.contract import LATEST_VALUE_SCHEMA_FILE, PARTITION
+
+    spark.sparkContext.addPyFile(str(REPO / "spark" / "enrichment.py"))  # its UDF's module, for the workers
+    text = (REPO / LATEST_VALUE_SCHEMA_FILE).read_text()
+    schema = avro.schema.parse(text)
+    event = {
+        "id": "avro-1",
+        "type": "purchase",
+        "package_id": "t",
+        "event": {
+            "user_agent": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+            "customer_id": "c-9",
+            "timestamp": "2026-12-01T10:00:00.123456Z",
+            "page": "/p?utm_source=news",
+            "product_id": 42,
+            "price": 9.5,
+            "ip": "203.0.113.77",
+        },
+    }
+    parsed = parse_raw_records(raw_frame(spark, [framed(KNOWN_ID, collector_record(event))]), SCHEMA, known)
+    rows = enrichment.enriched(records.events_of(parsed), "truncate").drop(PARTITION)
+    assert sorted(rows.columns) == sorted(f.name for f in schema.fields)
+    [value] = [r["value"] for r in rows.select(avro_values(rows, 12, text).alias("value")).collect()]
+    assert bytes(value[:5]) == framed(12, b"")
+    decoded = avro.io.DatumReader(schema).read(avro.io.BinaryDecoder(io.BytesIO(bytes(value[5:]))))
+    assert (decoded["id"], decoded["product_id"], decoded["price"], decoded["registry_schema_id"]) == (
+        "avro-1",
+        42,
+        9.5,
+        KNOWN_ID,
+    )
+    assert decoded["is_bot"] is True and decoded["utm_source"] == "news" and decoded["ip"] == "203.0.113.0"
+    assert decoded["event_timestamp"] == datetime(2026, 12, 1, 10, 0, 0, 123456, tzinfo=UTC)

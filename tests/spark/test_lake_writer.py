@@ -17,14 +17,16 @@ from typing import Any
 import pytest
 
 from chalicelib.collector import Collector, RequestInfo
+from chalicelib.dependencies import registry_id
 from chalicelib.sinks.kafka import KafkaSink
 from enrichment import scrub_ips
 from generator.synthetic import synthetic_events
 from lake.reader import INVALID_PREFIX, LAKE_PREFIX, SESSIONS_PREFIX, read
 from lake.reader import table as table_of
 from pipeline.config import Config
+from pipeline.schema_registry import framed
 from stack import spark
-from tests.conftest import REPO, committed_ids, lake_ids, read_topic
+from tests.conftest import REPO, committed_ids, lake_ids, read_topic, record_json
 from tests.stacks import variant
 
 pytestmark = pytest.mark.slow
@@ -32,7 +34,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def collector(config: Config) -> Collector:
-    return Collector(config, KafkaSink(config.kafka))
+    """The collector as `chalice local` runs it: raw records in Confluent's wire format, with the id the registry
+    gives their schema."""
+    schema_id = registry_id(config)
+    assert schema_id is not None, "the registry does not have the raw records' schema"
+    return Collector(config, KafkaSink(config.kafka), registry_id=schema_id)
 
 
 def post(collector: Collector, events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -65,6 +71,7 @@ def test_valid_and_invalid_events_land_once_with_metadata(
     )
     assert row["correlation_id"] == body["correlation_id"] and row["schema_version"] == "1-0-0"
     assert row["kafka_offset"] >= 0 and row["kafka_timestamp"] and row["ingested_timestamp"]
+    assert row["registry_schema_id"] == registry_id(config)
     assert row["dt"] == sample["event"]["timestamp"][:10]
 
     invalid = [r for r in read(INVALID_PREFIX).to_pylist() if r["id"] in rejected]
@@ -75,26 +82,39 @@ def test_valid_and_invalid_events_land_once_with_metadata(
     )
 
 
-def test_latest_topic_holds_the_processed_events(lake_writer: None, collector: Collector, config: Config) -> None:
+def test_latest_topic_holds_the_processed_events_in_avro(
+    lake_writer: None, collector: Collector, config: Config
+) -> None:
+    """Every record the latest topic holds (this run's, from its first offset) decodes with confluent-kafka's
+    AvroDeserializer against our registry, and this test's events are among them, enriched."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
     from kafka import KafkaConsumer, TopicPartition
 
     events = synthetic_events(50, seed=42)
     post(collector, events)
     wanted = {e["id"] for e in events}
+    deserializer = AvroDeserializer(SchemaRegistryClient({"url": config.registry.url}))
+    context = SerializationContext(config.kafka.latest_topic, MessageField.VALUE)
     consumer = KafkaConsumer(bootstrap_servers=config.kafka.bootstrap_servers, group_id=None)
     partitions = [TopicPartition(config.kafka.latest_topic, p) for p in range(config.kafka.topic_partitions)]
     consumer.assign(partitions)
     consumer.seek_to_beginning(*partitions)
     found: dict[str, dict[str, Any]] = {}
+    decoded = 0
     deadline = time.monotonic() + 120
     while set(found) < wanted and time.monotonic() < deadline:
         for records in consumer.poll(timeout_ms=1000).values():
             for record in records:
-                if record.key.decode() in wanted:
-                    found[record.key.decode()] = json.loads(record.value)
+                value = deserializer(record.value, context)
+                assert value["id"] == record.key.decode()
+                decoded += 1
+                if value["id"] in wanted:
+                    found[value["id"]] = value
     consumer.close()
-    assert set(found) == wanted
-    assert all(value["id"] == key and value["event_timestamp"] for key, value in found.items())
+    assert set(found) == wanted and decoded >= len(wanted)
+    assert all(v["event_timestamp"] and v["ua_browser_family"] and v["registry_schema_id"] for v in found.values())
 
 
 def test_a_resent_batch_lands_once(lake_writer: None, collector: Collector) -> None:
@@ -236,7 +256,10 @@ def test_records_of_any_producer_never_stop_the_lake(lake_writer: None, collecto
         f"{tag}-shape": json.dumps({"id": f"{tag}-shape", "type": "click"}).encode(),
         f"{tag}-april-31": json.dumps({**impossible_day, "id": f"{tag}-april-31"}).encode(),
         f"{tag}-wrong-type": json.dumps({**wrong_type, "id": f"{tag}-wrong-type"}).encode(),
+        f"{tag}-cut-short": b"\x00\x00\x01",
+        f"{tag}-unknown-id": framed(2**31 - 7, json.dumps({**good, "id": f"{tag}-unknown-id"}).encode()),
     }
+    # Plain JSON, as a producer without the registry (or an older collector) writes it: an event like any other.
     keyless = {**good, "id": f"{tag}-keyless-but-valid"}
     producer = KafkaProducer(bootstrap_servers=config.kafka.servers, acks="all")
     for key, value in raw_poison.items():
@@ -265,6 +288,12 @@ def test_records_of_any_producer_never_stop_the_lake(lake_writer: None, collecto
         f"{tag}-april-31": ("lake.timestamp.instant", "$.event.timestamp", "$.event.timestamp: not a real instant"),
         f"{tag}-wrong-type": not_an_event,
         f"{tag}-invalid-garbage": ("record.shape", "$", "record is not an invalid-event record"),
+        f"{tag}-cut-short": ("record.wire_format", "$", "record has the wire format's magic byte, no schema id"),
+        f"{tag}-unknown-id": (
+            "record.schema_id",
+            "$",
+            f"schema id {2**31 - 7} is not one the schema registry has for the raw topic",
+        ),
     }
     for key in raw_poison:
         assert rows[key]["kafka_topic"] == config.kafka.raw_topic and rows[key]["kafka_offset"] >= 0
@@ -409,7 +438,7 @@ def test_an_optional_field_of_schema_1_1_0_adds_its_column_old_rows_read_null(
     [record] = read_topic(
         config.kafka.bootstrap_servers, config.kafka.raw_topic, {"correlation_id": body["correlation_id"]}, 30
     )[:1]
-    template = json.loads(record.value)
+    template = record_json(record.value)
     new_ids = {f"{template['id']}-1-1-0-{n}" for n in range(10)}
     spark.stop(f"spark-{OWN}")
     spark.start(config.replace(lake={"event_schema": str(evolved)}), name=f"spark-{OWN}")
