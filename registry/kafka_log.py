@@ -14,6 +14,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 Record = tuple[dict[str, Any], dict[str, Any] | None]
 
 
+#: What a broker or the client answers for a partition of a topic made a moment ago.
+_NOT_KNOWN_YET = (KafkaError._UNKNOWN_PARTITION, KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_PART)
+
 class KafkaSchemaLog:
     def __init__(self, servers: list[str], topic: str, timeout_s: float = 30.0) -> None:
         self.servers, self.topic, self.timeout_s = ",".join(servers), topic, timeout_s
@@ -77,13 +80,13 @@ class KafkaSchemaLog:
 
     def _watermarks(self, consumer: Consumer) -> tuple[int, int]:
         """The partition's first and next offsets, once the broker knows it (a topic made a moment ago may not be
-        in its metadata yet)."""
+        in the client's metadata yet, nor, on a cluster, in the metadata of the broker that leads it)."""
         deadline = time.monotonic() + self.timeout_s
         while True:
             try:
                 return consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=self.timeout_s)
             except KafkaException as exc:
-                if exc.args[0].code() != KafkaError._UNKNOWN_PARTITION or time.monotonic() > deadline:
+                if exc.args[0].code() not in _NOT_KNOWN_YET or time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
 

@@ -349,15 +349,50 @@ def stop(config: Config | None = None) -> None:
 
 def under_replicated(config: Config | None = None) -> int:
     """Partitions of the pipeline's topics with fewer in-sync replicas than replicas."""
-    from kafka.admin import KafkaAdminClient
+    return sum(t.under_replicated for t in topic_states(config).values())
+
+
+@dataclass(frozen=True)
+class TopicState:
+    """A topic as its brokers describe it, not as the node count implies."""
+
+    replicas: int  # the fewest replicas of any partition
+    in_sync: int  # the fewest in-sync replicas of any partition
+    under_replicated: int  # partitions with fewer in-sync replicas than replicas
+    min_insync: str
+    retention_ms: str
+
+    def describe(self) -> str:
+        retention = "forever" if self.retention_ms == "-1" else f"{int(self.retention_ms) / 86_400_000:g} days"
+        return (
+            f"replication {self.replicas} (in sync {self.in_sync}, under-replicated partitions "
+            f"{self.under_replicated}), min.insync {self.min_insync}, retention {retention}"
+        )
+
+
+def topic_states(config: Config | None = None) -> dict[str, TopicState]:
+    """Each pipeline topic's replication, in-sync replicas and settings, read from the brokers."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
     kafka = (config or current()).kafka
     admin = KafkaAdminClient(bootstrap_servers=kafka.servers, client_id="clickstream-stack")
     try:
-        described = admin.describe_topics(list(kafka.topics))
+        described = {t["topic"]: t["partitions"] for t in admin.describe_topics(list(kafka.topics))}
+        resources = [ConfigResource(ConfigResourceType.TOPIC, topic) for topic in described]
+        settings = admin.describe_configs(resources)["topic"]
     finally:
         admin.close()
-    return sum(len(p["isr_nodes"]) < len(p["replica_nodes"]) for topic in described for p in topic["partitions"])
+    return {
+        topic: TopicState(
+            replicas=min(len(p["replica_nodes"]) for p in partitions),
+            in_sync=min(len(p["isr_nodes"]) for p in partitions),
+            under_replicated=sum(len(p["isr_nodes"]) < len(p["replica_nodes"]) for p in partitions),
+            min_insync=settings[topic]["min.insync.replicas"]["value"],
+            retention_ms=settings[topic]["retention.ms"]["value"],
+        )
+        for topic, partitions in described.items()
+        if partitions
+    }
 
 
 def status(config: Config | None = None) -> str:
@@ -376,11 +411,8 @@ def status(config: Config | None = None) -> str:
         return "kafka: not running"
     line = "kafka: " + ", ".join(states)
     try:
-        counts = ", ".join(f"{topic} {n}" for topic, n in topic_counts(config).items())
-        if len(all_nodes) > 1:
-            replicas, min_isr = replication(len(all_nodes))
-            lagging = under_replicated(config)
-            line += f"; replication {replicas}, min.insync {min_isr}, under-replicated partitions {lagging}"
-        return f"{line}; records: {counts}"
+        states = topic_states(config)
+        topics = [f"  {topic}: {n} records, {states[topic].describe()}" for topic, n in topic_counts(config).items()]
+        return "\n".join([line, *topics])
     except Exception as exc:  # a cluster without quorum answers nothing: say so instead of failing status
         return f"{line}; topics unreadable ({type(exc).__name__}: {exc})"

@@ -55,3 +55,11 @@ def test_make_run_lands_every_event_on_a_fresh_stack(suite_stack: Stack) -> None
 
     reports = list((suite_stack.runtime / "report").glob("*.html"))
     assert reports and "<svg" in reports[0].read_text()
+
+    # `make status` reads each topic's replication and retention from the broker, and names every service.
+    status = suite_stack.cli("status").stdout
+    single = "replication 1 (in sync 1, under-replicated partitions 0), min.insync 1, retention forever"
+    kafka = suite_stack.config.kafka
+    assert all(f"  {topic}: " in status for topic in kafka.topics), status
+    assert f"  {kafka.raw_topic}: " in status and single in status.split(f"  {kafka.raw_topic}: ")[1].splitlines()[0]
+    assert "registry: running" in status and "kafka-ui: running" in status

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ from pipeline.config import Config
 from stack import kafka, localstack, spark
 from stack.paths import REPO, cache_dir
 from stack.process import free_port
+from stack.venvs import UV
 from tests.compose_file import command, environment, load_compose, service
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -71,8 +71,8 @@ def image_python() -> Path:
         pytest.fail(f"no Python {IMAGE_PYTHON} under {versions}: the parity test needs the compose image's Python")
     shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([str(found[-1]), "-m", "venv", "--without-pip", str(venv)], check=True)
-    install = ["--python", str(venv / "bin" / "python"), "install", "--quiet", "-r", str(requirements)]
-    subprocess.run([sys.executable, "-m", "pip", *install], check=True)
+    install = ["install", "--python", str(venv / "bin" / "python"), "--quiet", "-r", str(requirements)]
+    subprocess.run([str(UV), "pip", *install], check=True)
     (venv / ".complete").touch()
     return venv / "bin"
 
