@@ -17,6 +17,7 @@ Record = tuple[dict[str, Any], dict[str, Any] | None]
 #: What a broker or the client answers for a partition of a topic made a moment ago.
 _NOT_KNOWN_YET = (KafkaError._UNKNOWN_PARTITION, KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_PART)
 
+
 class KafkaSchemaLog:
     def __init__(self, servers: list[str], topic: str, timeout_s: float = 30.0) -> None:
         self.servers, self.topic, self.timeout_s = ",".join(servers), topic, timeout_s

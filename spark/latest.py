@@ -57,8 +57,18 @@ def avro_values(rows: DataFrame, schema_id: int, schema: str) -> Column:
     is off) is null."""
     fields = json.loads(schema)["fields"]
     present = set(rows.columns)
-    record = F.struct(*[F.col(f["name"]) if f["name"] in present else F.lit(None).alias(f["name"]) for f in fields])
+    record = F.struct(*[F.col(f["name"]) if f["name"] in present else _null(f).alias(f["name"]) for f in fields])
     return F.concat(F.lit(framed(schema_id, b"")), to_avro(record, schema))
+
+
+#: The Spark type of a nullable Avro field's other branch (a timestamp's is a long with a logical type).
+_SPARK_TYPES = {"string": "string", "boolean": "boolean", "int": "int", "long": "bigint", "double": "double"}
+
+
+def _null(field: dict[str, Any]) -> Column:
+    """A null of the field's type: an untyped null is a type Avro has no conversion for."""
+    _, branch = field["type"]
+    return F.lit(None).cast("timestamp" if isinstance(branch, dict) else _SPARK_TYPES[branch])
 
 
 def start_latest_query(rows: DataFrame, config: Config, schema_id: int, schema: str) -> StreamingQuery:

@@ -282,3 +282,8 @@ def test_the_latest_topics_avro_schema_holds_every_column_of_the_enriched_rows(s
     )
     assert decoded["is_bot"] is True and decoded["utm_source"] == "news" and decoded["ip"] == "203.0.113.0"
     assert decoded["event_timestamp"] == datetime(2026, 12, 1, 10, 0, 0, 123456, tzinfo=UTC)
+    # Without the enrichment (LAKE_ENRICHMENT=off) its fields are nulls of their types.
+    plain = records.events_of(parsed).drop(PARTITION)
+    [value] = [r["value"] for r in plain.select(avro_values(plain, 12, text).alias("value")).collect()]
+    decoded = avro.io.DatumReader(schema).read(avro.io.BinaryDecoder(io.BytesIO(bytes(value[5:]))))
+    assert decoded["id"] == "avro-1" and decoded["is_bot"] is None and decoded["ip"] == "203.0.113.77"
