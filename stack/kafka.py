@@ -352,6 +352,10 @@ def under_replicated(config: Config | None = None) -> int:
     return sum(t.under_replicated for t in topic_states(config).values())
 
 
+#: What `make status` says of a setting a topic does not have of its own.
+DEFAULT = "the broker's default"
+
+
 @dataclass(frozen=True)
 class TopicState:
     """A topic as its brokers describe it, not as the node count implies."""
@@ -359,14 +363,18 @@ class TopicState:
     replicas: int  # the fewest replicas of any partition
     in_sync: int  # the fewest in-sync replicas of any partition
     under_replicated: int  # partitions with fewer in-sync replicas than replicas
-    min_insync: str
-    retention_ms: str
+    #: The topic's own settings; None where it has none and the broker's default holds.
+    min_insync: str | None
+    retention_ms: str | None
 
     def describe(self) -> str:
-        retention = "forever" if self.retention_ms == "-1" else f"{int(self.retention_ms) / 86_400_000:g} days"
+        if self.retention_ms is None:
+            retention = DEFAULT
+        else:
+            retention = "forever" if self.retention_ms == "-1" else f"{int(self.retention_ms) / 86_400_000:g} days"
         return (
             f"replication {self.replicas} (in sync {self.in_sync}, under-replicated partitions "
-            f"{self.under_replicated}), min.insync {self.min_insync}, retention {retention}"
+            f"{self.under_replicated}), min.insync {self.min_insync or DEFAULT}, retention {retention}"
         )
 
 
@@ -377,7 +385,7 @@ def topic_states(config: Config | None = None) -> dict[str, TopicState]:
     kafka = (config or current()).kafka
     admin = KafkaAdminClient(bootstrap_servers=kafka.servers, client_id="clickstream-stack")
     try:
-        described = {t["topic"]: t["partitions"] for t in admin.describe_topics(list(kafka.topics))}
+        described = {t["name"]: t["partitions"] for t in admin.describe_topics(list(kafka.topics))}
         resources = [ConfigResource(ConfigResourceType.TOPIC, topic) for topic in described]
         settings = admin.describe_configs(resources)["topic"]
     finally:
@@ -387,8 +395,9 @@ def topic_states(config: Config | None = None) -> dict[str, TopicState]:
             replicas=min(len(p["replica_nodes"]) for p in partitions),
             in_sync=min(len(p["isr_nodes"]) for p in partitions),
             under_replicated=sum(len(p["isr_nodes"]) < len(p["replica_nodes"]) for p in partitions),
-            min_insync=settings[topic]["min.insync.replicas"]["value"],
-            retention_ms=settings[topic]["retention.ms"]["value"],
+            # describe_configs answers only the settings a topic has of its own.
+            min_insync=settings.get(topic, {}).get("min.insync.replicas", {}).get("value"),
+            retention_ms=settings.get(topic, {}).get("retention.ms", {}).get("value"),
         )
         for topic, partitions in described.items()
         if partitions
