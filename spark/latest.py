@@ -7,7 +7,6 @@ twice (Kafka's sink is at-least-once)."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -19,7 +18,7 @@ import enrichment
 import records
 import wire_format
 from pipeline.config import Config
-from pipeline.schema_registry import RegistryClient, RegistryUnreachable, framed, pipeline_schemas
+from pipeline.schema_registry import RegistryClient, framed, pipeline_schemas
 from topics import kafka_options, read_topic
 
 
@@ -42,14 +41,8 @@ def registered_schema(config: Config) -> tuple[int, str]:
     subject's compatibility level refuses raises, with the registry's reason)."""
     _, latest = pipeline_schemas(config.kafka)
     client = RegistryClient(config.registry.url, user_info=config.registry.user_info)
-    deadline = time.monotonic() + wire_format.UNREACHABLE_WAIT_S
-    while True:
-        try:
-            return client.register(latest.subject, latest.schema, latest.schema_type), latest.schema
-        except RegistryUnreachable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1.0)
+    schema_id = wire_format.patiently(lambda: client.register(latest.subject, latest.schema, latest.schema_type))
+    return schema_id, latest.schema
 
 
 def avro_values(rows: DataFrame, schema_id: int, schema: str) -> Column:

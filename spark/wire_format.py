@@ -6,7 +6,8 @@ worker, its answers kept."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pyarrow as pa
 from pyspark.sql import Column
@@ -21,6 +22,7 @@ UNREACHABLE_WAIT_S = 120.0
 #: How long an id the registry did not know stays unknown before it is asked again (it may be registered since).
 UNKNOWN_KEPT_S = 30.0
 
+Answer = TypeVar("Answer")
 _answers: dict[tuple[str, str, int], tuple[bool, float]] = {}
 
 
@@ -33,16 +35,30 @@ def cut_short(value: Column) -> Column:
     return has_magic_byte(value) & (F.length(value) < HEADER_BYTES)
 
 
+def _framed(value: Column) -> Column:
+    return has_magic_byte(value) & (F.length(value) >= HEADER_BYTES)
+
+
 def schema_id(value: Column) -> Column:
     """The record's schema id (a 4-byte big-endian integer after the magic byte), null for plain JSON."""
-    framed = has_magic_byte(value) & (F.length(value) >= HEADER_BYTES)
-    return F.when(framed, F.conv(F.hex(F.substring(value, 2, 4)), 16, 10).cast(T.LongType()))
+    return F.when(_framed(value), F.conv(F.hex(F.substring(value, 2, 4)), 16, 10).cast(T.LongType()))
 
 
 def payload(value: Column) -> Column:
     """What follows the header, or the whole value of a plain record."""
-    framed = has_magic_byte(value) & (F.length(value) >= HEADER_BYTES)
-    return F.when(framed, value.substr(F.lit(HEADER_BYTES + 1), F.length(value))).otherwise(value)
+    return F.when(_framed(value), value.substr(F.lit(HEADER_BYTES + 1), F.length(value))).otherwise(value)
+
+
+def patiently(call: Callable[[], Answer]) -> Answer:
+    """`call`'s answer, asked again every second while the registry does not answer, up to UNREACHABLE_WAIT_S."""
+    deadline = time.monotonic() + UNREACHABLE_WAIT_S
+    while True:
+        try:
+            return call()
+        except RegistryUnreachable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
 
 
 def knows(client: RegistryClient, subject: str, schema: int) -> bool:
@@ -52,15 +68,7 @@ def knows(client: RegistryClient, subject: str, schema: int) -> bool:
     known, expires = _answers.get(key, (False, 0.0))
     if known or time.monotonic() < expires:
         return known
-    deadline = time.monotonic() + UNREACHABLE_WAIT_S
-    while True:
-        try:
-            known = subject in client.subjects_of(schema)
-            break
-        except RegistryUnreachable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1.0)
+    known = subject in patiently(lambda: client.subjects_of(schema))
     _answers[key] = (known, time.monotonic() + UNKNOWN_KEPT_S)
     return known
 
