@@ -33,10 +33,14 @@ from stack.lifecycle import fresh_stack_environment
 REPO = Path(__file__).resolve().parent.parent
 
 #: The suite's own settings on top of the defaults: it waits for the lake in seconds, not half a minute, and the
-#: latest topic's batches (which a laptop's two cores feel under the suite's traffic) come every 5 s.
+#: latest topic's batches (which a laptop's two cores feel under the suite's traffic) come every 5 s. The sessions
+#: table is not kept up: its rounds (10-40 s of driver time after every commit) were a third of the suite stack's
+#: lake writer's work all suite long, for one test; that test runs on a lake writer of its own with sessions on
+#: (tests/spark/test_lake_writer.py), and tests/spark/test_sessions.py tests the rounds themselves.
 SUITE_SETTINGS = {
     "LAKE_COMMIT_INTERVAL": "3 seconds",
     "SPARK_TRIGGER": "5 seconds",
+    "LAKE_SESSIONS": "off",
     # LocalStack's own variable (not the pipeline's): a response limit above AWS's 6 MB, which tests/localstack
     # checks the local-process executor follows.
     "LAMBDA_LIMITS_MAX_FUNCTION_PAYLOAD_SIZE_BYTES": str(7 * 1024 * 1024),
@@ -229,7 +233,7 @@ def take_environment(monkeypatch: pytest.MonkeyPatch, environment: dict[str, str
 def variant(config: Config, name: str) -> Config:
     """A lake writer variant's configuration on the suite stack: topics (created) and tables of its own, named after
     it (`name.clickstream.raw.events`, `s3a://<bucket>/name/clickstream-data`), its own checkpoint and UI port, no
-    sessions (no variant is for them). A test's changes go on top (Config.replace)."""
+    sessions unless a test's changes, which go on top (Config.replace), turn them on."""
     from stack import kafka
     from stack.process import free_port
 

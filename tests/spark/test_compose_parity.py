@@ -111,11 +111,11 @@ def compose_job(
     """spark-job's command and environment from docker-compose.yaml, its names mapped onto this machine."""
     job = service(load_compose(), "spark-job")
     # Variables a compose user sets in the shell: here, a lake and topics of the test's own, and the suite's commit
-    # interval and trigger (a test waits seconds for a commit, not the default half a minute).
+    # interval, trigger (a test waits seconds for a commit, not the default half a minute) and sessions (off).
     shell = {
         "LAKE_BUCKET": PARITY_BUCKET,
         **{TOPIC_VARIABLES[name]: topic for name, topic in PARITY_TOPICS.items()},
-        **{name: os.environ[name] for name in ("LAKE_COMMIT_INTERVAL", "SPARK_TRIGGER")},
+        **{name: os.environ[name] for name in ("LAKE_COMMIT_INTERVAL", "SPARK_TRIGGER", "LAKE_SESSIONS")},
     }
     names = {
         "/opt/spark": str(spark.spark_home()),

@@ -125,14 +125,19 @@ def test_a_resent_batch_lands_once(lake_writer: None, collector: Collector) -> N
     assert lake_ids(LAKE_PREFIX, wanted) == Counter(dict.fromkeys(wanted, 1))
 
 
-#: The window's and the schema's tests run on a lake writer of their own (tests/stacks.variant), which they may
-#: restart: a short window, a quick maintenance. The suite's lake writer is left alone.
+#: The window's, the sessions' and the schema's tests run on a lake writer of their own (tests/stacks.variant), which
+#: they may restart: a short window, a quick maintenance, sessions kept up (the suite stack's are off) in quick rounds.
+#: The suite's lake writer is left alone.
 OWN = "own"
 
 
 @pytest.fixture(scope="module")
 def own_writer(config: Config) -> Iterator[Config]:
-    own = variant(config, OWN).replace(lake={"dedupe_window": "5 seconds"}, maintenance={"compact_interval_s": 10.0})
+    own = variant(config, OWN).replace(
+        lake={"dedupe_window": "5 seconds"},
+        maintenance={"compact_interval_s": 10.0},
+        sessions={"enabled": True, "interval_s": 5.0},
+    )
     spark.start(own, name=f"spark-{OWN}")
     try:
         yield own
@@ -314,11 +319,12 @@ GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.
 
 
 def lake_sessions(customer: str, count: int, timeout_s: float = 150) -> list[dict[str, Any]]:
-    """The customer's rows of the sessions table, by start, once there are `count` (or the timeout passed)."""
+    """The customer's rows of the own writer's sessions table, by start, once there are `count` (or the timeout
+    passed)."""
     deadline = time.monotonic() + timeout_s
     while True:
         rows = sorted(
-            (r for r in read(SESSIONS_PREFIX).to_pylist() if r["customer_id"] == customer),
+            (r for r in read(f"{OWN}/{SESSIONS_PREFIX}").to_pylist() if r["customer_id"] == customer),
             key=lambda r: r["session_start"],
         )
         if len(rows) >= count or time.monotonic() > deadline:
@@ -330,9 +336,10 @@ def lake_sessions(customer: str, count: int, timeout_s: float = 150) -> list[dic
 FULL_IPS = ("8.8.8.8", "2001:4860:4860::8888", "81.2.69.160")
 
 
-def test_crafted_events_come_back_enriched_and_no_full_ip_is_in_the_lake(
-    lake_writer: None, collector: Collector
-) -> None:
+def test_crafted_events_come_back_enriched_and_no_full_ip_is_in_the_lake(own_writer: Config) -> None:
+    """On the own writer, the one keeping sessions up: the enrichment's columns, the sessions, and no full IP."""
+    collector = Collector(own_writer, KafkaSink(own_writer.kafka))
+    events_table, invalid_table, sessions_table = (f"{OWN}/{p}" for p in (LAKE_PREFIX, INVALID_PREFIX, SESSIONS_PREFIX))
     [desktop, mobile, crawler, broken, *visitor] = synthetic_events(7, seed=49)
     desktop["event"].update(
         user_agent=CHROME,
@@ -360,10 +367,10 @@ def test_crafted_events_come_back_enriched_and_no_full_ip_is_in_the_lake(
     )
     assert outcome.body["valid_count"] == 6, outcome.body
     wanted = {desktop["id"], mobile["id"], crawler["id"], *(e["id"] for e in visitor)}
-    assert lake_ids(LAKE_PREFIX, wanted) == Counter(dict.fromkeys(wanted, 1))
-    assert lake_ids(INVALID_PREFIX, {broken["id"]}) == Counter({broken["id"]: 1})
+    assert lake_ids(events_table, wanted) == Counter(dict.fromkeys(wanted, 1))
+    assert lake_ids(invalid_table, {broken["id"]}) == Counter({broken["id"]: 1})
 
-    rows = {r["id"]: r for r in read(LAKE_PREFIX).to_pylist() if r["id"] in wanted}
+    rows = {r["id"]: r for r in read(events_table).to_pylist() if r["id"] in wanted}
     row = rows[desktop["id"]]
     assert (row["ua_browser_family"], row["ua_browser_major"], row["ua_os_family"]) == ("Chrome", "141", "Windows")
     assert (row["ua_device_class"], row["is_bot"]) == ("desktop", False)
@@ -405,13 +412,14 @@ def test_crafted_events_come_back_enriched_and_no_full_ip_is_in_the_lake(
     assert (first["duration_s"], second["landing_page"], second["referrer_medium"]) == (600.0, "/home", "direct")
     assert first["first_event_id"] == visitor[0]["id"] and first["session_id"] != second["session_id"]
 
-    # No full address anywhere: in no column of any row of any table (the invalid payload included).
-    for prefix in (LAKE_PREFIX, INVALID_PREFIX, SESSIONS_PREFIX):
+    # No full address anywhere: in no column of any row of any table, the own writer's and the suite's (the invalid
+    # payload included).
+    for prefix in (events_table, invalid_table, sessions_table, LAKE_PREFIX, INVALID_PREFIX, SESSIONS_PREFIX):
         for stored in read(prefix).to_pylist():
             text = json.dumps(stored, default=str)
             found = [ip for ip in FULL_IPS if re.search(rf"(?<![\w.:]){re.escape(ip)}(?![\w.:])", text)]
             assert not found, (prefix, stored["id"], found)
-    [invalid] = [r for r in read(INVALID_PREFIX).to_pylist() if r["id"] == broken["id"]]
+    [invalid] = [r for r in read(invalid_table).to_pylist() if r["id"] == broken["id"]]
     assert json.loads(invalid["payload"])["event"]["ip"] == "8.8.8.0"
 
 
