@@ -41,8 +41,9 @@ class RawRecordsWriter:
         # Both tables' rows come from one read and parse of the batch, cached, and cached before either table uses
         # it: tasks of two branches computing one partition at the same time would each read and parse it.
         parsed = batch.persist()
-        parsed.count()
         try:
+            if parsed.count() == 0:  # a batch that only moved the window's watermark: nothing to file
+                return
             events, unfileable = records.table_rows(parsed, self.ip_mode, self.enrich)
             self.events(events, batch_id)
             self.unfileable(unfileable, batch_id)

@@ -118,8 +118,10 @@ def lake_rows(spark: Any, events: list[dict[str, Any]]) -> dict[str, dict[str, A
     return {row["id"]: row.asDict() for row in rows.collect()}
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(st.lists(edge_events(), min_size=20, max_size=40, unique_by=lambda e: e["id"]))
+#: Few examples of many events each: each example costs a Spark job (about a second and a half), each event a few
+#: milliseconds, and every event is checked on its own; ~700 events in all, as 25 examples of 20-40 were.
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(edge_events(), min_size=80, max_size=160, unique_by=lambda e: e["id"]))
 def test_the_collector_accepts_exactly_what_the_lake_stores(spark: Any, events: list[dict[str, Any]]) -> None:
     schema_valid = [e for e in events if schema_violation(e) is None]
     rows = lake_rows(spark, schema_valid)
@@ -179,8 +181,9 @@ json_like = st.one_of(
 )
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(st.lists(st.tuples(st.none() | st.binary(max_size=20), st.none() | json_like), min_size=1, max_size=30))
+#: As above: four Spark jobs of up to 140 records each, where there were 15 of up to 30.
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(st.tuples(st.none() | st.binary(max_size=20), st.none() | json_like), min_size=1, max_size=140))
 def test_any_bytes_become_rows_a_parquet_reader_reads(
     spark: Any, tmp_path_factory: pytest.TempPathFactory, records: list[tuple[bytes | None, bytes | None]]
 ) -> None:
