@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 #: The suite's own settings on top of the defaults: it waits for the lake in seconds, not half a minute, and the
 #: latest topic's batches (which a laptop's two cores feel under the suite's traffic) come every 5 s. The sessions
-#: table is not kept up: its rounds (10-40 s of driver time after every commit) were a third of the suite stack's
-#: lake writer's work all suite long, for one test; that test runs on a lake writer of its own with sessions on
+#: table is not kept up: its rounds (10-40 s of driver time after every commit) took a fifth of the suite stack's
+#: lake writer's CPU all suite long, for one test; that test runs on a lake writer of its own with sessions on
 #: (tests/spark/test_lake_writer.py), and tests/spark/test_sessions.py tests the rounds themselves.
 SUITE_SETTINGS = {
     "LAKE_COMMIT_INTERVAL": "3 seconds",
