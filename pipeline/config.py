@@ -92,6 +92,12 @@ class Config:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
+    @property
+    def keeps_sessions(self) -> bool:
+        """Whether the lake writer keeps the sessions table up: LAKE_SESSIONS on, and the enrichment whose columns the
+        sessions are made of."""
+        return self.sessions.enabled and self.lake.enrichment
+
     def environment(self, sections: tuple[str, ...] | None = None, changed_only: bool = False) -> dict[str, str]:
         """The environment variables that give this tree (of `sections` only, if named); with `changed_only`, only
         those whose value is not the default (what a deploy applies on top of a stage's own variables)."""

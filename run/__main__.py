@@ -105,11 +105,15 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    keeps_sessions = config.sessions.enabled and config.lake.enrichment
-    sessions_after = wait_for_sessions(customers, args.timeout) if keeps_sessions else None
-    if keeps_sessions and sessions_after is None:
-        # Derived from the lake, so not a failure of the run: the report shows the sessions made so far.
-        print(f"run: after {args.timeout:.0f}s some customers have no session yet; see .runtime/spark.log", flush=True)
+    sessions_figure: float | str | None = "off"  # LAKE_SESSIONS=off or no enrichment: none are made
+    if config.keeps_sessions:
+        sessions_after = wait_for_sessions(customers, args.timeout)
+        sessions_figure = None if sessions_after is None else round(sessions_after, 1)
+        if sessions_after is None:
+            # Derived from the lake, so not a failure of the run: the report shows the sessions made so far.
+            print(
+                f"run: after {args.timeout:.0f}s some customers have no session yet; see .runtime/spark.log", flush=True
+            )
     report, _ = write_report()
     lake_rows, invalid_rows = read(LAKE_PREFIX, columns=["id"]).num_rows, read(INVALID_PREFIX, columns=["id"]).num_rows
     summary = {
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         "lake_rows_total": lake_rows,
         "invalid_rows_total": invalid_rows,
         "lake_caught_up_after_last_send_s": round(landed_after, 1),
-        "sessions_caught_up_after_lake_s": "off" if not keeps_sessions else sessions_after and round(sessions_after, 1),
+        "sessions_caught_up_after_lake_s": sessions_figure,
         "run_seconds": round(time.monotonic() - started, 1),
     }
     print(

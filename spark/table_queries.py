@@ -97,7 +97,7 @@ class TableJob:
         invalid_table = self._table(lake.invalid_path, invalid.schema)
         # Created (and compacted) even when not kept up, so every table a reader or `make compact` names exists.
         sessions_table = self._table(lake.sessions_path, sessions.empty_sessions(events).schema)
-        if enrich and config.sessions.enabled:
+        if config.keeps_sessions:
             sessions.enable_change_feed(self.spark, lake.events_path)
             updater = sessions.SessionsUpdater(
                 self.spark, lake.sessions_path, lake.events_path, sessions_table, config.sessions, self.stopping,

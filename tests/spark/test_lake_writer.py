@@ -131,6 +131,11 @@ def test_a_resent_batch_lands_once(lake_writer: None, collector: Collector) -> N
 OWN = "own"
 
 
+def own_table(prefix: str) -> str:
+    """The own writer's table of a lake prefix (lake/reader.py's LAKE_PREFIX, ...), as the readers name it."""
+    return f"{OWN}/{prefix}"
+
+
 @pytest.fixture(scope="module")
 def own_writer(config: Config) -> Iterator[Config]:
     own = variant(config, OWN).replace(
@@ -150,7 +155,7 @@ def test_a_resend_after_the_window_lands_again_until_its_day_is_swept(own_writer
     deletes the later copy: at once for a day that has closed, at `make compact` for the current one."""
     windowed = own_writer
     collector = Collector(windowed, KafkaSink(windowed.kafka))
-    table = f"{OWN}/{LAKE_PREFIX}"
+    table = own_table(LAKE_PREFIX)
     [today, closed] = synthetic_events(2, seed=71)
     now = datetime.now(UTC)
     for event, moment in ((today, now), (closed, now - timedelta(days=1))):
@@ -324,7 +329,7 @@ def lake_sessions(customer: str, count: int, timeout_s: float = 150) -> list[dic
     deadline = time.monotonic() + timeout_s
     while True:
         rows = sorted(
-            (r for r in read(f"{OWN}/{SESSIONS_PREFIX}").to_pylist() if r["customer_id"] == customer),
+            (r for r in read(own_table(SESSIONS_PREFIX)).to_pylist() if r["customer_id"] == customer),
             key=lambda r: r["session_start"],
         )
         if len(rows) >= count or time.monotonic() > deadline:
@@ -339,7 +344,7 @@ FULL_IPS = ("8.8.8.8", "2001:4860:4860::8888", "81.2.69.160")
 def test_crafted_events_come_back_enriched_and_no_full_ip_is_in_the_lake(own_writer: Config) -> None:
     """On the own writer, the one keeping sessions up: the enrichment's columns, the sessions, and no full IP."""
     collector = Collector(own_writer, KafkaSink(own_writer.kafka))
-    events_table, invalid_table, sessions_table = (f"{OWN}/{p}" for p in (LAKE_PREFIX, INVALID_PREFIX, SESSIONS_PREFIX))
+    events_table, invalid_table, sessions_table = map(own_table, (LAKE_PREFIX, INVALID_PREFIX, SESSIONS_PREFIX))
     [desktop, mobile, crawler, broken, *visitor] = synthetic_events(7, seed=49)
     desktop["event"].update(
         user_agent=CHROME,
@@ -431,7 +436,7 @@ def test_an_optional_field_of_schema_1_1_0_adds_its_column_old_rows_read_null(
 
     from tests.conftest import read_topic
 
-    config, table = own_writer, f"{OWN}/{LAKE_PREFIX}"
+    config, table = own_writer, own_table(LAKE_PREFIX)
     collector = Collector(config, KafkaSink(config.kafka))
     before = synthetic_events(30, seed=48)
     body = post(collector, before)
