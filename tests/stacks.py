@@ -250,3 +250,20 @@ def variant(config: Config, name: str) -> Config:
         sessions={"enabled": False},
         spark={"checkpoint": f"{root}/_checkpoints", "ui_port": free_port()},
     )
+
+
+def over_sasl(config: Config, client: Config) -> Config:
+    """`client` reaching the suite stack's broker over its SASL_SSL listener (SCRAM-SHA-512, the certificate the stack
+    made), the user's secret in Secrets Manager on the stack's LocalStack."""
+    from stack import kafka, kafka_security
+
+    return client.replace(
+        kafka={
+            "bootstrap_servers": kafka.sasl_ssl_servers(config),
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_secret_arn": kafka_security.ensure_secret(config),
+            "ssl_cafile": str(kafka_security.ensure_tls().ca_file),
+            "send_timeout_s": 5.0,
+        }
+    )
