@@ -28,7 +28,7 @@ browser: $(STAMP) ## Debian's Chromium and tmux for the browser and terminal UI 
 	@test -x /usr/bin/chromium -a -x /usr/bin/tmux || { SUDO=$$(test "$$(id -u)" -eq 0 || echo sudo); \
 	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium fonts-noto-color-emoji tmux; }
 
-up: $(STAMP) ## start Kafka, the schema registry on :8085, LocalStack (with the lake bucket), `chalice local` on :60000, the lake writer, the Kafka UI on :8080 (CLUSTER=1: 3 brokers, Spark standalone)
+up: $(STAMP) ## start Kafka, the schema registry on :8085, LocalStack (with the lake bucket), `chalice local` on :60000, the lake writer, the Kafka UI on :8080 (CLUSTER=1: 3 brokers, Spark standalone; LAKE_STORE=s3proxy: the lake on S3Proxy, :8333)
 	$(PY) -m stack up
 
 deploy: $(STAMP) ## deploy the collector to Lambda + API Gateway and the shop to an S3 website on LocalStack

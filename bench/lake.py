@@ -28,7 +28,7 @@ from generator.synthetic import synthetic_events
 from lake.reader import LAKE_PREFIX, filesystem, table
 from pipeline.config import Config
 from pipeline.deployment import read_deployment
-from stack import kafka, localstack, spark
+from stack import kafka, lake_store, spark
 from stack.cluster import current
 from stack.deploy import BENCH_PACKAGE
 from stack.process import free_port, group_peak_rss_mb
@@ -176,8 +176,8 @@ def spark_throughput(config: Config, backlog: int = 500_000) -> dict[str, Any]:
 
 def delete_prefix(prefix: str) -> None:
     """Every object under `prefix` in the lake bucket (a bench run's tables and checkpoints)."""
-    s3 = localstack.client("s3")
-    bucket = current().lake.bucket
+    config = current()
+    s3, bucket = lake_store.client(config), config.lake.bucket
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
         if keys:

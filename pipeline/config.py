@@ -93,6 +93,12 @@ class Config:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @property
+    def lake_on_localstack(self) -> bool:
+        """Whether the lake is on LocalStack's S3, which a LocalStack restart empties (the lake is rebuilt from Kafka),
+        rather than on a durable store (S3Proxy, or one LAKE_S3_ENDPOINT names)."""
+        return self.lake.store == "localstack" and self.lake.s3_endpoint == self.aws.endpoint_url
+
+    @property
     def keeps_sessions(self) -> bool:
         """Whether the lake writer keeps the sessions table up: LAKE_SESSIONS on, and the enrichment whose columns the
         sessions are made of."""
@@ -123,10 +129,32 @@ class Config:
 
 
 def load(environ: Mapping[str, str] | None = None) -> Config:
-    """The tree this process runs with: the document its parent handed it, else its environment."""
+    """The tree this process runs with: the document its parent handed it, else its environment, with the lake store
+    `make up` recorded in the runtime folder where the environment names none."""
     env = os.environ if environ is None else environ
     document = env.get(CONFIG_VARIABLE)
-    return Config.from_json(document) if document else Config.from_env(env)
+    if document:
+        return Config.from_json(document)
+    config = Config.from_env(env)
+    if any(env.get(name) for name in LAKE_STORE_VARIABLES):
+        return config  # the store named here, not the recorded one: both variables go together
+    recorded = recorded_lake_store(config)
+    return Config.from_env({**env, **recorded}) if recorded else config
+
+
+#: Where `make up` records the lake store it readied (stack/lake_store.py), in the runtime folder, so every later
+#: command (`make lake`, `make down`, `make up` again) follows the lake there without the variables.
+LAKE_STORE_RECORD = "lake-store.json"
+LAKE_STORE_VARIABLES = ("LAKE_STORE", "LAKE_S3_ENDPOINT")
+
+
+def recorded_lake_store(config: Config) -> dict[str, str]:
+    """The variables the runtime's lake store was chosen with; none for the default (LocalStack's S3)."""
+    try:
+        recorded = json.loads((Path(config.stack.runtime) / LAKE_STORE_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: str(v) for k, v in recorded.items() if k in LAKE_STORE_VARIABLES and v}
 
 
 def variables() -> list[tuple[str, Variable]]:
@@ -216,10 +244,15 @@ def _derived(config: Config) -> Config:
     endpoint = aws.endpoint_url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     runtime = stack.runtime or str(REPO / ".runtime")
     tables = {t: getattr(lake, f) or f"s3a://{lake.bucket}/{t}" for t, f in contract.LAKE_TABLE_FIELDS.items()}
+    s3proxy = lake.store == "s3proxy"
+    # LocalStack's S3 comes back empty after a restart, and the lake is rebuilt from the topics: they keep everything.
+    rebuilt = not s3proxy and lake.s3_endpoint in ("", endpoint)
+    retention = config.kafka.retention_ms or ("-1" if rebuilt else contract.DURABLE_RETENTION_MS)
     return config.replace(
         aws={"endpoint_url": endpoint},
+        kafka={"retention_ms": retention},
         lake={
-            "s3_endpoint": lake.s3_endpoint or endpoint,
+            "s3_endpoint": lake.s3_endpoint or (contract.S3PROXY_ENDPOINT if s3proxy else endpoint),
             "event_schema": lake.event_schema or str(REPO / contract.EVENT_SCHEMA_FILE),
             **{contract.LAKE_TABLE_FIELDS[t]: url.rstrip("/") for t, url in tables.items()},
         },

@@ -46,9 +46,10 @@ class KafkaConfig:
     topic_partitions: int = var("KAFKA_TOPIC_PARTITIONS", "6", "partitions of each topic `make up` creates")
     retention_ms: str = var(
         "KAFKA_RETENTION_MS",
-        "-1",
-        "retention of the raw and invalid topics `make up` creates (or updates): forever, because the lake on "
-        "LocalStack S3 is rebuilt from them after a LocalStack restart",
+        "",
+        "retention of the raw and invalid topics `make up` creates (or updates): forever while the lake is on "
+        "LocalStack's S3, which is rebuilt from them after a LocalStack restart; a week on a durable store",
+        shown="`-1` (forever); `604800000` (7 days) on a durable store",
     )
     send_timeout_s: float = var(
         "KAFKA_SEND_TIMEOUT_S", "10", "how long a batch may wait for Kafka before the collector answers 503 (or spools)"
@@ -213,11 +214,20 @@ class LakeConfig:
     sessions_path: str = var(
         "LAKE_SESSIONS_PATH", "", "the sessions' Delta table", shown="`s3a://<LAKE_BUCKET>/clickstream-sessions`"
     )
+    store: str = var(
+        "LAKE_STORE",
+        "localstack",
+        "the S3 the lake lives on: `localstack` (its S3 forgets everything on a restart: the lake is rebuilt from "
+        "Kafka) or `s3proxy` (S3Proxy on a folder of the runtime, which `make up` runs: the lake outlives restarts); "
+        "`make up` records the choice",
+        choices=contract.LAKE_STORES,
+    )
     s3_endpoint: str = var(
         "LAKE_S3_ENDPOINT",
         "",
-        "the lake's S3 for the lake writer and the readers, e.g. MinIO's",
-        shown="`AWS_ENDPOINT_URL`'s (LocalStack)",
+        "the lake's S3 for the lake writer and the readers: where S3Proxy listens, or a store of your own (MinIO, "
+        "AWS), which makes the lake durable as S3Proxy does",
+        shown="`AWS_ENDPOINT_URL`'s (LocalStack); `http://127.0.0.1:8333` with `s3proxy`",
     )
     commit_interval: str = var(
         "LAKE_COMMIT_INTERVAL",

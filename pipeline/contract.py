@@ -28,6 +28,13 @@ EVENTS_TABLE, INVALID_TABLE, SESSIONS_TABLE = LAKE_TABLES = (
 )
 #: Each table's setting of the lake section (LAKE_PATH, LAKE_INVALID_PATH, LAKE_SESSIONS_PATH).
 LAKE_TABLE_FIELDS = {EVENTS_TABLE: "events_path", INVALID_TABLE: "invalid_path", SESSIONS_TABLE: "sessions_path"}
+#: Where the lake can live: LocalStack's S3 (forgets on a restart), or S3Proxy on a folder (durable).
+LAKE_STORES = ("localstack", "s3proxy")
+#: Where S3Proxy listens when LAKE_S3_ENDPOINT does not say.
+S3PROXY_ENDPOINT = "http://127.0.0.1:8333"
+#: The raw and invalid topics' retention on a durable store (a week, in ms): the lake no longer needs them whole.
+DURABLE_RETENTION_MS = str(7 * 24 * 3600 * 1000)
+
 #: The tables' partition column: the event's UTC day (events), the day received (invalid), the day it began.
 PARTITION = "dt"
 

@@ -7,10 +7,8 @@ The version is pinned in kafka/pom.xml; `mvn` copies the broker's runtime classp
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import re
-import shutil
 import subprocess
 import time
 import uuid
@@ -21,7 +19,7 @@ from string import Template
 
 from pipeline.config import Config
 from pipeline.contract import host_port
-from stack import kafka_security
+from stack import kafka_security, maven
 from stack.cluster import current
 from stack.paths import REPO, cache_dir, runtime_dir
 from stack.process import Service, ServiceError, port_open, wait_for_port
@@ -32,46 +30,16 @@ POM = KAFKA_DIR / "pom.xml"
 
 
 def version() -> str:
-    match = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text())
-    assert match, f"no <kafka.version> in {POM}"
-    return match.group(1)
+    return maven.pinned(POM, "kafka.version")
 
 
 def libs_dir() -> Path:
     return cache_dir() / f"kafka-{version()}" / "libs"
 
 
-def java(config: Config | None = None) -> str:
-    java_home = (config or current()).stack.java_home
-    return str(Path(java_home) / "bin" / "java") if java_home else "java"
-
-
 def fetch_jars() -> Path:
-    """Resolve the broker's classpath with mvn into the cache, once per pom.xml content."""
-    libs = libs_dir()
-    stamp = libs / ".pom-sha256"
-    digest = hashlib.sha256(POM.read_bytes()).hexdigest()
-    if stamp.exists() and stamp.read_text() == digest:
-        return libs
-    log.info("kafka: resolving Apache Kafka %s from Maven Central into %s", version(), libs)
-    staging = libs.with_name("libs.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    subprocess.run(
-        [
-            "mvn",
-            "-B",
-            "-f",
-            str(POM),
-            "dependency:copy-dependencies",
-            "-DincludeScope=runtime",
-            f"-DoutputDirectory={staging}",
-        ],
-        check=True,
-    )
-    shutil.rmtree(libs, ignore_errors=True)
-    staging.rename(libs)
-    stamp.write_text(digest)
-    return libs
+    """The broker's classpath, resolved with mvn into the cache once per pom.xml content."""
+    return maven.fetch_classpath(POM, libs_dir(), f"kafka: Apache Kafka {version()}")
 
 
 @dataclass(frozen=True)
@@ -181,7 +149,7 @@ def _format_storage(node: Node, all_nodes: list[Node], classpath: str, config: C
     standalone = ["--standalone"] if len(all_nodes) == 1 else []
     subprocess.run(
         [
-            java(config),
+            maven.java(config),
             "-cp",
             classpath,
             "kafka.tools.StorageTool",
@@ -242,7 +210,16 @@ def start(config: Config | None = None, timeout_s: float = 60.0, only: str | Non
         _format_storage(node, all_nodes, classpath, config)
         log4j = f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}"
         svc.start(
-            [java(config), *heap.split(), "-XX:+UseG1GC", log4j, "-cp", classpath, "kafka.Kafka", str(node.config)]
+            [
+                maven.java(config),
+                *heap.split(),
+                "-XX:+UseG1GC",
+                log4j,
+                "-cp",
+                classpath,
+                "kafka.Kafka",
+                str(node.config),
+            ]
         )
     for node in chosen:
         svc = node.service()

@@ -7,13 +7,28 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pipeline.config import CONFIG_VARIABLE, Config, variables
-from stack import chalice_local, cluster, deploy, kafka, kafka_ui, localstack, registry, spark, supervisor
+from stack import (
+    chalice_local,
+    cluster,
+    deploy,
+    kafka,
+    kafka_ui,
+    lake_store,
+    localstack,
+    registry,
+    s3proxy,
+    spark,
+    supervisor,
+)
 from stack.cluster import current
 from stack.process import free_port
 
 
 def up(config: Config | None = None, supervised: bool = True) -> None:
     config = config or current()
+    if not config.lake_on_localstack:
+        # First: a store that is not there, refuses the keys or lacks the bucket stops `make up` before anything runs.
+        lake_store.prepare(config)
     clustered = cluster.enabled(config)
     cluster.record(config, clustered)
     kafka.start(config)
@@ -21,7 +36,8 @@ def up(config: Config | None = None, supervised: bool = True) -> None:
     # Before the collector: its cold start asks the registry for the raw topic's schema id.
     registry.register_schemas(config)
     localstack.start(config)
-    localstack.ensure_bucket(config.lake.bucket, config)
+    if config.lake_on_localstack:
+        lake_store.prepare(config)
     chalice_local.start(config)
     if clustered:
         spark.start_master(config)
@@ -41,6 +57,7 @@ def down(config: Config | None = None) -> None:
     if cluster.enabled(config):
         spark.stop_cluster(config)
     chalice_local.stop()
+    s3proxy.stop()
     localstack.stop(config)
     registry.stop()
     kafka.stop(config)
@@ -49,7 +66,8 @@ def down(config: Config | None = None) -> None:
 
 def status(config: Config | None = None) -> list[str]:
     config = config or current()
-    lines = [kafka.status(config), registry.status(config), localstack.status(config), chalice_local.status(config)]
+    lines = [kafka.status(config), registry.status(config), localstack.status(config), *lake_store.status(config)]
+    lines.append(chalice_local.status(config))
     lines.append(spark.status(config))
     if cluster.enabled(config):
         lines.append(spark.cluster_status(config))
@@ -61,22 +79,22 @@ def status(config: Config | None = None) -> list[str]:
 
 
 def fresh_stack_environment(
-    runtime: Path | str, clustered: bool = False, base: Mapping[str, str] | None = None
+    runtime: Path | str, clustered: bool = False, base: Mapping[str, str] | None = None, store: str = "localstack"
 ) -> dict[str, str]:
     """`base` (this environment) for a second, independent stack: its own runtime folder and free ports for every
-    service (three Kafka nodes and a Spark master and worker if `clustered`).
+    service (three Kafka nodes and a Spark master and worker if `clustered`; S3Proxy if `store` is `s3proxy`).
 
     Every setting of the tree is left out of `base` (ports, topics, endpoints, the lake's paths and intervals), so
     the defaults apply but for the ports and the runtime folder.
     """
     nodes = 3 if clustered else 1
     ports: set[int] = set()
-    while len(ports) < 3 * nodes + 8:
+    while len(ports) < 3 * nodes + 9:
         ports.add(free_port())
     free = sorted(ports)
     brokers, controllers, sasl = free[:nodes], free[nodes : 2 * nodes], free[2 * nodes : 3 * nodes]
     rest = free[3 * nodes :]
-    gateway, collector_port, spark_ui, master, master_ui, worker_ui, registry_port, kafka_ui_port = rest
+    gateway, collector_port, spark_ui, master, master_ui, worker_ui, registry_port, kafka_ui_port, s3 = rest
     settings = {variable.name for _, variable in variables()} | {CONFIG_VARIABLE}
     env = {k: v for k, v in (os.environ if base is None else base).items() if k not in settings}
     env.update(
@@ -97,6 +115,8 @@ def fresh_stack_environment(
             SPARK_MASTER_WEBUI_PORT=str(master_ui),
             SPARK_WORKER_WEBUI_PORT=str(worker_ui),
         )
+    if store == "s3proxy":
+        env.update(LAKE_STORE=store, LAKE_S3_ENDPOINT=f"http://127.0.0.1:{s3}")
     # The machine's own (JAVA_HOME, the download cache) stay: they are not the stack's.
     for name in ("JAVA_HOME", "CLICKSTREAM_HOME"):
         if (os.environ if base is None else base).get(name):

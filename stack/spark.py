@@ -61,6 +61,11 @@ def ui_url(config: Config | None = None) -> str:
     return f"http://127.0.0.1:{(config or current()).spark.ui_port}"
 
 
+CHECKPOINTS_ON_FILESYSTEM_API = (
+    "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
+)
+
+
 def submit_args(config: Config) -> str:
     """PYSPARK_SUBMIT_ARGS: what `spark-submit` would take on a cluster."""
     spark, aws = config.spark, config.aws
@@ -81,6 +86,10 @@ def submit_args(config: Config) -> str:
         "spark.hadoop.fs.s3a.access.key": aws.access_key_id,
         "spark.hadoop.fs.s3a.secret.key": aws.secret_access_key,
     }
+    if config.lake.store == "s3proxy":
+        # S3Proxy's filesystem backend lists no directory marker under its own prefix, so a checkpoint folder s3a
+        # made looks missing to FileContext's check of a new file's parent; the FileSystem API does not check.
+        conf["spark.sql.streaming.checkpointFileManagerClass"] = CHECKPOINTS_ON_FILESYSTEM_API
     if spark.master.startswith("spark://"):
         conf.update(
             {

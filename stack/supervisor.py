@@ -1,12 +1,13 @@
 """The supervisor `make up` leaves running: it restarts a service that exited, with backoff, and redoes what
 the restart lost.
 
-Every second it checks each service by PID, in dependency order (each Kafka node, LocalStack, `chalice local`,
+Every second it checks each service by PID, in dependency order (each Kafka node, LocalStack, `chalice local`, S3Proxy,
 with CLUSTER=1 the Spark master and worker, the lake writer). A service that is gone is started again after a
 delay that doubles with each failed attempt (1 s up to 60 s) and resets once the service has stayed up for a
-minute. After LocalStack comes back, which forgets everything it held, the supervisor recreates the lake bucket,
-redeploys what was deployed (the API keeps its id, so its URL) and restarts the lake writer on a fresh
-checkpoint, which rebuilds the lake from Kafka.
+minute. After LocalStack comes back, which forgets everything it held, the supervisor redeploys what was deployed
+(the API keeps its id, so its URL); when the lake was on LocalStack's S3, it also recreates the lake bucket and
+restarts the lake writer on a fresh checkpoint, which rebuilds the lake from Kafka (on a durable store, S3Proxy's
+among them, the lake writer goes on).
 
 `make status` reads what it did from <runtime>/supervisor.json: restarts, the last error, the next attempt.
 `python -m stack hold NAME` keeps it from restarting a service until `python -m stack release NAME`.
@@ -29,7 +30,7 @@ from typing import Any
 
 from pipeline.config import Config
 from pipeline.deployment import read_deployment
-from stack import chalice_local, cluster, deploy, kafka, kafka_ui, localstack, registry, spark
+from stack import chalice_local, cluster, deploy, kafka, kafka_ui, localstack, registry, s3proxy, spark
 from stack.cluster import current
 from stack.paths import runtime_dir
 from stack.process import Service
@@ -84,13 +85,16 @@ class Record:
 
 
 def _recover_localstack(config: Config) -> None:
-    # The lake writer's checkpoint and the lake were in LocalStack's S3, which comes back empty: a job that
-    # ran on would write a lake with a hole (and batch logs a fresh job would misread). So it stops first; its
-    # own watch starts it afresh, and it rebuilds the lake from the topics' earliest offsets. It is killed at
-    # once: a graceful stop would wait for a micro-batch that cannot reach S3.
-    spark.stop(timeout_s=0)
+    if config.lake_on_localstack:
+        # The lake writer's checkpoint and the lake were in LocalStack's S3, which comes back empty: a job that
+        # ran on would write a lake with a hole (and batch logs a fresh job would misread). So it stops first; its
+        # own watch starts it afresh, and it rebuilds the lake from the topics' earliest offsets. It is killed at
+        # once: a graceful stop would wait for a micro-batch that cannot reach S3. On a durable store neither the
+        # lake nor the checkpoint went anywhere: the job goes on.
+        spark.stop(timeout_s=0)
     localstack.start(config)
-    localstack.ensure_bucket(config.lake.bucket, config)
+    if config.lake_on_localstack:
+        localstack.ensure_bucket(config.lake.bucket, config)
     for stage in (deploy.STAGE, "bench"):
         if read_deployment(stage, config) is not None:
             deploy.deploy(stage, config)
@@ -112,6 +116,8 @@ def watched(config: Config | None = None) -> Watched:
         functools.partial(chalice_local.service, config.collector.port),
         functools.partial(chalice_local.start, config),
     )
+    if config.lake.store == "s3proxy":
+        services["s3proxy"] = (s3proxy.service, functools.partial(s3proxy.start, config))
     if cluster.enabled(config):
         services["spark-master"] = (
             functools.partial(spark.master_service, config),

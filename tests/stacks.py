@@ -50,6 +50,8 @@ FIRST_RUN_EVENTS, FIRST_RUN_SEED, FIRST_RUN_INVALID_SHARE = 300, 7, 0.1
 #: The services a running stack has, by pidfile; with CLUSTER=1 also these.
 SERVICES = ("supervisor", "kafka", "registry", "localstack", "chalice-local", "spark", "kafka-ui")
 CLUSTER_SERVICES = ("kafka-2", "kafka-3", "spark-master", "spark-worker")
+#: With the lake on S3Proxy (LAKE_STORE=s3proxy) also this.
+STORE_SERVICES = ("s3proxy",)
 #: How long a supervised stack may take to bring a killed service back before the suite starts it itself.
 RECOVERY_S = 300
 
@@ -70,10 +72,10 @@ class Stack:
     first_run: subprocess.CompletedProcess[str] | None = None
 
     @classmethod
-    def fresh(cls, name: str, runtime: Path, clustered: bool = False) -> Stack:
+    def fresh(cls, name: str, runtime: Path, clustered: bool = False, store: str = "localstack") -> Stack:
         runtime.mkdir(parents=True, exist_ok=True)
         (runtime / "tmp").mkdir(exist_ok=True)
-        env = fresh_stack_environment(runtime, clustered) | SUITE_SETTINGS
+        env = fresh_stack_environment(runtime, clustered, store=store) | SUITE_SETTINGS
         if not clustered:
             # A broker that is gone turns into a 503 (or the spool) quickly. Not on the cluster: there a batch waits
             # for a killed node's partitions to get new leaders (a few seconds), as KAFKA_SEND_TIMEOUT_S lets it.
@@ -96,19 +98,21 @@ class Stack:
         assert found is not None, f"{self.name}: nothing is deployed"
         return found
 
-    def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        """`python -m stack ARGS` against this stack."""
-        return self._run([sys.executable, "-m", "stack", *args], timeout)
+    def cli(self, *args: str, timeout: float = 600, unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+        """`python -m stack ARGS` against this stack (without the variables `unset`: what a later shell lacks)."""
+        return self._run([sys.executable, "-m", "stack", *args], timeout, unset)
 
-    def _run(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(argv, env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    def _run(self, argv: list[str], timeout: float, unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in self.env.items() if k not in unset}
+        done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
         if done.returncode:
             raise StackError(f"{self.name}: {' '.join(argv[1:])} failed ({done.returncode}):\n"
                              f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}")  # fmt: skip
         return done
 
     def services(self) -> tuple[str, ...]:
-        return SERVICES + (CLUSTER_SERVICES if self.clustered else ())
+        store = STORE_SERVICES if self.env.get("LAKE_STORE") == "s3proxy" else ()
+        return SERVICES + (CLUSTER_SERVICES if self.clustered else ()) + store
 
     def alive(self) -> dict[str, bool]:
         """Each service, by its pidfile: whether its process runs."""

@@ -105,3 +105,16 @@ def lake_figures(traffic: Traffic, landed: Counter[str]) -> dict[str, Any]:
         "lost": len(traffic.accepted - set(landed)),
         "duplicated": sum(1 for n in landed.values() if n > 1),
     }
+
+
+def lake_after(traffic: Traffic, name: str, killed: float, **figures: Any) -> Counter[str]:
+    """The traffic stopped, its accepted events read back from the lake (once all are there, or after 240 s), and
+    the fault's figures reported with the lake's and how long after the kill it was whole."""
+    from lake.reader import LAKE_PREFIX
+    from tests.conftest import lake_ids, report
+
+    traffic.stop()
+    landed = lake_ids(LAKE_PREFIX, traffic.accepted, timeout_s=240)
+    whole = {"lake_whole_after_kill_s": round(time.monotonic() - killed, 1)}
+    report(name, {**lake_figures(traffic, landed), **figures, **whole})
+    return landed

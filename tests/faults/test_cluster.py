@@ -1,5 +1,8 @@
-"""`CLUSTER=1 make up`: three KRaft brokers (replication 3, min.insync 2) and a Spark standalone master and
-worker, the lake writer submitted to it. Faults on the cluster, asserted on the lake read with delta-rs."""
+"""`CLUSTER=1 LAKE_STORE=s3proxy make up`: three KRaft brokers (replication 3, min.insync 2), a Spark standalone
+master and worker with the lake writer submitted to it, and the lake on S3Proxy, a durable store. Faults on the
+cluster and on the store (a broker, the worker, LocalStack, S3Proxy, `make down` and `make up`), asserted on the lake
+read with delta-rs. The suite stack keeps the default, the lake on LocalStack's S3 (tests/faults/test_fault_matrix.py
+kills LocalStack there: the lake is rebuilt from Kafka)."""
 
 from __future__ import annotations
 
@@ -8,21 +11,26 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+import requests
 
+from generator.synthetic import synthetic_events
 from lake.reader import LAKE_PREFIX
-from stack import kafka, spark
+from stack import chalice_local, kafka, localstack, s3proxy, spark
 from stack.paths import runtime_dir
-from tests.conftest import lake_ids, report
-from tests.faults.conftest import Traffic, kill_group, lake_figures, wait_until
-from tests.stacks import Stack, Stacks
+from stack.process import free_port
+from tests.conftest import committed_ids, lake_ids, report
+from tests.faults.conftest import Traffic, kill_group, lake_after, lake_figures, wait_until
+from tests.stacks import Stack, StackError, Stacks
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
 def cluster_stack(stacks: Stacks, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """`CLUSTER=1 make up` and `make deploy` on a stack of its own (the suite stack stopped first); down after."""
-    with stacks.other(Stack.fresh("cluster", tmp_path_factory.mktemp("cluster-runtime"), clustered=True)) as stack:
+    """`CLUSTER=1 LAKE_STORE=s3proxy make up` and `make deploy` on a stack of its own (the suite stack stopped first);
+    down after."""
+    runtime = tmp_path_factory.mktemp("cluster-runtime")
+    with stacks.other(Stack.fresh("cluster", runtime, clustered=True, store="s3proxy")) as stack:
         yield stack
 
 
@@ -34,6 +42,11 @@ def test_the_cluster_runs_replicated_topics_and_the_lake_writer_on_the_master(cl
     assert status.count(replicated) == len(cluster_stack.config.kafka.topics), status
     assert f"lake writer running on {cluster_stack.env['SPARK_MASTER']}" in status
     assert "master running" in status and "worker running" in status
+    # The lake on S3Proxy, durable: the raw and invalid topics keep a week, not everything.
+    endpoint = cluster_stack.config.lake.s3_endpoint
+    assert f"s3proxy: running (pid {s3proxy.service().pid()}) on {endpoint}" in status
+    assert f"on s3proxy at {endpoint}: durable; the raw and invalid topics keep 7 days" in status
+    assert status.count("retention 7 days") == 2, status
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
     settings = cluster_stack.config
@@ -89,17 +102,116 @@ def test_the_worker_killed_and_restarted_the_job_recovers(cluster_stack: Stack) 
     batch_at_release = max((p["batch"] for p in spark.progress().values()), default=-1)
     # Recovered: a new executor on the restarted worker runs batches again, in the same job.
     recovered = wait_until(lambda: max(p["batch"] for p in spark.progress().values()) > batch_at_release + 2, 240)
-    traffic.stop()
-    landed = lake_ids(LAKE_PREFIX, traffic.accepted, timeout_s=240)
-    report(
-        "cluster: Spark worker SIGKILL, 10 s down",
-        {
-            **lake_figures(traffic, landed),
-            "batches_again_after_release_s": recovered and round(recovered, 1),
-            "lake_whole_after_kill_s": round(time.monotonic() - killed, 1),
-        },
-    )
+    landed = lake_after(
+        traffic, "cluster: Spark worker SIGKILL, 10 s down", killed,
+        batches_again_after_release_s=recovered and round(recovered, 1),
+    )  # fmt: skip
     assert recovered is not None, "no batch ran after the worker came back"
     assert spark.service().pid() == driver  # the job itself went on: it was not restarted
     assert set(traffic.statuses) == {200}
     assert landed == Counter(dict.fromkeys(traffic.accepted, 1))
+
+
+def test_make_up_refuses_a_store_that_does_not_answer_refuses_the_keys_or_lacks_the_bucket(
+    cluster_stack: Stack,
+) -> None:
+    """`make up` readies the lake's store before anything else: a bad one stops it with what to do, and the running
+    stack is left as it was. (An S3 of the user's: LAKE_S3_ENDPOINT, here the cluster's S3Proxy or nothing.)"""
+    own_s3 = {"LAKE_STORE": "localstack", "LAKE_S3_ENDPOINT": cluster_stack.config.lake.s3_endpoint}
+    cases = {
+        "does not answer": {"LAKE_S3_ENDPOINT": f"http://127.0.0.1:{free_port()}"},
+        "refuses bucket": {**own_s3, "AWS_SECRET_ACCESS_KEY": "not-the-key"},
+        "has no bucket no-such-lake": {**own_s3, "LAKE_BUCKET": "no-such-lake"},
+    }
+    for said, variables in cases.items():
+        with pytest.raises(StackError, match=said):
+            Stack(cluster_stack.name, cluster_stack.runtime, {**cluster_stack.env, **variables}, True).cli("up")
+    assert all(cluster_stack.alive().values()), cluster_stack.alive()
+    assert "on s3proxy at" in cluster_stack.cli("status").stdout  # the recorded choice is untouched
+
+
+def test_localstack_killed_the_lake_on_the_store_stays_readable_and_whole_without_a_rebuild(
+    cluster_stack: Stack,
+) -> None:
+    deployment = cluster_stack.deployment()
+    url, writer = deployment["api_url"], spark.service().pid()
+    before = Traffic(deployment, rate=200, threads=2).start(seed=21).answered(30)
+    before.stop()
+    assert lake_ids(LAKE_PREFIX, before.accepted) == Counter(dict.fromkeys(before.accepted, 1))
+    held = len(committed_ids(LAKE_PREFIX))
+
+    kill_group(localstack.service().pid())
+    killed = time.monotonic()
+    # Read all along, while LocalStack is gone and while it comes back: the lake answers, whole, every time.
+    reads: list[int] = []
+    answering = None
+    while answering is None and time.monotonic() - killed < 300:
+        reads.append(len(committed_ids(LAKE_PREFIX)))
+        try:
+            if requests.get(f"{url}/ping", timeout=5).status_code == 200:
+                answering = time.monotonic() - killed
+        except requests.RequestException:
+            time.sleep(1)
+    after = Traffic(deployment, rate=200, threads=2).start(seed=22).answered(30)
+    after.stop()
+    everything = before.accepted | after.accepted
+    landed = lake_ids(LAKE_PREFIX, everything, timeout_s=240)
+    report(
+        "store: LocalStack SIGKILL, the lake on S3Proxy",
+        {
+            "api_answering_again_after_s": answering and round(answering, 1),
+            "lake_whole_after_s": round(time.monotonic() - killed, 1),
+            "lake_reads_while_away": len(reads),
+            **lake_figures(after, landed),
+        },
+    )
+    assert answering is not None, "the API did not answer again"
+    assert reads and min(reads) >= held, reads
+    assert spark.service().pid() == writer  # no rebuild: the lake writer went on, on the same checkpoint
+    assert set(after.statuses) == {200}, after.statuses
+    assert landed == Counter(dict.fromkeys(everything, 1))
+
+
+def test_s3proxy_killed_under_load_comes_back_by_itself_and_the_lake_holds_each_once(cluster_stack: Stack) -> None:
+    traffic = Traffic(cluster_stack.deployment(), rate=200, threads=2).start(seed=23).answered(20)
+    victim = s3proxy.service().pid()
+    kill_group(victim)
+    killed = time.monotonic()
+    back = wait_until(lambda: s3proxy.service().pid() not in (None, victim), 120, every_s=0.2)
+    traffic.answered(40)
+    landed = lake_after(
+        traffic, "store: S3Proxy SIGKILL under 200 events/s", killed, store_back_after_s=back and round(back, 1)
+    )
+    assert back is not None, "the supervisor did not bring S3Proxy back"
+    assert set(traffic.statuses) == {200}, traffic.statuses
+    assert landed == Counter(dict.fromkeys(traffic.accepted, 1))
+
+
+def test_make_down_and_make_up_keep_the_lake_and_the_writer_resumes_from_its_checkpoint(cluster_stack: Stack) -> None:
+    """The last of the module: `make down`, then `make up` from a shell that no longer names the store."""
+    config = cluster_stack.config
+    held = Counter(committed_ids(LAKE_PREFIX))
+    latest = kafka.topic_counts(config)[config.kafka.latest_topic]
+    batches = {name: figures["batch"] for name, figures in spark.progress().items()}
+    cluster_stack.cli("down")
+    assert not any(cluster_stack.alive().values())
+    started = time.monotonic()
+    cluster_stack.cli("up", unset=("LAKE_STORE", "LAKE_S3_ENDPOINT"))
+    up_s = time.monotonic() - started
+    assert s3proxy.service().pid() is not None  # the recorded choice: S3Proxy, not LocalStack's S3
+    assert Counter(committed_ids(LAKE_PREFIX)) == held  # the lake as it was, at once
+    events = synthetic_events(100, seed=24)
+    answer = requests.post(f"{chalice_local.url(config)}/collect", json=events, timeout=60)
+    assert answer.status_code == 200, answer.text
+    sent = {e["id"] for e in events} - {e["id"] for e in answer.json()["errors"]}
+    landed = lake_ids(LAKE_PREFIX, sent | set(held), timeout_s=240)
+    # The job resumed from its checkpoint: its batches go on from where they were, and the latest topic holds the
+    # new events once, nothing of before again.
+    published = lambda: kafka.topic_counts(config)[config.kafka.latest_topic]  # noqa: E731
+    assert wait_until(lambda: published() >= latest + len(sent), 120) is not None, (latest, published())
+    progress = spark.progress()
+    after = {name: figures["batch"] for name, figures in progress.items()}
+    report("store: make down, make up", {"up_s": round(up_s, 1), "batches_before": batches, "batches_after": after})
+    assert landed == Counter(dict.fromkeys(sent | set(held), 1))
+    assert progress["lake"]["batch"] > batches["lake"] and progress["latest"]["batch"] > batches["latest"]
+    assert published() == latest + len(sent)

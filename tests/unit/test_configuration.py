@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 
 from pipeline import contract, problems
-from pipeline.config import CONFIG_VARIABLE, README, Config, ConfigError, load, readme_with_table, variables
+from pipeline.config import (
+    CONFIG_VARIABLE,
+    LAKE_STORE_RECORD,
+    README,
+    Config,
+    ConfigError,
+    load,
+    readme_with_table,
+    variables,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 #: The project's Python, where a setting could be read or a default written.
@@ -60,6 +69,21 @@ def test_a_derived_default_follows_its_setting_and_an_explicit_value_wins() -> N
     explicit = Config.from_env({"LAKE_PATH": "s3a://x/y/", "LAKE_S3_ENDPOINT": "http://minio:9000"})
     assert explicit.lake.events_path == "s3a://x/y" and explicit.lake.s3_endpoint == "http://minio:9000"
     assert explicit.lake.path(contract.EVENTS_TABLE) == "s3a://x/y"
+
+
+def test_the_lake_store_decides_the_endpoint_and_what_the_topics_keep(tmp_path: Path) -> None:
+    default = Config.from_env({})
+    assert default.lake_on_localstack and default.kafka.retention_ms == "-1"  # rebuilt from Kafka: keep everything
+    s3proxy = Config.from_env({"LAKE_STORE": "s3proxy"})
+    assert s3proxy.lake.s3_endpoint == contract.S3PROXY_ENDPOINT and not s3proxy.lake_on_localstack
+    assert s3proxy.kafka.retention_ms == contract.DURABLE_RETENTION_MS == str(7 * 86_400_000)
+    minio = Config.from_env({"LAKE_S3_ENDPOINT": "http://minio:9000", "KAFKA_RETENTION_MS": "3600000"})
+    assert not minio.lake_on_localstack and minio.kafka.retention_ms == "3600000"
+    # `make up` records a store in the runtime folder; every later command follows it unless told otherwise.
+    runtime = {"CLICKSTREAM_RUNTIME": str(tmp_path)}
+    (tmp_path / LAKE_STORE_RECORD).write_text('{"LAKE_STORE": "s3proxy", "LAKE_S3_ENDPOINT": "http://127.0.0.1:1"}')
+    assert load(runtime).lake.s3_endpoint == "http://127.0.0.1:1" and load(runtime).lake.store == "s3proxy"
+    assert load({**runtime, "LAKE_STORE": "localstack"}).lake_on_localstack  # a store named: the record is not used
 
 
 def test_a_value_that_cannot_be_read_names_its_variable() -> None:
