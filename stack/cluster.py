@@ -4,7 +4,7 @@ Three Kafka nodes in KRaft mode (each broker and controller, a static quorum of 
 three times and `min.insync.replicas=2`, and a Spark standalone master and worker started from PySpark's own
 jars with `spark-class`; the lake writer is submitted to the master unchanged. CLUSTER=1 only changes
 defaults (below); an explicit variable still wins. `make up` records the choice in the runtime folder, so
-later commands (`make deploy`, `make status`, `make run`, `make down`) follow the running stack without it.
+later commands (`make deploy`, `make status`, `make run`, `make down`, `make up` again) follow the stack without it.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def current(environ: Mapping[str, str] | None = None) -> Config:
 
 
 def record(config: Config, clustered: bool) -> None:
-    """Remember (at `make up`) or forget (at `make down`) that the stack runs as a cluster, and with which values."""
+    """Remember (at `make up`) whether the stack runs as a cluster, and with which values: kept across `make down`,
+    as its Kafka data is (kafka.check_shape refuses another shape)."""
     if clustered:
         values = config.environment(("kafka", "spark"))
         marker(config).parent.mkdir(parents=True, exist_ok=True)

@@ -109,6 +109,33 @@ def replication(count: int) -> tuple[int, int]:
     return replicas, 2 if replicas >= 3 else 1
 
 
+def formatted_nodes() -> int:
+    """How many nodes this runtime's Kafka data was formatted for (0: none yet, a fresh runtime)."""
+    return len(list(runtime_dir().glob("kafka*/data/meta.properties")))
+
+
+def check_shape(config: Config) -> None:
+    """Refuse, saying how to go on, to start Kafka in another shape than its data was formatted in: the topics would
+    keep the replication they were made with while the stack claimed another."""
+    formatted, wanted = formatted_nodes(), len(nodes(config))
+    if not formatted or formatted == wanted:
+        return
+    where = runtime_dir()
+    if formatted < wanted:
+        raise ServiceError(
+            f"kafka: the Kafka of {where} is {formatted} node; CLUSTER=1 wants {wanted}, formatted together, and this "
+            f"one's quorum and topics are not grown in place (its topics would keep {formatted} replica). Keep one "
+            "node: `CLUSTER=0 make up`; or run the cluster in a runtime folder of its own: "
+            "`CLICKSTREAM_RUNTIME=.runtime-cluster CLUSTER=1 make up`"
+        )
+    raise ServiceError(
+        f"kafka: the Kafka of {where} is a cluster of {formatted} nodes; {wanted} cannot serve its topics "
+        f"(replication {replication(formatted)[0]}, min.insync.replicas {replication(formatted)[1]}: writes would be "
+        "refused). Start the cluster: `CLUSTER=1 make up`; or one node in a runtime folder of its own: "
+        "`CLICKSTREAM_RUNTIME=.runtime-single CLUSTER=0 make up`"
+    )
+
+
 def service() -> Service:
     """The first node's service (the only one unless CLUSTER=1)."""
     return nodes()[0].service()

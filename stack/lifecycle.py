@@ -26,6 +26,7 @@ from stack.process import free_port
 
 def up(config: Config | None = None, supervised: bool = True) -> None:
     config = config or current()
+    kafka.check_shape(config)
     if not config.lake_on_localstack:
         # First: a store that is not there, refuses the keys or lacks the bucket stops `make up` before anything runs.
         lake_store.prepare(config)
@@ -61,7 +62,6 @@ def down(config: Config | None = None) -> None:
     localstack.stop(config)
     registry.stop()
     kafka.stop(config)
-    cluster.record(config, False)
 
 
 def status(config: Config | None = None) -> list[str]:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from stack import localstack
+from stack.process import free_port
 from tests.localstack.lambda_support import create_function, invoke, lambda_client, runtime_pids
-from tests.stacks import Stack
+from tests.stacks import Stack, StackError
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +46,23 @@ def test_make_down_stops_everything_and_localstack_its_lambda_processes(suite_st
         if p.name.isdigit() and int(p.name) not in ours and _mentions(p, str(suite_stack.runtime))
     ]  # fmt: skip
     assert leftovers == [], [_command(p) for p in leftovers]
+
+
+def test_one_nodes_runtime_refuses_to_be_started_as_a_cluster_and_says_how(suite_stack: Stack) -> None:
+    """`CLUSTER=1 make up` over the runtime `make run` made with one node: refused before anything starts or stops
+    (its topics would keep one replica while the stack claimed three)."""
+    ports = [str(free_port()) for _ in range(9)]
+    three = {
+        "CLUSTER": "1",
+        "KAFKA_BOOTSTRAP_SERVERS": ",".join(f"127.0.0.1:{port}" for port in ports[:3]),
+        "KAFKA_CONTROLLER_PORT": ",".join(ports[3:6]),
+        "KAFKA_SASL_SSL_PORT": ",".join(ports[6:]),
+    }
+    before = suite_stack.alive()
+    with pytest.raises(StackError, match=r"is 1 node; CLUSTER=1 wants 3, .*: `CLUSTER=0 make up`; or "):
+        Stack(suite_stack.name, suite_stack.runtime, {**suite_stack.env, **three}).cli("up")
+    assert suite_stack.alive() == before
+    assert not list(suite_stack.runtime.glob("kafka-*/data"))
 
 
 def _mentions(proc: Path, text: str) -> bool:

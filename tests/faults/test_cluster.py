@@ -209,9 +209,26 @@ def test_make_down_and_make_up_keep_the_lake_and_the_writer_resumes_from_its_che
     # new events once, nothing of before again.
     published = lambda: kafka.topic_counts(config)[config.kafka.latest_topic]  # noqa: E731
     assert wait_until(lambda: published() >= latest + len(sent), 120) is not None, (latest, published())
-    progress = spark.progress()
-    after = {name: figures["batch"] for name, figures in progress.items()}
+    # A query's progress reaches the status file a moment after its batch committed.
+    went_on = lambda: all(spark.progress().get(q, {}).get("batch", -1) > batches[q] for q in ("lake", "latest"))  # noqa: E731
+    resumed = wait_until(went_on, 60)
+    after = {name: figures["batch"] for name, figures in spark.progress().items()}
     report("store: make down, make up", {"up_s": round(up_s, 1), "batches_before": batches, "batches_after": after})
     assert landed == Counter(dict.fromkeys(sent | set(held), 1))
-    assert progress["lake"]["batch"] > batches["lake"] and progress["latest"]["batch"] > batches["latest"]
+    assert resumed is not None, (batches, after)
     assert published() == latest + len(sent)
+
+
+def test_a_clusters_runtime_refuses_to_be_started_as_one_node_and_says_how(cluster_stack: Stack) -> None:
+    """`CLUSTER=0 make up` over the cluster's runtime: refused before anything starts or stops (one node could take
+    no write to topics of replication 3 and min.insync.replicas 2)."""
+    one = {
+        "CLUSTER": "0",
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "KAFKA_CONTROLLER_PORT": str(free_port()),
+        "KAFKA_SASL_SSL_PORT": str(free_port()),
+    }
+    before = cluster_stack.alive()
+    with pytest.raises(StackError, match=r"is a cluster of 3 nodes; 1 cannot serve its topics .*`CLUSTER=1 make up`"):
+        Stack(cluster_stack.name, cluster_stack.runtime, {**cluster_stack.env, **one}, True).cli("up")
+    assert cluster_stack.alive() == before
