@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv kafka-jars browser up down status deploy local kafka-tui run compact lake report test test-fast bench schemas docs lint clean
+.PHONY: help venv kafka-jars browser up down status deploy local kafka-tui run compact forget lake report test test-fast bench schemas docs lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -58,6 +58,10 @@ test-fast: $(STAMP) ## only the tests that need no service
 
 compact: $(STAMP) ## sweep repeated ids, compact (OPTIMIZE) and vacuum the lake's Delta tables now (the lake writer does it too)
 	$(PY) -m stack compact
+
+forget: $(STAMP) ## forget a customer (CUSTOMER=<id>): listed so no event of theirs is kept again, their rows deleted from every table
+	@test -n "$(CUSTOMER)" || { echo "make forget CUSTOMER=<id>: name the customer"; exit 2; }
+	$(PY) -m stack forget --customer "$(CUSTOMER)"
 
 lake: $(STAMP) ## what the lake holds, read back with delta-rs
 	$(PY) -m lake

@@ -43,6 +43,11 @@ class KafkaConfig:
     raw_topic: str = var("KAFKA_RAW_TOPIC", contract.RAW_TOPIC, "valid events")
     invalid_topic: str = var("KAFKA_INVALID_TOPIC", contract.INVALID_TOPIC, "invalid events and refused requests")
     latest_topic: str = var("KAFKA_LATEST_TOPIC", contract.LATEST_TOPIC, "the lake writer's copy of processed events")
+    forgotten_topic: str = var(
+        "KAFKA_FORGOTTEN_TOPIC",
+        contract.FORGOTTEN_TOPIC,
+        "the customers `make forget` forgot (compacted, kept forever): the lake writer drops their events",
+    )
     topic_partitions: int = var("KAFKA_TOPIC_PARTITIONS", "6", "partitions of each topic `make up` creates")
     retention_ms: str = var(
         "KAFKA_RETENTION_MS",
@@ -296,7 +301,14 @@ class MaintenanceConfig:
     request_file: str = var(
         "LAKE_MAINTENANCE_REQUEST",
         "",
-        "the file `make compact` writes to ask the running lake writer (`make up` sets it; empty: none)",
+        "the file `make compact` and `make forget` write to ask the running lake writer (`make up` sets it; empty: "
+        "none)",
+    )
+    vacuum_retain_hours: int = var(
+        "LAKE_VACUUM_RETAIN_HOURS",
+        "168",
+        "how long a file the tables no longer name is kept before a vacuum deletes it: how far back time travel "
+        "reaches, and how long a forgotten customer's rows stay in storage after `make forget`",
     )
 
 

@@ -3,12 +3,15 @@ readers, the report and the schema generator read it. Standard library only."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 #: The pipeline's topics (their variables can move them: pipeline/config.py).
 RAW_TOPIC = "acme.clickstream.raw.events"
 INVALID_TOPIC = "acme.clickstream.invalid.events"
 LATEST_TOPIC = "acme.clickstream.latest.events"
+#: The customers forgotten (`make forget`): a compacted topic, one record per customer, keyed by customer_hash.
+FORGOTTEN_TOPIC = "acme.clickstream.forgotten.customers"
 
 REGION = "eu-west-1"
 LAKE_BUCKET = "acme.eu-west-1.stg.data.lake"
@@ -82,3 +85,9 @@ def host_port(address: str) -> tuple[str, int]:
     """host and port of "host:port" (IPv6 in brackets too); an empty host is 127.0.0.1."""
     host, _, port = address.strip().rpartition(":")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def customer_hash(customer_id: str) -> str:
+    """How the list of forgotten customers names one (SHA-256 of the id, hex): the list keeps no id itself. Spark's
+    sha2(customer_id, 256) gives the same."""
+    return hashlib.sha256(customer_id.encode()).hexdigest()

@@ -134,10 +134,13 @@ def compact(spark: SparkSession, path: str, days: list[str] | None = None) -> di
     }
 
 
-def vacuum(spark: SparkSession, path: str) -> dict[str, Any]:
+def vacuum(spark: SparkSession, path: str, retain_hours: int = VACUUM_RETAIN_HOURS) -> dict[str, Any]:
+    """Delete the files the table has not named for `retain_hours` (LAKE_VACUUM_RETAIN_HOURS), however short: the
+    user chose how long time travel reaches, and how soon `make forget` purges (Delta's own check wants a week)."""
     started = time.monotonic()
-    spark.sql(f"VACUUM delta.`{path}` RETAIN {VACUUM_RETAIN_HOURS} HOURS")
-    return {"retain_hours": VACUUM_RETAIN_HOURS, "ms": round((time.monotonic() - started) * 1000)}
+    with session_conf(spark, {"spark.databricks.delta.retentionDurationCheck.enabled": "false"}):
+        spark.sql(f"VACUUM delta.`{path}` RETAIN {retain_hours} HOURS")
+    return {"retain_hours": retain_hours, "ms": round((time.monotonic() - started) * 1000)}
 
 
 class JobStopping(RuntimeError):
@@ -159,8 +162,12 @@ class TableWriter:
         lock: threading.Lock,
         wrote: Callable[[list[str]], None],
         stopping: threading.Event | None = None,
+        keep: Callable[[DataFrame], DataFrame] | None = None,
     ) -> None:
         self.path, self.lock, self.wrote = path, lock, wrote
+        #: The rows of a batch the table keeps (forgetting.Forgotten.kept), chosen under the lock: a DELETE of the
+        #: maintenance's runs between two writes, and the write after it filters with the list it deleted for.
+        self.keep = keep or (lambda rows: rows)
         self.stopping = stopping or threading.Event()
         self._query_id: str | None = None
         self._started = threading.Event()
@@ -179,11 +186,12 @@ class TableWriter:
         # The first batch can begin before start() has returned the query's id to us.
         if not self._started.wait(timeout=120):
             raise RuntimeError("the streaming query's id never arrived")
-        rows = batch.persist()  # two actions below: the days, and the write
+        persisted = batch.persist()  # two actions below at least: the days, and the write
         try:
-            days = days_of(rows)
-            if days:
-                with self.lock:
+            with self.lock:
+                rows = self.keep(persisted)
+                days = days_of(rows)
+                if days:
                     if self.stopping.is_set():
                         raise JobStopping(f"{self.path}: the job is stopping; batch {batch_id} is left to the next run")
                     (
@@ -196,6 +204,7 @@ class TableWriter:
                         .option("mergeSchema", "true")
                         .save(self.path)
                     )
+            if days:
                 self.wrote(days)
         finally:
-            rows.unpersist()
+            persisted.unpersist()

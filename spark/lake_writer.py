@@ -7,7 +7,8 @@ Three streaming queries, each with its own checkpoint under SPARK_CHECKPOINT:
   invalid  the invalid topic into the invalid table, the same way;
   latest   the raw topic's events, deduplicated and enriched, to the latest topic every SPARK_TRIGGER, as Avro in
            Confluent's wire format (latest.py).
-A raw record in the wire format is read once the schema registry knows its schema id (wire_format.py).
+A raw record in the wire format is read once the schema registry knows its schema id (wire_format.py). No table and
+not the latest topic take a forgotten customer's rows (forgetting.py).
 Threads keep the sessions table (sessions.py) and compact and vacuum each table (table_queries.py). Its state and
 progress go to SPARK_STATUS_FILE (progress.py).
 
@@ -25,23 +26,20 @@ import signal
 import sys
 import tempfile
 import threading
-import time
 import zipfile
 from pathlib import Path
 
 from pyspark.sql import SparkSession
-from pyspark.sql.streaming import StreamingQuery
 
 import lake_tables
 import pipeline
-from latest import latest_rows, registered_schema, start_latest_query
+from forgetting import Forgotten, read_list
+from latest import LatestTopic, latest_rows, registered_schema, start_latest_query
 from pipeline.config import load
 from progress import ProgressListener, StatusFile
 from table_queries import TableJob
 
 HERE = Path(__file__).resolve().parent
-#: How long a stop waits for the latest topic's micro-batch under way to finish (the tables' queries wait for no batch).
-STOP_WAIT_S = 120
 
 
 def session(app_name: str, shuffle_partitions: int) -> SparkSession:
@@ -79,14 +77,6 @@ def ground_floor_zip() -> str:
     return str(target)
 
 
-def stop_query(query: StreamingQuery) -> None:
-    """Stop a query once its micro-batch under way has finished (within STOP_WAIT_S), so a batch is not cut."""
-    deadline = time.monotonic() + STOP_WAIT_S
-    while query.isActive and query.status["isTriggerActive"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    query.stop()
-
-
 def main(argv: list[str]) -> int:
     """`lake_writer.py [NAME]`: NAME (an instance's, as `make up` and the bench name theirs) goes into the Spark
     application's name."""
@@ -102,19 +92,23 @@ def main(argv: list[str]) -> int:
     spark = session("acme-clickstream-lake-writer" + (f" ({argv[0]})" if argv else ""), config.spark.shuffle_partitions)
     status = StatusFile(config.spark.status_file)
     spark.streams.addListener(ProgressListener(status))
-    job = TableJob(spark, config, event_schema, note=status.note)
-    queries = job.start()
-    latest = start_latest_query(latest_rows(spark, config, event_schema), config, *registered_schema(config))
-    queries = [*queries, latest]
+    forgotten = Forgotten(read_list(spark, config), status.note)
+    job = TableJob(spark, config, event_schema, note=status.note, forgotten=forgotten)
+    tables = job.start()
+    schema = registered_schema(config)
+    latest = LatestTopic(
+        lambda: start_latest_query(latest_rows(spark, config, event_schema, forgotten.hashes), config, *schema)
+    )
+    forgotten.on_change = latest.restart
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    while not stop.is_set() and all(q.isActive for q in queries):
+    while not stop.is_set() and latest.active() and all(q.isActive for q in tables):
         stop.wait(1.0)
-    failed = [q for q in queries if not q.isActive and q.exception()]
+    failed = [q for q in [*tables, latest.query] if not q.isActive and q.exception()]
     job.stop()
-    stop_query(latest)
+    latest.stop()
     for query in failed:
         print(f"query {query.name} failed: {query.exception()}", file=sys.stderr, flush=True)
     spark.stop()

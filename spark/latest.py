@@ -7,6 +7,9 @@ twice (Kafka's sink is at-least-once)."""
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -15,6 +18,7 @@ from pyspark.sql.avro.functions import to_avro
 from pyspark.sql.streaming import StreamingQuery
 
 import enrichment
+import forgetting
 import records
 import wire_format
 from pipeline.config import Config
@@ -28,11 +32,17 @@ def deduplicated(rows: DataFrame, window: str) -> DataFrame:
     return rows.withWatermark("kafka_timestamp", window).dropDuplicatesWithinWatermark(["id"])
 
 
-def latest_rows(spark: SparkSession, config: Config, event_schema: dict[str, Any]) -> DataFrame:
-    """The raw topic's valid events, once each within the window, enriched as the lake's rows are."""
+def latest_rows(
+    spark: SparkSession, config: Config, event_schema: dict[str, Any], forgotten: frozenset[str] = frozenset()
+) -> DataFrame:
+    """The raw topic's valid events but the forgotten customers' (their hashes), once each within the window,
+    enriched as the lake's rows are."""
     raw = read_topic(spark, config, config.kafka.raw_topic)
     parsed = records.parse_raw_records(raw, event_schema, wire_format.registry_check(config))
-    rows = deduplicated(records.events_of(parsed), config.spark.dedupe_window)
+    events = records.events_of(parsed)
+    if forgotten:
+        events = events.where(~forgetting.forgotten_rows(events.columns, forgotten))
+    rows = deduplicated(events, config.spark.dedupe_window)
     return enrichment.enriched(rows, config.lake.ip_mode) if config.lake.enrichment else rows
 
 
@@ -83,3 +93,33 @@ def start_latest_query(rows: DataFrame, config: Config, schema_id: int, schema: 
         )
     finally:
         context.setLocalProperty("spark.scheduler.pool", None)
+
+
+def stop_query(query: StreamingQuery, wait_s: float = 120) -> None:
+    """Stop a query once its micro-batch under way has finished (within `wait_s`), so a batch is not cut."""
+    deadline = time.monotonic() + wait_s
+    while query.isActive and query.status["isTriggerActive"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    query.stop()
+
+
+class LatestTopic:
+    """The latest topic's query. Its plan holds the list of the forgotten it started with, so `make forget` starts
+    it again (from its checkpoint) before any table answers."""
+
+    def __init__(self, start: Callable[[], StreamingQuery]) -> None:
+        self._start, self._lock = start, threading.Lock()
+        self.query = start()
+
+    def restart(self) -> None:
+        with self._lock:
+            stop_query(self.query)
+            self.query = self._start()
+
+    def active(self) -> bool:
+        with self._lock:
+            return self.query.isActive
+
+    def stop(self) -> None:
+        with self._lock:
+            stop_query(self.query)

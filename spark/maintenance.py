@@ -9,9 +9,11 @@ appends and its maintenance in turn.
   whenever a later batch wrote into it; the current day when `make compact` asks. A sweep reads the day's ids; a
   batch never does.
 - **Compaction** bin-packs the days written into (OPTIMIZE) every LAKE_COMPACT_INTERVAL_S; **vacuum** deletes files
-  a week unreferenced every LAKE_VACUUM_INTERVAL_S. `make compact` asks for all three on every day now.
+  unreferenced for LAKE_VACUUM_RETAIN_HOURS every LAKE_VACUUM_INTERVAL_S. `make compact` asks for all three on every
+  day now.
+- **Forgetting** (`make forget`, forgetting.py): the customers' rows deleted, between two writes.
 - `python maintenance.py maintain PATH...` does all three once, each table whole, for `make compact` when the lake
-  writer is stopped.
+  writer is stopped; `forget CUSTOMER[,...] PATH...` the deletes of `make forget`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 
+from forgetting import Forgotten, delete_rows
 from lake_tables import Note, compact, exists, in_list, log, log_note, session, vacuum
 from pipeline.config import load
 from pipeline.config_sections import MaintenanceConfig
@@ -117,12 +120,15 @@ class Maintenance:
         stopping: threading.Event,
         note: Note = log_note,
         sweeps: bool = True,
+        forgotten: Forgotten | None = None,
     ) -> None:
         self.spark = spark
         self.path = path
         self.sweeps = sweeps
+        self.forgotten = forgotten or Forgotten()
         self.compact_every_s = config.compact_interval_s
         self.vacuum_every_s = config.vacuum_interval_s
+        self.vacuum_retain_hours = config.vacuum_retain_hours
         self.request_file = Path(config.request_file) if config.request_file else None
         self.stopping = stopping
         self.note = note
@@ -156,7 +162,11 @@ class Maintenance:
                 self.last_compact = self.last_vacuum = time.monotonic()
 
     def run_due(self) -> None:
-        requested = self._requested()
+        request = self._request()
+        if request is not None and "forget" in request:
+            self._forget(request["forget"])
+            return
+        requested = request is not None
         now = time.monotonic()
         with self._days_lock:
             to_compact = sorted(self._to_compact)
@@ -177,44 +187,63 @@ class Maintenance:
                     figures["compact"] = compact(self.spark, self.path, None if requested else to_compact)
                 self.last_compact = now
             if requested or vacuum_due:
-                figures["vacuum"] = vacuum(self.spark, self.path)
+                figures["vacuum"] = vacuum(self.spark, self.path, self.vacuum_retain_hours)
                 self.last_vacuum = now
         self.note(f"maintenance {self.path}", figures)
         if requested:
-            self._answer()
+            self._answer(figures)
 
-    def _requested(self) -> bool:
-        """Whether `make compact` asked (by writing the request file) since this table last answered."""
+    def _forget(self, customers: list[str]) -> None:
+        """`make forget`: the customers on the list every later batch is filtered with, then their rows deleted
+        (between two of the table's writes)."""
+        self.forgotten.add(customers)
+        with self.lock:
+            figures = {"customers": len(customers), "rows_deleted": delete_rows(self.spark, self.path, customers)}
+        self.note(f"forget {self.path}", figures)
+        self._answer(figures)
+
+    def _request(self) -> dict[str, Any] | None:
+        """What `make compact` (or `make forget`) asked by writing the request file since this table last answered."""
         if self.request_file is None:
-            return False
+            return None
         try:
-            asked_at = json.loads(self.request_file.read_text())["at"]
+            request = json.loads(self.request_file.read_text())
+            asked_at = request["at"]
         except (FileNotFoundError, ValueError, KeyError):
-            return False
-        return asked_at > self.last_request
+            return None
+        return request if asked_at > self.last_request else None
 
-    def _answer(self) -> None:
+    def _answer(self, figures: dict[str, Any]) -> None:
         self.last_request = time.time()
         assert self.request_file is not None
         done = self.request_file.with_name(f"{self.request_file.stem}.{self.path.rstrip('/').rsplit('/', 1)[-1]}.done")
-        done.write_text(json.dumps({"at": self.last_request}))
+        done.write_text(json.dumps({**figures, "at": self.last_request}, default=str))
 
 
 def main(argv: list[str]) -> int:
-    """`maintain PATH...`: sweep, compact and vacuum each table whole, once (what `make compact` runs offline)."""
-    if len(argv) < 2 or argv[0] != "maintain":
-        print("usage: maintenance.py maintain PATH [PATH...]", file=sys.stderr)
+    """`maintain PATH...`: sweep, compact and vacuum each table whole, once; `forget CUSTOMER[,...] PATH...`: delete
+    the customers' rows of each table. What `make compact` and `make forget` run while the lake writer is stopped."""
+    if len(argv) < 2 or argv[0] not in ("maintain", "forget") or (argv[0] == "forget" and len(argv) < 3):
+        print("usage: maintenance.py maintain PATH [PATH...] | forget CUSTOMER[,...] PATH [PATH...]", file=sys.stderr)
         return 2
     log.addHandler(logging.StreamHandler(sys.stdout))
     log.setLevel(logging.INFO)
-    partitions = str(load().spark.shuffle_partitions)
+    config = load()
+    partitions = str(config.spark.shuffle_partitions)
     spark = session("acme-clickstream-lake-maintenance", {"spark.sql.shuffle.partitions": partitions})
     try:
+        if argv[0] == "forget":
+            customers = argv[1].split(",")
+            for path in argv[2:]:
+                if exists(spark, path):
+                    log_note(f"forget {path}", {"rows_deleted": delete_rows(spark, path, customers)})
+            return 0
         for path in argv[1:]:
             if exists(spark, path):
                 keyed = keyed_by_id(spark.read.format("delta").load(path).columns)
                 figures = {"sweep": sweep(spark, path)} if keyed else {}
-                figures |= {"compact": compact(spark, path), "vacuum": vacuum(spark, path)}
+                retain = config.maintenance.vacuum_retain_hours
+                figures |= {"compact": compact(spark, path), "vacuum": vacuum(spark, path, retain)}
                 log_note(f"maintenance {path}", figures)
     finally:
         spark.stop()

@@ -1,11 +1,13 @@
 """The lake writer's table queries and threads: the raw topic into the events and invalid tables, the invalid topic
 into the invalid table, each dropping the records it saw within LAKE_DEDUPE_WINDOW (records.first_arrivals) and
-appending every LAKE_COMMIT_INTERVAL (lake_tables.TableWriter, idempotent across restarts); the sessions table kept
-up from the events table (sessions.py); each table's sweep, compaction and vacuum (maintenance.py). One lock per table
-keeps its writes and its maintenance in turn; one stop event ends the threads between their commits."""
+appending every LAKE_COMMIT_INTERVAL (lake_tables.TableWriter, idempotent across restarts) without the forgotten
+customers' rows (forgetting.py); the sessions table kept up from the events table (sessions.py); each table's
+sweep, compaction, vacuum and `make forget` (maintenance.py). One lock per table keeps its writes and its
+maintenance in turn; one stop event ends the threads between their commits."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ import lake_tables
 import records
 import sessions
 import wire_format
+from forgetting import Forgotten
 from maintenance import Maintenance, keyed_by_id
 from pipeline.config import Config
 from topics import read_topic
@@ -59,6 +62,7 @@ class TableJob:
     config: Config
     event_schema: dict[str, Any]
     note: lake_tables.Note = lake_tables.log_note
+    forgotten: Forgotten = field(default_factory=Forgotten)
     stopping: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
     queries: list[StreamingQuery] = field(default_factory=list)
@@ -68,7 +72,9 @@ class TableJob:
         """The Delta table at `path` (created unless it exists) and its maintenance, started."""
         lake_tables.ensure_table(self.spark, path, schema)
         sweeps = keyed_by_id(schema.fieldNames())
-        maintenance = Maintenance(self.spark, path, self.config.maintenance, self.stopping, self.note, sweeps)
+        maintenance = Maintenance(
+            self.spark, path, self.config.maintenance, self.stopping, self.note, sweeps, self.forgotten
+        )
         self.threads.append(maintenance.start())
         return maintenance
 
@@ -112,7 +118,9 @@ class TableJob:
         return self.queries
 
     def _writer(self, table: Maintenance) -> lake_tables.TableWriter:
-        writer = lake_tables.TableWriter(table.path, table.lock, table.wrote, self.stopping)
+        name = table.path.rstrip("/").rsplit("/", 1)[-1]
+        keep = functools.partial(self.forgotten.kept, table=name)
+        writer = lake_tables.TableWriter(table.path, table.lock, table.wrote, self.stopping, keep)
         self.writers.append(writer)
         return writer
 

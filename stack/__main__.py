@@ -1,4 +1,5 @@
-"""`python -m stack up|down|status|deploy|...`: what `make up`, `make down`, `make status` and `make deploy` run."""
+"""`python -m stack up|down|status|deploy|forget|...`: what `make up`, `make down`, `make status`, `make deploy` and
+`make forget` run."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 import os
 import sys
 
-from stack import chalice_local, deploy, kafka, kafka_ui, localstack, spark, supervisor
+from stack import chalice_local, deploy, forget, kafka, kafka_ui, localstack, spark, supervisor
 from stack.lifecycle import down, status, up
 from stack.process import ServiceError
 
@@ -40,6 +41,7 @@ COMMANDS = {
     "local": lambda args: chalice_local.run_in_foreground(),
     "spark-jars": lambda args: print(spark.fetch_jars()),
     "compact": lambda args: print(spark.compact()),
+    "forget": lambda args: print(forget.forget([args.customer])),
     "kafka-tui": lambda args: _kafka_tui(args.topic),
 }
 
@@ -50,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("service", nargs="?", help="hold/release: the service the supervisor leaves alone or not")
     parser.add_argument("--stage", default=deploy.STAGE, help="deploy: a stage of chalice_app/.chalice/config.json")
     parser.add_argument("--topic", default="", help="kafka-tui: consume this topic (else: topics, groups and lag)")
+    parser.add_argument("--customer", default="", help="forget: the customer's id")
     args = parser.parse_args(argv)
     # What the stack's library logs (services starting and stopping) is this command's output.
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         COMMANDS[args.command](args)
-    except (ServiceError, deploy.DeployError) as exc:
+    except (ServiceError, deploy.DeployError, ValueError) as exc:
         print(exc, file=sys.stderr)
         return 1
     return 0

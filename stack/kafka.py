@@ -261,7 +261,8 @@ def start(config: Config | None = None, timeout_s: float = 60.0, only: str | Non
 
 
 def create_topics(config: Config, timeout_s: float = 30.0) -> None:
-    """Create the pipeline's topics that do not exist yet, with the configured partition count."""
+    """Create the pipeline's topics that do not exist yet, with the configured partition count, and the list of the
+    forgotten customers."""
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -283,21 +284,25 @@ def create_topics(config: Config, timeout_s: float = 30.0) -> None:
     kept = dict.fromkeys((kafka.raw_topic, kafka.invalid_topic), kafka.retention_ms)
     try:
         existing = set(admin.list_topics())
-        missing = [t for t in kafka.topics if t not in existing]
-        if missing:
+        replicas, min_isr = replication(len(kafka.servers))
+        new = [
+            NewTopic(
+                t,
+                kafka.topic_partitions,
+                replicas,
+                topic_configs={"min.insync.replicas": str(min_isr), **_retention_config(kept.get(t))},
+            )
+            for t in kafka.topics
+            if t not in existing
+        ]
+        if kafka.forgotten_topic not in existing:
+            # The customers `make forget` forgot: one partition (a short list, read whole), one record per customer,
+            # kept forever.
+            compacted = {"min.insync.replicas": str(min_isr), "cleanup.policy": "compact"}
+            new.append(NewTopic(kafka.forgotten_topic, 1, replicas, topic_configs=compacted))
+        if new:
             try:
-                replicas, min_isr = replication(len(kafka.servers))
-                admin.create_topics(
-                    [
-                        NewTopic(
-                            t,
-                            kafka.topic_partitions,
-                            replicas,
-                            topic_configs={"min.insync.replicas": str(min_isr), **_retention_config(kept.get(t))},
-                        )
-                        for t in missing
-                    ]
-                )
+                admin.create_topics(new)
             except TopicAlreadyExistsError:
                 pass
         present = [t for t in kept if t in existing]

@@ -310,25 +310,42 @@ def compact(config: Config | None = None, timeout_s: float = 900, name: str = "s
     """Sweep, compact and vacuum the lake's tables: by the running lake writer `name` (Delta on S3 takes one writing
     driver per table), else by a short Spark application of its own. Says which did."""
     config = config or current()
-    tables = [config.lake.events_path, config.lake.invalid_path, config.lake.sessions_path]
     svc = service(name)
     if svc.pid() is None:
-        fetch_jars()
-        env = {**os.environ, "PYSPARK_SUBMIT_ARGS": submit_args(config), "SPARK_LOCAL_IP": "127.0.0.1"}
-        subprocess.run([sys.executable, str(MAINTENANCE), "maintain", *tables], env=env, check=True, cwd=runtime_dir())
+        run_maintenance(config, "maintain")
         return "spark: the tables swept, compacted and vacuumed by a Spark application of their own"
-    request = maintenance_request(name)
-    asked_at = time.time()
-    request.write_text(json.dumps({"at": asked_at}))
-    # Each table answers in a file named after the last segment of its path (maintenance.Maintenance).
-    done = [request.with_name(f"{request.stem}.{path.rsplit('/', 1)[-1]}.done") for path in tables]
-    deadline = time.monotonic() + timeout_s
-    # Each table answers after its next batch (within LAKE_COMMIT_INTERVAL) and its compaction.
-    while not all(_answered_since(path, asked_at) for path in done):
-        if svc.pid() is None or time.monotonic() > deadline:
-            raise ServiceError(f"spark: the lake writer did not compact within {timeout_s:.0f}s; see {svc.logfile}")
-        time.sleep(0.5)
+    ask_tables(config, {}, timeout_s, name)
     return f"spark: the tables swept, compacted and vacuumed by the lake writer (log {svc.logfile})"
+
+
+def run_maintenance(config: Config, *args: str) -> None:
+    """`maintenance.py ARGS... TABLE...` on the lake's three tables, a Spark application of its own: the work of
+    `make compact` or `make forget` while no lake writer runs."""
+    tables = [config.lake.events_path, config.lake.invalid_path, config.lake.sessions_path]
+    fetch_jars()
+    env = {**os.environ, "PYSPARK_SUBMIT_ARGS": submit_args(config), "SPARK_LOCAL_IP": "127.0.0.1"}
+    subprocess.run([sys.executable, str(MAINTENANCE), *args, *tables], env=env, check=True, cwd=runtime_dir())
+
+
+def ask_tables(config: Config, request: dict[str, Any], timeout_s: float, name: str = "spark") -> dict[str, dict]:
+    """Ask each table's maintenance in the running lake writer `name` (`make compact`: nothing more; `make forget`:
+    {"forget": ids}) and wait for every answer: table -> what it did."""
+    tables = [config.lake.events_path, config.lake.invalid_path, config.lake.sessions_path]
+    svc = service(name)
+    asking = maintenance_request(name)
+    asked_at = time.time()
+    asking.write_text(json.dumps({**request, "at": asked_at}))
+    # Each table answers in a file named after the last segment of its path (maintenance.Maintenance), after its
+    # next batch (within LAKE_COMMIT_INTERVAL) and the work asked.
+    done = {
+        path.rsplit("/", 1)[-1]: asking.with_name(f"{asking.stem}.{path.rsplit('/', 1)[-1]}.done") for path in tables
+    }
+    deadline = time.monotonic() + timeout_s
+    while not all(_answered_since(path, asked_at) for path in done.values()):
+        if svc.pid() is None or time.monotonic() > deadline:
+            raise ServiceError(f"spark: the lake writer did not answer within {timeout_s:.0f}s; see {svc.logfile}")
+        time.sleep(0.5)
+    return {table: json.loads(path.read_text()) for table, path in done.items()}
 
 
 def _answered_since(path: Path, asked_at: float) -> bool:
@@ -357,4 +374,8 @@ def status(config: Config | None = None) -> str:
     if pid is None:
         return "spark: not running"
     parts = [f"{name} batch {p['batch']} ({p['rows']} rows, lag {p['lag']})" for name, p in sorted(progress().items())]
+    forgotten = job_status().get("notes", {}).get("forgotten")
+    if forgotten:
+        dropped = sum(forgotten["rows_dropped"].values())
+        parts.append(f"{forgotten['customers']} customers forgotten ({dropped} of their rows dropped since it started)")
     return f"spark: lake writer running on {config.spark.master} (pid {pid}); " + ("; ".join(parts) or "no batch yet")

@@ -244,7 +244,7 @@ def variant(config: Config, name: str) -> Config:
     topics = {
         kind: f"{name}.clickstream.{kind.split('_')[0]}.events"
         for kind in ("raw_topic", "invalid_topic", "latest_topic")
-    }
+    } | {"forgotten_topic": f"{name}.clickstream.forgotten.customers"}
     kafka.create_topics(config.replace(kafka=topics))
     root = f"s3a://{config.lake.bucket}/{name}"
     tables = {field: f"{root}/{table}" for table, field in LAKE_TABLE_FIELDS.items()}

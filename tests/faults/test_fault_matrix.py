@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from generator.sender import Sender
 from generator.synthetic import synthetic_events
 from lake.reader import LAKE_PREFIX
 from pipeline.deployment import read_deployment
-from stack import kafka, localstack, spark
+from stack import forget, kafka, localstack, spark
 from stack.cluster import current
 from stack.deploy import spool_depth
 from tests.conftest import committed_ids, keyed, lake_ids, report
@@ -53,8 +54,19 @@ def test_a_localstack_killed_comes_back_with_the_same_api_and_the_lake_whole(sui
     before = Traffic(deployment, rate=200, threads=2).start(seed=3).answered(30)
     before.stop()
     assert lake_ids(LAKE_PREFIX, before.accepted, timeout_s=120) == Counter(dict.fromkeys(before.accepted, 1))
+    # A customer forgotten before the kill: the rebuild reads their events from the raw topic again, and keeps none.
+    customer = f"forgotten-{uuid.uuid4().hex[:8]}"
+    theirs = synthetic_events(3, seed=55)
+    for event in theirs:
+        event["event"]["customer_id"] = customer
+    answer = requests.post(f"{url}/collect", json=theirs, headers=keyed(deployment), timeout=60)
+    assert answer.status_code == 200 and answer.json()["valid_count"] == 3, answer.text
+    forgotten_ids = {e["id"] for e in theirs}
+    assert lake_ids(LAKE_PREFIX, forgotten_ids) == Counter(dict.fromkeys(forgotten_ids, 1))
+    forget.forget([customer])
     # Everything the lake holds now, of every earlier test of the suite too: none of it may be missing after.
     held = set(committed_ids(LAKE_PREFIX))
+    assert not held & forgotten_ids
 
     kill_group(localstack.service().pid())
     killed = time.monotonic()
@@ -71,6 +83,7 @@ def test_a_localstack_killed_comes_back_with_the_same_api_and_the_lake_whole(sui
             "lake_rebuilt_after_s": round(time.monotonic() - killed, 1),
             "same_api_url": read_deployment()["api_url"] == url,
             "events_in_lake": len(landed),
+            "forgotten_customers_rows_after": len(forgotten_ids & set(committed_ids(LAKE_PREFIX))),
             "lost": len(everything - set(landed)),
             "duplicated": sum(1 for n in landed.values() if n > 1),
         },
@@ -80,6 +93,7 @@ def test_a_localstack_killed_comes_back_with_the_same_api_and_the_lake_whole(sui
     assert set(after.statuses) == {200}
     assert before.accepted | after.accepted <= _every_raw_key()
     assert landed == Counter(dict.fromkeys(everything, 1))
+    assert not forgotten_ids & set(committed_ids(LAKE_PREFIX))
 
 
 def test_b_broker_killed_under_load_every_answer_is_200_or_202_and_nothing_is_lost(suite_stack: Stack) -> None:

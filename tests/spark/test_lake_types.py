@@ -290,3 +290,22 @@ def test_the_latest_topics_avro_schema_holds_every_column_of_the_enriched_rows(s
     [value] = [r["value"] for r in plain.select(avro_values(plain, 12, text).alias("value")).collect()]
     decoded = avro.io.DatumReader(schema).read(avro.io.BinaryDecoder(io.BytesIO(bytes(value[5:]))))
     assert decoded["id"] == "avro-1" and decoded["is_bot"] is None and decoded["ip"] == "203.0.113.77"
+
+
+def test_the_forgotten_are_found_by_the_hash_the_list_holds_in_events_and_invalid_payloads(spark: Any) -> None:
+    """spark/forgetting.py's filter: Spark's sha2 of the customer id is contract.customer_hash, for an event's column
+    and for the event an invalid row keeps; a row naming no customer is nobody's."""
+    from forgetting import Forgotten
+    from pipeline.contract import customer_hash
+
+    events = spark.createDataFrame([("a", "c-1"), ("b", "c-2"), ("c", None)], "id string, customer_id string")
+    payloads = [json.dumps({"id": "d", "event": {"customer_id": "c-1"}}), "not json", None]
+    invalid = spark.createDataFrame([(p,) for p in payloads], "payload string")
+    forgotten, noted = Forgotten([customer_hash("c-1")], note=lambda kind, figures: None), []
+    forgotten.on_change = lambda: noted.append(forgotten.version)
+    assert [r["id"] for r in forgotten.kept(events, "events").collect()] == ["b", "c"]
+    assert [r["payload"] for r in forgotten.kept(invalid, "invalid").collect()] == ["not json", None]
+    assert forgotten.dropped == {"events": 1, "invalid": 1}
+    forgotten.add(["c-2"])
+    forgotten.add(["c-2"])  # already on the list: no change, the latest query is not started again
+    assert noted == [1] and [r["id"] for r in forgotten.kept(events, "events").collect()] == ["c"]

@@ -27,7 +27,7 @@ from generator.synthetic import synthetic_events
 from lake.reader import INVALID_PREFIX, LAKE_PREFIX, SESSIONS_PREFIX, read
 from lake.reader import table as table_of
 from pipeline.config import Config
-from stack import localstack, spark
+from stack import forget, localstack, spark
 from tests.conftest import REPO, committed_ids, lake_ids, read_topic, record_json
 from tests.stacks import over_sasl, variant
 
@@ -264,6 +264,57 @@ def test_crafted_events_come_back_enriched_and_no_full_ip_is_in_the_lake(variant
             assert not found, (prefix, stored["id"], found)
     [invalid] = [r for r in read(invalid_table).to_pylist() if r["id"] == broken["id"]]
     assert json.loads(invalid["payload"])["event"]["ip"] == "8.8.8.0"
+
+
+def test_a_forgotten_customer_is_gone_from_every_table_and_their_next_event_is_never_stored(
+    variant_writer: Config, config: Config
+) -> None:
+    """`make forget` on the variant (it keeps sessions): the customer's events, invalid rows and sessions deleted,
+    everyone else's untouched, and their next event dropped and counted, in the lake and the latest topic alike."""
+    settings = variant_writer
+    collector = collector_over_sasl(settings)
+    gone, kept = (f"{who}-{uuid.uuid4().hex[:8]}" for who in ("forgotten", "kept"))
+    events = synthetic_events(6, seed=81)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    for n, event in enumerate(events):
+        moment = (start + timedelta(minutes=n)).isoformat().replace("+00:00", "Z")
+        event["event"].update(customer_id=gone if n < 3 else kept, timestamp=moment)
+    events[2]["type"] = "hover"  # invalid: the invalid table keeps it, naming the customer in its payload
+    post(collector, events)
+    valid = {e["id"] for e in events} - {events[2]["id"]}
+    events_table, invalid_table, sessions_table = map(variant_table, (LAKE_PREFIX, INVALID_PREFIX, SESSIONS_PREFIX))
+    assert lake_ids(events_table, valid) == Counter(dict.fromkeys(valid, 1))
+    assert lake_ids(invalid_table, {events[2]["id"]}) == Counter({events[2]["id"]: 1})
+    assert len(lake_sessions(gone, 1)) == 1 and len(lake_sessions(kept, 1)) == 1
+
+    def rows_of(customer: str) -> dict[str, list[dict[str, Any]]]:
+        invalid = [r for r in read(invalid_table).to_pylist() if customer in (r["payload"] or "")]
+        by_customer = {t: [r for r in read(t).to_pylist() if r["customer_id"] == customer] for t in (events_table,)}
+        sessions = [r for r in read(sessions_table).to_pylist() if r["customer_id"] == customer]
+        return {"events": by_customer[events_table], "invalid": invalid, "sessions": sessions}
+
+    before = rows_of(kept)
+    # `make forget` reaches Kafka over the stack's PLAINTEXT listener, as `make up` does.
+    plain = settings.replace(
+        kafka={"bootstrap_servers": config.kafka.bootstrap_servers, "security_protocol": "PLAINTEXT"}
+    )
+    said = forget.forget([gone], plain, name=INSTANCE)
+    assert "clickstream-data 2, clickstream-invalid 1" in said, said
+    # The sessions at once, or at the next round if a round under way had read the events before their delete.
+    assert wait_for(lambda: rows_of(gone) == {"events": [], "invalid": [], "sessions": []}, 90), rows_of(gone)
+    assert rows_of(kept) == before
+
+    # Their next event (and a resend of an old one) is dropped and counted; the other customer's lands.
+    [later, other] = synthetic_events(2, seed=82)
+    later["event"]["customer_id"], other["event"]["customer_id"] = gone, kept
+    post(collector, [later, other, events[0]])
+    assert lake_ids(events_table, {other["id"]}) == Counter({other["id"]: 1})
+    published = {other["id"]: 1}
+    assert wait_for(lambda: keys_in(settings, settings.kafka.latest_topic, {other["id"]}) == published, 60)
+    assert not ({later["id"], events[0]["id"]} & set(committed_ids(events_table)))
+    assert not keys_in(settings, settings.kafka.latest_topic, {later["id"]})
+    noted = spark.job_status(INSTANCE)["notes"]["forgotten"]
+    assert noted["customers"] == 1 and noted["rows_dropped"]["clickstream-data"] == 2, noted
 
 
 def test_an_optional_field_of_schema_1_1_0_adds_its_column_old_rows_read_null(

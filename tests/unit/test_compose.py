@@ -148,6 +148,8 @@ def test_lambda_containers_join_the_compose_network() -> None:
 
 def test_kafka_init_creates_the_pipeline_topics_with_their_partitions() -> None:
     topics = created_topics(load_compose())
+    forgotten = default("KAFKA_FORGOTTEN_TOPIC")
+    assert topics.pop(forgotten) == 1  # the list of the forgotten customers: one partition, read whole
     assert sorted(topics) == sorted(default(name) for name in TOPIC_SETTINGS)
     assert set(topics.values()) == {int(default("KAFKA_TOPIC_PARTITIONS"))}
 
