@@ -245,12 +245,8 @@ def _derived(config: Config) -> Config:
     runtime = stack.runtime or str(REPO / ".runtime")
     tables = {t: getattr(lake, f) or f"s3a://{lake.bucket}/{t}" for t, f in contract.LAKE_TABLE_FIELDS.items()}
     s3proxy = lake.store == "s3proxy"
-    # LocalStack's S3 comes back empty after a restart, and the lake is rebuilt from the topics: they keep everything.
-    rebuilt = not s3proxy and lake.s3_endpoint in ("", endpoint)
-    retention = config.kafka.retention_ms or ("-1" if rebuilt else contract.DURABLE_RETENTION_MS)
-    return config.replace(
+    derived = config.replace(
         aws={"endpoint_url": endpoint},
-        kafka={"retention_ms": retention},
         lake={
             "s3_endpoint": lake.s3_endpoint or (contract.S3PROXY_ENDPOINT if s3proxy else endpoint),
             "event_schema": lake.event_schema or str(REPO / contract.EVENT_SCHEMA_FILE),
@@ -259,6 +255,11 @@ def _derived(config: Config) -> Config:
         spark={"checkpoint": config.spark.checkpoint or f"s3a://{lake.bucket}/_checkpoints/lake-writer"},
         stack={"runtime": runtime, "home": stack.home or os.path.expanduser("~/.cache/clickstream")},
         registry={"url": config.registry.url or f"http://127.0.0.1:{config.registry.port}"},
+    )
+    # LocalStack's S3 comes back empty after a restart, and the lake is rebuilt from the topics: they keep everything.
+    durable = contract.DURABLE_RETENTION_MS
+    return derived.replace(
+        kafka={"retention_ms": config.kafka.retention_ms or ("-1" if derived.lake_on_localstack else durable)}
     )
 
 

@@ -4,6 +4,7 @@ readers, the report and the schema generator read it. Standard library only."""
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 #: The pipeline's topics (their variables can move them: pipeline/config.py).
@@ -85,6 +86,18 @@ def host_port(address: str) -> tuple[str, int]:
     """host and port of "host:port" (IPv6 in brackets too); an empty host is 127.0.0.1."""
     host, _, port = address.strip().rpartition(":")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def table_name(path: str) -> str:
+    """A lake table's name: the last segment of its path (`s3a://<bucket>/clickstream-data`: `clickstream-data`)."""
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def maintenance_answer(request_file: str | Path, table_path: str) -> Path:
+    """Where a table's maintenance in the lake writer answers what `make compact` or `make forget` asked in the
+    request file (LAKE_MAINTENANCE_REQUEST): beside it, named after the table."""
+    request = Path(request_file)
+    return request.with_name(f"{request.stem}.{table_name(table_path)}.done")
 
 
 def customer_hash(customer_id: str) -> str:

@@ -25,16 +25,16 @@ from topics import kafka_options
 PAYLOAD_CUSTOMER = "$.event.customer_id"
 
 
-def customer_of(columns: list[str]) -> Column:
-    """A table's customer id: its column (events, sessions), else the one in an invalid row's payload."""
-    if "customer_id" in columns:
-        return F.col("customer_id")
-    return F.get_json_object(F.col("payload"), PAYLOAD_CUSTOMER)
+def customer_hash_of(columns: list[str]) -> str:
+    """SQL for the hash of a table's customer id: its column (events, sessions), else the one in an invalid row's
+    payload. The batches' filter and `make forget`'s DELETE both match with it."""
+    customer = "customer_id" if "customer_id" in columns else f"get_json_object(payload, '{PAYLOAD_CUSTOMER}')"
+    return f"sha2({customer}, 256)"
 
 
 def forgotten_rows(columns: list[str], hashes: Iterable[str]) -> Column:
     """Whether a row is a forgotten customer's (never true for a row naming no customer)."""
-    return F.coalesce(F.sha2(customer_of(columns), 256).isin(sorted(hashes)), F.lit(False))
+    return F.coalesce(F.expr(customer_hash_of(columns)).isin(sorted(hashes)), F.lit(False))
 
 
 def read_list(spark: SparkSession, config: Config) -> set[str]:
@@ -100,8 +100,7 @@ class Forgotten:
 def delete_rows(spark: SparkSession, path: str, customers: list[str]) -> int:
     """Delete every row of `customers` the table holds (Delta DELETE: the files they were in are rewritten without
     them, the old files left to the vacuum); how many."""
-    columns = spark.read.format("delta").load(path).columns
-    customer = "customer_id" if "customer_id" in columns else f"get_json_object(payload, '{PAYLOAD_CUSTOMER}')"
+    hashed = customer_hash_of(spark.read.format("delta").load(path).columns)
     hashes = in_list(sorted(customer_hash(c) for c in customers))
-    answer = spark.sql(f"DELETE FROM delta.`{path}` WHERE sha2({customer}, 256) IN ({hashes})").first()
+    answer = spark.sql(f"DELETE FROM delta.`{path}` WHERE {hashed} IN ({hashes})").first()
     return int(answer["num_affected_rows"]) if answer is not None else 0

@@ -34,7 +34,7 @@ from forgetting import Forgotten, delete_rows
 from lake_tables import Note, compact, exists, in_list, log, log_note, session, vacuum
 from pipeline.config import load
 from pipeline.config_sections import MaintenanceConfig
-from pipeline.contract import PARTITION
+from pipeline.contract import PARTITION, maintenance_answer
 
 #: A row's Kafka record and when it was appended: which copy of an id came first, and how to name one row.
 POSITION = ("ingested_timestamp", "kafka_topic", "kafka_partition", "kafka_offset")
@@ -216,8 +216,9 @@ class Maintenance:
     def _answer(self, figures: dict[str, Any]) -> None:
         self.last_request = time.time()
         assert self.request_file is not None
-        done = self.request_file.with_name(f"{self.request_file.stem}.{self.path.rstrip('/').rsplit('/', 1)[-1]}.done")
-        done.write_text(json.dumps({**figures, "at": self.last_request}, default=str))
+        maintenance_answer(self.request_file, self.path).write_text(
+            json.dumps({**figures, "at": self.last_request}, default=str)
+        )
 
 
 def main(argv: list[str]) -> int:

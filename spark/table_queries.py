@@ -23,6 +23,7 @@ import wire_format
 from forgetting import Forgotten
 from maintenance import Maintenance, keyed_by_id
 from pipeline.config import Config
+from pipeline.contract import table_name
 from topics import read_topic
 
 
@@ -118,8 +119,7 @@ class TableJob:
         return self.queries
 
     def _writer(self, table: Maintenance) -> lake_tables.TableWriter:
-        name = table.path.rstrip("/").rsplit("/", 1)[-1]
-        keep = functools.partial(self.forgotten.kept, table=name)
+        keep = functools.partial(self.forgotten.kept, table=table_name(table.path))
         writer = lake_tables.TableWriter(table.path, table.lock, table.wrote, self.stopping, keep)
         self.writers.append(writer)
         return writer

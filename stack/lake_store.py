@@ -31,7 +31,7 @@ def record(config: Config) -> None:
 
 def client(config: Config) -> Any:
     """boto3's S3 client of the lake's store: path-style (bucket names with dots), checksums only where S3 requires
-    them (S3Proxy does not implement the default CRC headers), quick to give up (a check, not a workload)."""
+    them (S3Proxy does not implement the default CRC headers), quick to give up (the stack's checks and clean-ups)."""
     import boto3
     from botocore.config import Config as BotoConfig
 

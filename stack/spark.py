@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
+from pipeline.contract import maintenance_answer, table_name
 from stack import localstack
 from stack.cluster import current
 from stack.paths import REPO, cache_dir, runtime_dir
@@ -335,11 +336,9 @@ def ask_tables(config: Config, request: dict[str, Any], timeout_s: float, name: 
     asking = maintenance_request(name)
     asked_at = time.time()
     asking.write_text(json.dumps({**request, "at": asked_at}))
-    # Each table answers in a file named after the last segment of its path (maintenance.Maintenance), after its
-    # next batch (within LAKE_COMMIT_INTERVAL) and the work asked.
-    done = {
-        path.rsplit("/", 1)[-1]: asking.with_name(f"{asking.stem}.{path.rsplit('/', 1)[-1]}.done") for path in tables
-    }
+    # Each table answers in a file of its own (maintenance.Maintenance), after its next batch (within
+    # LAKE_COMMIT_INTERVAL) and the work asked.
+    done = {table_name(path): maintenance_answer(asking, path) for path in tables}
     deadline = time.monotonic() + timeout_s
     while not all(_answered_since(path, asked_at) for path in done.values()):
         if svc.pid() is None or time.monotonic() > deadline:
