@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -72,6 +73,7 @@ def submit_args(config: Config) -> str:
     spark, aws = config.spark, config.aws
     conf = {
         "spark.driver.memory": spark.driver_memory,
+        "spark.driver.extraJavaOptions": spark.java_options,
         # local mode: the jars on the driver's classpath (--jars would copy 700 MB on every start)
         "spark.driver.extraClassPath": f"{jars_dir()}/*",
         # Delta's VACUUM lists a table's folders in this many tasks (Spark's default, 10,000, made a vacuum of a
@@ -97,10 +99,13 @@ def submit_args(config: Config) -> str:
                 # The worker is on this machine: its executors take the jars from the same folder.
                 "spark.executor.extraClassPath": f"{jars_dir()}/*",
                 "spark.executor.memory": spark.executor_memory,
+                "spark.executor.extraJavaOptions": spark.java_options,
                 "spark.cores.max": str(spark.cores_max),
             }
         )
-    return " ".join(["--master", spark.master, *[f"--conf {k}={v}" for k, v in conf.items()], "pyspark-shell"])
+    # PySpark splits the line as a shell would: a value with spaces (the JVM options) is quoted.
+    confs = [f"--conf {shlex.quote(f'{k}={v}')}" for k, v in conf.items() if v != ""]
+    return " ".join(["--master", spark.master, *confs, "pyspark-shell"])
 
 
 # --- the standalone cluster (CLUSTER=1) -----------------------------------------------------------------
