@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pipeline.config import CONFIG_VARIABLE, Config, variables
@@ -32,11 +33,14 @@ def up(config: Config | None = None, supervised: bool = True) -> None:
         lake_store.prepare(config)
     clustered = cluster.enabled(config)
     cluster.record(config, clustered)
-    kafka.start(config)
-    registry.start(config)
-    # Before the collector: its cold start asks the registry for the raw topic's schema id.
-    registry.register_schemas(config)
-    localstack.start(config)
+    # LocalStack needs nothing of Kafka's: the two start side by side (each start is mostly one busy core).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="localstack start") as beside:
+        localstack_started = beside.submit(localstack.start, config)
+        kafka.start(config)
+        registry.start(config)
+        # Before the collector: its cold start asks the registry for the raw topic's schema id.
+        registry.register_schemas(config)
+        localstack_started.result()
     if config.lake_on_localstack:
         lake_store.prepare(config)
     chalice_local.start(config)

@@ -80,6 +80,8 @@ def submit_args(config: Config) -> str:
         # lake with a few thousand day partitions take ~100 s of a 2-core machine, in 10,000 tasks of a few ms).
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": "8",
         "spark.ui.port": str(spark.ui_port),
+        # The job's log is its JSON lines and Spark's warnings, not a progress bar redrawn for every stage.
+        "spark.ui.showConsoleProgress": "false",
         "spark.hadoop.fs.s3a.endpoint": config.lake.s3_endpoint,
         "spark.hadoop.fs.s3a.endpoint.region": aws.region,
         # Bucket names with dots need path-style URLs; the local endpoints speak plain HTTP.
@@ -104,7 +106,7 @@ def submit_args(config: Config) -> str:
             }
         )
     # PySpark splits the line as a shell would: a value with spaces (the JVM options) is quoted.
-    confs = [f"--conf {shlex.quote(f'{k}={v}')}" for k, v in conf.items() if v != ""]
+    confs = [f"--conf {shlex.quote(f'{k}={v}')}" for k, v in conf.items()]
     return " ".join(["--master", spark.master, *confs, "pyspark-shell"])
 
 

@@ -5,9 +5,9 @@ Every second it checks each service by PID, in dependency order (each Kafka node
 with CLUSTER=1 the Spark master and worker, the lake writer). A service that is gone is started again after a
 delay that doubles with each failed attempt (1 s up to 60 s) and resets once the service has stayed up for a
 minute. After LocalStack comes back, which forgets everything it held, the supervisor redeploys what was deployed
-(the API keeps its id, so its URL); when the lake was on LocalStack's S3, it also recreates the lake bucket and
-restarts the lake writer on a fresh checkpoint, which rebuilds the lake from Kafka (on a durable store, S3Proxy's
-among them, the lake writer goes on).
+(the API keeps its id, so its URL); when the lake was on LocalStack's S3, it also recreates the lake bucket and,
+while it redeploys, restarts the lake writer on a fresh checkpoint, which rebuilds the lake from Kafka (on a durable
+store, S3Proxy's among them, the lake writer goes on).
 
 `make status` reads what it did from <runtime>/supervisor.json: restarts, the last error, the next attempt.
 `python -m stack hold NAME` keeps it from restarting a service until `python -m stack release NAME`.
@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,11 +94,23 @@ def _recover_localstack(config: Config) -> None:
         # lake nor the checkpoint went anywhere: the job goes on.
         spark.stop(timeout_s=0)
     localstack.start(config)
-    if config.lake_on_localstack:
-        localstack.ensure_bucket(config.lake.bucket, config)
-    for stage in (deploy.STAGE, "bench"):
-        if read_deployment(stage, config) is not None:
-            deploy.deploy(stage, config)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake rebuild") as beside:
+        if config.lake_on_localstack:
+            localstack.ensure_bucket(config.lake.bucket, config)
+            if "spark" not in held():
+                # The rebuild needs the bucket alone: it starts beside the deploys (each mostly one busy core). Should
+                # it fail, the lake writer's own watch tries again.
+                beside.submit(_start_lake_writer, config)
+        for stage in (deploy.STAGE, "bench"):
+            if read_deployment(stage, config) is not None:
+                deploy.deploy(stage, config)
+
+
+def _start_lake_writer(config: Config) -> None:
+    try:
+        spark.start(config)
+    except Exception as exc:  # ServiceError with the log's tail: its watch has it as gone and starts it again
+        log.info("supervisor: the lake writer did not start beside the deploy (%s)", str(exc).strip()[:300])
 
 
 Watched = dict[str, tuple[Callable[[], Service], Callable[[], None]]]
