@@ -1,11 +1,12 @@
 """Sessions over the lake (spark/sessions.py) on a real Spark session and real Delta tables (on local disk here;
-test_lake_writer.py runs them on LocalStack's S3 behind the collector): the cut at the gap, ids stable across
+test_variant_writer.py runs them on LocalStack's S3 behind the collector): the cut at the gap, ids stable across
 batches and rebuilds, late events that extend or merge sessions, and unchanged sessions left alone."""
 
 from __future__ import annotations
 
+import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,30 @@ def event(customer: str, minutes: float, number: int, **fields: Any) -> dict[str
     }
 
 
+@pytest.fixture(scope="module")
+def empty_lake(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An events table (its change data feed on) and a sessions table, empty, as the lake writer makes them: made
+    once, each test's lake is a copy (a Delta table's log names its files relative to its folder)."""
+    root = tmp_path_factory.mktemp("empty-lake")
+    schema = spark.createDataFrame([], SCHEMA).schema
+    lake_tables.ensure_table(spark, str(root / "events"), schema)
+    sessions.enable_change_feed(spark, str(root / "events"))
+    empty = spark.createDataFrame([], schema)
+    lake_tables.ensure_table(spark, str(root / "sessions"), sessions.empty_sessions(empty).schema)
+    return root
+
+
+@pytest.fixture
+def new_lake(spark: Any, empty_lake: Path, tmp_path: Path) -> Callable[..., Lake]:
+    """A lake of the test's own, under its tmp_path (`name`: another of the same test)."""
+
+    def make(name: str = "lake", gap_minutes: float = 30) -> Lake:
+        shutil.copytree(empty_lake, tmp_path / name)
+        return Lake(spark, tmp_path / name, gap_minutes)
+
+    return make
+
+
 class Lake:
     """An events table and a sessions table in a folder, and the updater that keeps the second from the first."""
 
@@ -64,10 +89,6 @@ class Lake:
         self.spark, self.events_path, self.sessions_path = spark, str(root / "events"), str(root / "sessions")
         self.gap_minutes = gap_minutes
         self.schema = spark.createDataFrame([], SCHEMA).schema
-        lake_tables.ensure_table(spark, self.events_path, self.schema)
-        sessions.enable_change_feed(spark, self.events_path)
-        empty = spark.createDataFrame([], self.schema)
-        lake_tables.ensure_table(spark, self.sessions_path, sessions.empty_sessions(empty).schema)
         self.restart()
 
     def restart(self) -> None:
@@ -92,8 +113,8 @@ class Lake:
         return self.spark.sql(f"DESCRIBE HISTORY delta.`{self.sessions_path}` LIMIT 1").first()
 
 
-def test_gaps_of_10_and_60_minutes_make_two_sessions_with_the_visit_facts(spark: Any, tmp_path: Path) -> None:
-    lake = Lake(spark, tmp_path)
+def test_gaps_of_10_and_60_minutes_make_two_sessions_with_the_visit_facts(new_lake: Callable[..., Lake]) -> None:
+    lake = new_lake()
     lake.batch(
         event("ann", 0, 1, page="/home?utm_source=mail", referrer_medium="email"),
         event("ann", 10, 2, type="purchase", price=19.5),
@@ -123,15 +144,15 @@ def test_gaps_of_10_and_60_minutes_make_two_sessions_with_the_visit_facts(spark:
     assert len({first["session_id"], second["session_id"], bot["session_id"]}) == 3
 
 
-def test_ids_are_the_same_whatever_the_batches_and_late_events_extend_or_merge(spark: Any, tmp_path: Path) -> None:
+def test_ids_are_the_same_whatever_the_batches_and_late_events_extend_or_merge(new_lake: Callable[..., Lake]) -> None:
     events = [event("bea", minutes, n) for n, minutes in enumerate((0, 10, 50, 70, 100, 200))]
-    rebuilt = Lake(spark, tmp_path / "rebuilt")
+    rebuilt = new_lake("rebuilt")
     rebuilt.batch(*events)
     expected = rebuilt.sessions()
     # Gaps of 10, 40, 20, 30 and 100 minutes: 30 is not under 30, so four sessions.
     assert [s["first_event_id"] for s in expected] == ["bea-0", "bea-2", "bea-4", "bea-5"]
 
-    incremental = Lake(spark, tmp_path / "incremental")
+    incremental = new_lake("incremental")
     incremental.batch(events[0], events[2])  # 0 and 50: two sessions
     incremental.batch(events[5])
     incremental.batch(events[4], events[3])  # 100 and 70: 70 joins 50's session, 100 a new one
@@ -160,15 +181,15 @@ def test_ids_are_the_same_whatever_the_batches_and_late_events_extend_or_merge(s
     assert [(s["first_event_id"], s["events"]) for s in incremental.sessions()] == [("bea-0", 7), ("bea-5", 1)]
 
 
-def test_the_gap_is_configurable(spark: Any, tmp_path: Path) -> None:
-    lake = Lake(spark, tmp_path, gap_minutes=5)
+def test_the_gap_is_configurable(new_lake: Callable[..., Lake]) -> None:
+    lake = new_lake(gap_minutes=5)
     lake.batch(*[event("cy", minutes, n) for n, minutes in enumerate((0, 4, 10))])
     assert [s["events"] for s in lake.sessions()] == [2, 1]
 
 
-def test_a_client_clock_years_off_makes_a_session_of_its_own(spark: Any, tmp_path: Path) -> None:
+def test_a_client_clock_years_off_makes_a_session_of_its_own(new_lake: Callable[..., Lake]) -> None:
     """A window from year 1000 to now: the events are read by day ranges, not day by day."""
-    lake = Lake(spark, tmp_path)
+    lake = new_lake()
     ancient = (datetime(1000, 1, 1, tzinfo=UTC) - T0).total_seconds() / 60
     lake.batch(event("dee", ancient, 1), event("dee", 0, 2))
     lake.batch(event("dee", ancient + 5, 3))

@@ -24,7 +24,8 @@ from kafka import KafkaConsumer, TopicPartition
 from chalicelib.collector import Collector, RequestInfo
 from chalicelib.sinks.kafka import KafkaSink, sasl_credentials, security_config
 from generator.synthetic import synthetic_events
-from lake.reader import INVALID_PREFIX, LAKE_PREFIX, SESSIONS_PREFIX, read
+from lake.figures import figures
+from lake.reader import INVALID_PREFIX, LAKE_PREFIX, SESSIONS_PREFIX, dataset, read
 from lake.reader import table as table_of
 from pipeline.config import Config
 from stack import forget, localstack, spark
@@ -293,7 +294,12 @@ def test_a_forgotten_customer_is_gone_from_every_table_and_their_next_event_is_n
         sessions = [r for r in read(sessions_table).to_pylist() if r["customer_id"] == customer]
         return {"events": by_customer[events_table], "invalid": invalid, "sessions": sessions}
 
-    before = rows_of(kept)
+    def report_totals() -> dict[str, Any]:
+        """The report's totals over the variant's tables (`make report`'s figures, DuckDB over delta-rs), bots too."""
+        tables = (dataset(events_table), dataset(invalid_table), dataset(sessions_table))
+        return figures(*tables, include_bots=True)["totals"]
+
+    before, reported = rows_of(kept), report_totals()
     # `make forget` reaches Kafka over the stack's PLAINTEXT listener, as `make up` does.
     plain = settings.replace(
         kafka={"bootstrap_servers": config.kafka.bootstrap_servers, "security_protocol": "PLAINTEXT"}
@@ -303,6 +309,10 @@ def test_a_forgotten_customer_is_gone_from_every_table_and_their_next_event_is_n
     # The sessions at once, or at the next round if a round under way had read the events before their delete.
     assert wait_for(lambda: rows_of(gone) == {"events": [], "invalid": [], "sessions": []}, 90), rows_of(gone)
     assert rows_of(kept) == before
+    # The report shows nothing of them: one customer, their two events, their invalid row and their session fewer.
+    now = report_totals()
+    fewer = {k: reported[k] - now[k] for k in ("customers", "events", "invalid_events", "sessions")}
+    assert fewer == {"customers": 1, "events": 2, "invalid_events": 1, "sessions": 1}, (reported, now)
 
     # Their next event (and a resend of an old one) is dropped and counted; the other customer's lands.
     [later, other] = synthetic_events(2, seed=82)

@@ -4,6 +4,7 @@ it crosses to a child whole, and a default, a topic's name or a problem code is 
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,18 @@ def test_the_tree_crosses_to_a_child_whole_as_a_document_or_as_variables() -> No
     assert load({CONFIG_VARIABLE: config.to_json(), "KAFKA_BOOTSTRAP_SERVERS": "ignored:2"}) == config
     child = config.child_environment({"PATH": "/bin"})
     assert load(child) == config and child["PATH"] == "/bin"
+
+
+def test_the_jvm_options_reach_the_driver_and_the_executors_whole() -> None:
+    from stack import spark
+
+    options = "-XX:+UseSerialGC -XX:CompileThresholdScaling=3"
+    config = Config.from_env({"SPARK_JAVA_OPTIONS": options, "SPARK_MASTER": "spark://127.0.0.1:7077"})
+    # PySpark splits PYSPARK_SUBMIT_ARGS as a shell would.
+    argv = shlex.split(spark.submit_args(config))
+    assert f"spark.driver.extraJavaOptions={options}" in argv
+    assert f"spark.executor.extraJavaOptions={options}" in argv
+    assert argv[-1] == "pyspark-shell"
 
 
 def test_a_derived_default_follows_its_setting_and_an_explicit_value_wins() -> None:
