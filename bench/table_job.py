@@ -5,6 +5,8 @@ collector, no Kafka) and times the lake writer's own append on it.
     table_job.py append PATH TEMPLATE DAY ROWS BATCHES           BATCHES micro-batches of ROWS new rows into DAY,
                                                                  each through lake_tables.TableWriter
     table_job.py compact PATH DAY                                OPTIMIZE of DAY, as the lake writer runs it
+    table_job.py forget PATH TEMPLATE                            `make forget`'s DELETE of the template's first
+                                                                 customer, from every day of the table
 
 TEMPLATE is a JSON-lines file of raw-topic records ({"key", "value"}) as the collector publishes them. Rows are the
 template's, parsed by the lake writer's own code, with new ids and timestamps spread over the day; each command
@@ -25,6 +27,7 @@ from pyspark.sql import functions as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "spark"))
 
+import forgetting
 import lake_tables
 import lake_writer
 import records
@@ -98,6 +101,15 @@ def append(spark: SparkSession, path: str, template: str, day: str, rows: int, b
     }
 
 
+def forget(spark: SparkSession, path: str, template: str) -> dict:
+    """`make forget`'s delete (forgetting.delete_rows) of one customer of the template: a customer of every copy."""
+    customer = template_rows(spark, template).where(F.col("customer_id").isNotNull()).first()["customer_id"]
+    before = spark.read.format("delta").load(path).count()
+    started = time.monotonic()
+    deleted = forgetting.delete_rows(spark, path, [customer])
+    return {"rows_before": before, "rows_deleted": deleted, "seconds": round(time.monotonic() - started, 1)}
+
+
 def main(argv: list[str]) -> int:
     command, path, *rest = argv
     spark = lake_writer.session(f"acme-clickstream-bench-{command}", Config.defaults().spark.shuffle_partitions)
@@ -110,6 +122,8 @@ def main(argv: list[str]) -> int:
             figures = append(spark, path, template, day, int(rows), int(batches))
         elif command == "compact":
             figures = lake_tables.compact(spark, path, rest)
+        elif command == "forget":
+            figures = forget(spark, path, *rest)
         else:
             raise ValueError(f"unknown command {command!r}")
     finally:

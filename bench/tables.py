@@ -6,6 +6,7 @@
 - Files: an hour of 200 events/s committed every 30 s (120 appends of 6,000 rows into one day), data files of that
   day before and after the lake writer's compaction, and their median size, read from the log with delta-rs.
 - The report: `make report`'s command over the table at 10M rows, its wall time and peak RSS.
+- Forgetting: `make forget`'s delete of one customer from the table at 1M rows, its time and the table's size.
 The tables live under s3://<lake bucket>/bench/<run>/ and are deleted afterwards.
 """
 
@@ -89,6 +90,13 @@ def _day_files(key: str, day: str) -> dict[str, Any]:
     return {"files": len(sizes), "median_mb": round(statistics.median(sizes) / 2**20, 2) if sizes else 0}
 
 
+def _table_mb(key: str) -> float:
+    """The size of the table's current data files."""
+    found = table(key, current().lake.bucket)
+    assert found is not None, key
+    return round(sum(pa.table(found.get_add_actions(flatten=True))["size_bytes"].to_pylist()) / 2**20, 1)
+
+
 def _report(lake_path: str, invalid_path: str, sessions_path: str) -> dict[str, Any]:
     """`make report`'s command over the given tables: wall time and peak RSS (of the process and its children)."""
     paths = {"events_path": lake_path, "invalid_path": invalid_path, "sessions_path": sessions_path}
@@ -145,6 +153,8 @@ def table_figures(config: Config) -> dict[str, Any]:
         try:
             built = [grow_to(SMALL_DAY)]
             small = append()
+            # `make forget` on a lake of 1M events: the delete's time, and the table's size it had to look through.
+            result["forget_on_1m"] = {**_job("forget", aged_url, template), "table_mb": _table_mb(aged)}
             built.append(grow_to(REPORT_DAY))
             # No invalid or sessions table there: the report shows none (sessions of 10M events are not built).
             elsewhere = f"s3a://{bucket}/{prefix}/aged"
