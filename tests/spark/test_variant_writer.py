@@ -52,7 +52,8 @@ def variant_writer(config: Config) -> Iterator[Config]:
         variant(config, VARIANT).replace(
             lake={"dedupe_window": "5 seconds"},
             maintenance={"compact_interval_s": 10.0},
-            sessions={"enabled": True},
+            # A round 5 s after the last, not 30: a test waits for the sessions of its events.
+            sessions={"enabled": True, "interval_s": 5.0},
         ),
     )
     spark.start(settings, name=INSTANCE)
