@@ -78,23 +78,22 @@ def _job(*args: str) -> dict[str, Any]:
     return json.loads(lines[-1])["bench"]
 
 
-def _day_files(key: str, day: str) -> dict[str, Any]:
+def _file_sizes(key: str) -> list[tuple[int, str]]:
+    """Each current data file of the table: its size in bytes and its day, from the log (delta-rs)."""
     found = table(key, current().lake.bucket)
     assert found is not None, key
     actions = pa.table(found.get_add_actions(flatten=True))
-    sizes = [
-        size
-        for size, dt in zip(actions["size_bytes"].to_pylist(), actions["partition.dt"].to_pylist(), strict=True)
-        if dt == day
-    ]
+    return list(zip(actions["size_bytes"].to_pylist(), actions["partition.dt"].to_pylist(), strict=True))
+
+
+def _day_files(key: str, day: str) -> dict[str, Any]:
+    sizes = [size for size, dt in _file_sizes(key) if dt == day]
     return {"files": len(sizes), "median_mb": round(statistics.median(sizes) / 2**20, 2) if sizes else 0}
 
 
 def _table_mb(key: str) -> float:
     """The size of the table's current data files."""
-    found = table(key, current().lake.bucket)
-    assert found is not None, key
-    return round(sum(pa.table(found.get_add_actions(flatten=True))["size_bytes"].to_pylist()) / 2**20, 1)
+    return round(sum(size for size, _ in _file_sizes(key)) / 2**20, 1)
 
 
 def _report(lake_path: str, invalid_path: str, sessions_path: str) -> dict[str, Any]:
