@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     config = current()
 
     started = time.monotonic()
-    up(config)
-    deployment = deploy(config=config)
+    # The collector is deployed while the lake writer starts: neither needs the other.
+    deployment = up(config, beside=lambda: deploy(config=config))
     accepted, rejected, customers, totals = send(
         deployment["api_url"],
         deployment["write_keys"]["generator"],

@@ -13,8 +13,13 @@ from stack.lifecycle import down, status, up
 from stack.process import ServiceError
 
 
-def _deploy(stage: str) -> None:
-    deployment = deploy.deploy(stage)
+def _up(args: argparse.Namespace) -> None:
+    deployment = up(beside=(lambda: deploy.deploy(args.stage)) if args.deploy else None)
+    if deployment is not None:
+        _print_deployment(deployment)
+
+
+def _print_deployment(deployment: dict) -> None:
     print(
         f"deploy: collector {deployment['function_name']} behind API Gateway {deployment['rest_api_id']} "
         f"in {deployment['deploy_seconds']}s"
@@ -32,10 +37,10 @@ def _kafka_tui(topic: str) -> None:
 
 
 COMMANDS = {
-    "up": lambda args: up(),
+    "up": _up,
     "down": lambda args: down(),
     "status": lambda args: print("\n".join(status())),
-    "deploy": lambda args: _deploy(args.stage),
+    "deploy": lambda args: _print_deployment(deploy.deploy(args.stage)),
     "kafka-jars": lambda args: print(kafka.fetch_jars()),
     "localstack-install": lambda args: localstack.install(),
     "local": lambda args: chalice_local.run_in_foreground(),
@@ -50,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
     parser.add_argument("command", choices=sorted([*COMMANDS, "hold", "release"]))
     parser.add_argument("service", nargs="?", help="hold/release: the service the supervisor leaves alone or not")
+    parser.add_argument("--deploy", action="store_true", help="up: deploy too, while the lake writer starts")
     parser.add_argument("--stage", default=deploy.STAGE, help="deploy: a stage of chalice_app/.chalice/config.json")
     parser.add_argument("--topic", default="", help="kafka-tui: consume this topic (else: topics, groups and lag)")
     parser.add_argument("--customer", default="", help="forget: the customer's id")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from pipeline.config import CONFIG_VARIABLE, Config, variables
 from stack import (
@@ -24,8 +25,13 @@ from stack import (
 from stack.cluster import current
 from stack.process import free_port
 
+T = TypeVar("T")
 
-def up(config: Config | None = None, supervised: bool = True) -> None:
+
+def up(config: Config | None = None, supervised: bool = True, beside: Callable[[], T] | None = None) -> T | None:
+    """Start what is not running, in dependency order, with independent starts side by side. `beside` runs while
+    the lake writer starts, once Kafka, the registry and LocalStack answer (`make run`'s deploy); its result is
+    returned."""
     config = config or current()
     kafka.check_shape(config)
     if not config.lake_on_localstack:
@@ -33,24 +39,35 @@ def up(config: Config | None = None, supervised: bool = True) -> None:
         lake_store.prepare(config)
     clustered = cluster.enabled(config)
     cluster.record(config, clustered)
-    # LocalStack needs nothing of Kafka's: the two start side by side (each start is mostly one busy core).
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="localstack start") as beside:
-        localstack_started = beside.submit(localstack.start, config)
+    # LocalStack and the Spark cluster need nothing of Kafka's: they start side by side (each start is mostly one
+    # busy core).
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="start beside kafka") as pool:
+        started = [pool.submit(localstack.start, config)]
+        if clustered:
+            started.append(pool.submit(_start_spark_cluster, config))
         kafka.start(config)
         registry.start(config)
         # Before the collector: its cold start asks the registry for the raw topic's schema id.
         registry.register_schemas(config)
-        localstack_started.result()
+        for future in started:
+            future.result()
     if config.lake_on_localstack:
         lake_store.prepare(config)
     chalice_local.start(config)
-    if clustered:
-        spark.start_master(config)
-        spark.start_worker(config)
-    spark.start(config)
-    kafka_ui.start(config)
+    # The lake writer's start is mostly its JVM's (15-40 s): what needs only the services above goes beside it.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake writer start") as pool:
+        lake_writer = pool.submit(spark.start, config)
+        kafka_ui.start(config)
+        result = beside() if beside else None
+        lake_writer.result()
     if supervised:
         supervisor.start(config)
+    return result
+
+
+def _start_spark_cluster(config: Config) -> None:
+    spark.start_master(config)
+    spark.start_worker(config)
 
 
 def down(config: Config | None = None) -> None:

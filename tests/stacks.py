@@ -120,10 +120,10 @@ class Stack:
         return {name: _alive(self.runtime / f"{name}.pid") for name in self.services()}
 
     def start(self) -> None:
-        """`make run` on a single node (its output kept); `make up` and `make deploy` for a cluster."""
+        """`make run` on a single node (its output kept); `make up` and `make deploy` for a cluster (the deploy while
+        the lake writer starts, as `make run`'s)."""
         if self.clustered:
-            self.cli("up")
-            self.cli("deploy")
+            self.cli("up", "--deploy")
             return
         self.first_run = self._run(
             [

@@ -196,6 +196,10 @@ def test_make_down_and_make_up_keep_the_lake_and_the_writer_resumes_from_its_che
     """The last of the module: `make down`, then `make up` from a shell that no longer names the store."""
     config = cluster_stack.config
     held = Counter(committed_ids(LAKE_PREFIX))
+    # The latest topic as of every raw record published: the last test's traffic may still be in a batch of it.
+    raw = kafka.topic_counts(config)[config.kafka.raw_topic]
+    caught_up = lambda: spark.progress().get("latest", {}).get("offsets", 0) >= raw  # noqa: E731
+    assert wait_until(caught_up, 120) is not None, (raw, spark.progress().get("latest"))
     latest = kafka.topic_counts(config)[config.kafka.latest_topic]
     batches = {name: figures["batch"] for name, figures in spark.progress().items()}
     cluster_stack.cli("down")
