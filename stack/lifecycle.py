@@ -55,14 +55,15 @@ def up(config: Config | None = None, supervised: bool = True, beside: Callable[[
         lake_store.prepare(config)
     chalice_local.start(config)
     # The lake writer's start is mostly its JVM's (15-40 s): what needs only the services above goes beside it.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake writer start") as pool:
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="beside the lake writer") as pool:
         lake_writer = pool.submit(spark.start, config)
+        besides = pool.submit(beside) if beside else None
         kafka_ui.start(config)
-        result = beside() if beside else None
-        lake_writer.result()
+    lake_writer.result()
     if supervised:
         supervisor.start(config)
-    return result
+    # Its failure (a deploy's) is raised once the stack is up and supervised, as when it ran after `up`.
+    return besides.result() if besides else None
 
 
 def _start_spark_cluster(config: Config) -> None:
