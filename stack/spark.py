@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from typing import Any
 
 from pipeline.config import Config
 from pipeline.contract import maintenance_answer, table_name
-from stack import localstack
+from stack import localstack, maven
 from stack.cluster import current
 from stack.paths import REPO, cache_dir, runtime_dir
 from stack.process import Service, ServiceError, wait_for_port
@@ -41,22 +40,9 @@ def jars_dir() -> Path:
 
 
 def fetch_jars() -> Path:
-    """Resolve the connector, hadoop-aws and the AWS SDK bundle (~700 MB) with mvn, once per pom content."""
-    jars = jars_dir()
-    if (jars / ".complete").exists():
-        return jars
-    log.info("spark: resolving the Kafka connector and s3a jars (~700 MB, once) into %s", jars)
-    staging = jars.with_name(jars.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    # On a terminal mvn shows download progress; in batch mode (logs, CI) one line per artifact.
-    batch = [] if sys.stdout.isatty() else ["-B"]
-    subprocess.run(
-        ["mvn", *batch, "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={staging}"], check=True
-    )
-    (staging / ".complete").touch()
-    shutil.rmtree(jars, ignore_errors=True)
-    staging.rename(jars)
-    return jars
+    """The Kafka connector, spark-avro, Delta, hadoop-aws and the AWS SDK bundle (~700 MB), resolved with mvn into
+    the cache once per pom content."""
+    return maven.fetch_classpath(POM, jars_dir(), "spark: the Kafka connector, Delta and s3a jars (~700 MB, once)")
 
 
 def ui_url(config: Config | None = None) -> str:
