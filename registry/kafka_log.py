@@ -14,8 +14,15 @@ from confluent_kafka.admin import AdminClient, NewTopic
 Record = tuple[dict[str, Any], dict[str, Any] | None]
 
 
-#: What a broker or the client answers for a partition of a topic made a moment ago.
-_NOT_KNOWN_YET = (KafkaError._UNKNOWN_PARTITION, KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_PART)
+#: What a broker or the client answers for a partition of a topic made a moment ago (on a cluster, also that the
+#: broker asked does not lead it yet).
+_NOT_KNOWN_YET = (
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError._UNKNOWN_TOPIC,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+)
 
 
 class KafkaSchemaLog:
