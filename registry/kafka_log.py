@@ -62,7 +62,7 @@ class KafkaSchemaLog:
             {"bootstrap.servers": self.servers, "group.id": "clickstream-registry", "enable.auto.commit": False}
         )
         try:
-            low, high = self._watermarks(consumer)
+            low, high = watermarks(consumer, self.topic, self.timeout_s)
             records: list[Record] = []
             if high <= low:
                 return records
@@ -86,18 +86,6 @@ class KafkaSchemaLog:
         finally:
             consumer.close()
 
-    def _watermarks(self, consumer: Consumer) -> tuple[int, int]:
-        """The partition's first and next offsets, once the broker knows it (a topic made a moment ago may not be
-        in the client's metadata yet, nor, on a cluster, in the metadata of the broker that leads it)."""
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            try:
-                return consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=self.timeout_s)
-            except KafkaException as exc:
-                if exc.args[0].code() not in _NOT_KNOWN_YET or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-
     def append(self, key: dict[str, Any], value: dict[str, Any] | None) -> None:
         """The record written and acknowledged by the in-sync replicas; an OSError if Kafka did not take it."""
         failures: list[str] = []
@@ -113,6 +101,19 @@ class KafkaSchemaLog:
 
     def close(self) -> None:
         self._producer.flush(5)
+
+
+def watermarks(consumer: Consumer, topic: str, timeout_s: float) -> tuple[int, int]:
+    """The first and next offsets of the topic's partition 0, once the broker knows it (a topic made a moment ago may
+    not be in the client's metadata yet, nor, on a cluster, have a leader the broker asked knows of)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() not in _NOT_KNOWN_YET or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _dump(value: Any) -> bytes:

@@ -8,8 +8,10 @@ import json
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from registry.errors import RegistryError
+from registry.kafka_log import watermarks
 from registry.service import SchemaRegistry
 
 V1 = json.dumps({"type": "record", "name": "E", "fields": [{"name": "id", "type": "string"}]})
@@ -104,3 +106,23 @@ def test_refusals_carry_confluents_codes_and_store_nothing(steps: list[tuple[Any
         getattr(registry, last[0])(*last[1:])
     assert refused.value.code == code and 400 <= refused.value.status < 500
     assert len(log.records) == stored
+
+
+class RefusingConsumer:
+    """A consumer whose broker answers `refusals` first, then the partition's offsets."""
+
+    def __init__(self, *refusals: int) -> None:
+        self.refusals = list(refusals)
+
+    def get_watermark_offsets(self, partition: Any, timeout: float) -> tuple[int, int]:
+        if self.refusals:
+            raise KafkaException(KafkaError(self.refusals.pop(0)))
+        return (0, 3)
+
+
+def test_the_log_waits_for_a_new_topics_leader_and_raises_what_is_not_a_wait() -> None:
+    # On a fresh cluster the broker asked may not yet know the leader of _schemas, made a moment before.
+    waiting = RefusingConsumer(KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.NOT_LEADER_FOR_PARTITION)
+    assert watermarks(waiting, "_schemas", timeout_s=5) == (0, 3)  # type: ignore[arg-type]
+    with pytest.raises(KafkaException):
+        watermarks(RefusingConsumer(KafkaError.TOPIC_AUTHORIZATION_FAILED), "_schemas", timeout_s=5)  # type: ignore[arg-type]
