@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -216,39 +218,62 @@ ENRICHED = T.StructType(
 )
 
 
-def _enrich_arrays(ip_mode: str) -> Any:
-    def enrich(
-        user_agent: pa.Array, fallback_agent: pa.Array, ip: pa.Array, source_ip: pa.Array, page: pa.Array,
-        referrer: pa.Array,
-    ) -> pa.Array:  # fmt: skip
-        columns: dict[str, list[Any]] = {f.name: [] for f in ENRICHED.fields}
-        rows = zip(
-            user_agent.to_pylist(), fallback_agent.to_pylist(), ip.to_pylist(), source_ip.to_pylist(),
-            page.to_pylist(), referrer.to_pylist(), strict=True,
-        )  # fmt: skip
-        for ua, fallback, client_ip, seen_ip, url, came_from in rows:
-            parsed = agent(ua or fallback)
-            for name, value in zip(AGENT_COLUMNS, parsed, strict=True):
-                columns[name].append(value)
-            columns["geo_country"].append(country(client_ip) or country(seen_ip))
-            columns["ip"].append(anonymised_ip(client_ip, ip_mode))
-            columns["source_ip"].append(anonymised_ip(seen_ip, ip_mode))
-            host, medium = referrer_medium(came_from, url)
-            columns["referrer_host"].append(host)
-            columns["referrer_medium"].append(medium)
-            for name, value in campaign(url).items():
-                columns[name].append(value)
-        fields = [pa.field(f.name, pa.bool_() if f.name == "is_bot" else pa.string()) for f in ENRICHED.fields]
-        return pa.StructArray.from_arrays([pa.array(columns[f.name], f.type) for f in fields], fields=fields)
+def _by_distinct(
+    values: pa.Array, compute: Callable[[Any], Sequence[Any]], types: Sequence[pa.DataType]
+) -> list[pa.Array]:
+    """What `compute` answers for each of `values` (an array per item of its answer), computed once per distinct
+    value: a batch holds few distinct agents, addresses and pages, and Python per row was most of a batch's time."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    encoded = pc.dictionary_encode(values, null_encoding="encode")
+    answers = [compute(value) for value in encoded.dictionary.to_pylist()]
+    return [pa.array([a[k] for a in answers], kind).take(encoded.indices) for k, kind in enumerate(types)]
 
-    return F.arrow_udf(enrich, ENRICHED)
+
+def enriched_arrays(
+    user_agent: pa.Array, fallback_agent: pa.Array, ip: pa.Array, source_ip: pa.Array, page: pa.Array,
+    referrer: pa.Array, ip_mode: str,
+) -> pa.StructArray:  # fmt: skip
+    """ENRICHED's columns of a batch's columns: the agent from `user_agent`, else (null or empty) the collector's;
+    the country from `ip`, else from `source_ip`; the medium from the referrer and the page's host."""
+    text = pa.string()
+    own = pc.invert(pc.fill_null(pc.equal(user_agent, ""), True))
+    agents = _by_distinct(pc.if_else(own, user_agent, fallback_agent), agent, [text] * 5 + [pa.bool_()])
+
+    def address(value: str | None) -> tuple[str | None, str | None]:
+        return country(value) or None, anonymised_ip(value, ip_mode)
+
+    client_country, client_ip = _by_distinct(ip, address, [text, text])
+    seen_country, seen_ip = _by_distinct(source_ip, address, [text, text])
+    # The medium as if the page had no host, then "internal" where the referrer's host is the page's.
+    host, medium = _by_distinct(referrer, lambda r: referrer_medium(r, None), [text, text])
+    page_host, *campaigns = _by_distinct(
+        page, lambda url: (_host(url), *campaign(url).values()), [text] * (1 + len(CAMPAIGN_FIELDS))
+    )
+    internal = pc.fill_null(pc.equal(host, page_host), False)
+    columns = {
+        **dict(zip(AGENT_COLUMNS, agents, strict=True)),
+        "geo_country": pc.coalesce(client_country, seen_country),
+        "referrer_host": host,
+        "referrer_medium": pc.if_else(internal, "internal", medium),
+        **dict(zip(CAMPAIGN_FIELDS, campaigns, strict=True)),
+        "ip": client_ip,
+        "source_ip": seen_ip,
+    }
+    return pa.StructArray.from_arrays([columns[f.name] for f in ENRICHED.fields], names=ENRICHED.fieldNames())
 
 
 def enriched(rows: DataFrame, ip_mode: str) -> DataFrame:
     """The lake's event rows with the enrichment's columns (after `referrer`), ip and source_ip made safe."""
     anonymised_ip(None, ip_mode)  # an unknown mode fails here, at the plan, not in a batch
-    enrich = _enrich_arrays(ip_mode)
-    value = enrich(
+
+    def enrich(
+        user_agent: pa.Array, fallback_agent: pa.Array, ip: pa.Array, source_ip: pa.Array, page: pa.Array,
+        referrer: pa.Array,
+    ) -> pa.Array:  # fmt: skip
+        return enriched_arrays(user_agent, fallback_agent, ip, source_ip, page, referrer, ip_mode)
+
+    value = F.arrow_udf(enrich, ENRICHED)(
         F.col("user_agent"), F.col("collector_user_agent"), F.col("ip"), F.col("source_ip"), F.col("page"),
         F.col("referrer"),
     ).alias("e")  # fmt: skip

@@ -2,6 +2,8 @@
 
 The IP and URL parsers are tested on generated input too: whatever the text, they answer (None where it is not
 an address or a URL) and never raise.
+
+The batch's enrichment (computed once per distinct value, with Arrow) is held to the functions applied row by row.
 """
 
 from __future__ import annotations
@@ -9,11 +11,22 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlencode
 
+import pyarrow as pa
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from enrichment import CAMPAIGN_FIELDS, agent, anonymised_ip, campaign, country, referrer_medium, scrub_ips
+from enrichment import (
+    AGENT_COLUMNS,
+    CAMPAIGN_FIELDS,
+    agent,
+    anonymised_ip,
+    campaign,
+    country,
+    enriched_arrays,
+    referrer_medium,
+    scrub_ips,
+)
 
 CHROME_LINUX = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Safari/537.36"
 IPHONE = (
@@ -138,3 +151,33 @@ def test_any_page_text_gives_a_campaign_or_nones(text: str) -> None:
     found = campaign(text)
     assert set(found) == set(CAMPAIGN_FIELDS)
     referrer_medium(text, text)
+
+
+def _row_by_row(ua: str | None, fallback: str | None, ip: str | None, seen: str | None, page: str | None,
+                referrer: str | None, ip_mode: str) -> dict:  # fmt: skip
+    host, medium = referrer_medium(referrer, page)
+    return {
+        **dict(zip(AGENT_COLUMNS, agent(ua or fallback), strict=True)),
+        "geo_country": country(ip) or country(seen),
+        "referrer_host": host,
+        "referrer_medium": medium,
+        **campaign(page),
+        "ip": anonymised_ip(ip, ip_mode),
+        "source_ip": anonymised_ip(seen, ip_mode),
+    }
+
+
+agents = st.sampled_from([None, "", CHROME_LINUX, IPHONE, GOOGLEBOT, "\x00 junk"])
+addresses = st.sampled_from([None, "", "8.8.8.8", "81.2.69.160", "10.1.2.3", "2001:db8::1", "::ffff:8.8.4.4", "x"])
+pages = st.sampled_from(
+    [None, "", "/home", "https://shop.example/p?utm_source=a&gclid=g", "https://www.google.com/", "http://[::1"]
+)
+referrers = st.sampled_from([None, "", " ", "/products", "https://shop.example/a", "https://www.google.com/", "x:"])
+rows = st.tuples(agents, agents, addresses, addresses, pages, referrers)
+
+
+@given(st.lists(rows, max_size=30), st.sampled_from(["truncate", "full", "drop"]))
+def test_a_batch_is_enriched_as_each_of_its_rows(batch: list[tuple], ip_mode: str) -> None:
+    columns = [pa.array([row[k] for row in batch], pa.string()) for k in range(6)]
+    found = enriched_arrays(*columns, ip_mode=ip_mode).to_pylist()
+    assert found == [_row_by_row(*row, ip_mode) for row in batch]
