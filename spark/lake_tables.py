@@ -163,8 +163,13 @@ class TableWriter:
         wrote: Callable[[list[str]], None],
         stopping: threading.Event | None = None,
         keep: Callable[[DataFrame], DataFrame] | None = None,
+        persist: bool = True,
     ) -> None:
         self.path, self.lock, self.wrote = path, lock, wrote
+        #: Whether a batch is cached for its two actions. Not when the caller cached what it is made of (the raw
+        #: writer's parsed records): the days then read that cache without the enrichment, and the write computes
+        #: the rows once, where a cache of its own cost a third of the batch's time.
+        self.persist = persist
         #: The rows of a batch the table keeps (forgetting.Forgotten.kept), chosen under the lock: a DELETE of the
         #: maintenance's runs between two writes, and the write after it filters with the list it deleted for.
         self.keep = keep or (lambda rows: rows)
@@ -186,7 +191,7 @@ class TableWriter:
         # The first batch can begin before start() has returned the query's id to us.
         if not self._started.wait(timeout=120):
             raise RuntimeError("the streaming query's id never arrived")
-        persisted = batch.persist()  # two actions below at least: the days, and the write
+        persisted = batch.persist() if self.persist else batch  # two actions below: the days, and the write
         try:
             with self.lock:
                 rows = self.keep(persisted)
@@ -207,4 +212,5 @@ class TableWriter:
             if days:
                 self.wrote(days)
         finally:
-            persisted.unpersist()
+            if self.persist:
+                persisted.unpersist()

@@ -111,16 +111,18 @@ class TableJob:
                 self.note,
             )  # fmt: skip
             self.threads.append(updater.start())
-        writer = RawRecordsWriter(self._writer(events_table), self._writer(invalid_table), lake.ip_mode, enrich)
+        writer = RawRecordsWriter(
+            self._writer(events_table, persist=False), self._writer(invalid_table, persist=False), lake.ip_mode, enrich
+        )
         # Checkpoint folders of their own since the queries hold the dedupe window's state: a checkpoint of the
         # earlier, stateless queries cannot take it (README's *Moving an existing lake*).
         self._start(raw, "lake", writer, "lake-appends")
         self._start(invalid, "invalid", self._writer(invalid_table), "invalid-appends")
         return self.queries
 
-    def _writer(self, table: Maintenance) -> lake_tables.TableWriter:
+    def _writer(self, table: Maintenance, persist: bool = True) -> lake_tables.TableWriter:
         keep = functools.partial(self.forgotten.kept, table=table_name(table.path))
-        writer = lake_tables.TableWriter(table.path, table.lock, table.wrote, self.stopping, keep)
+        writer = lake_tables.TableWriter(table.path, table.lock, table.wrote, self.stopping, keep, persist)
         self.writers.append(writer)
         return writer
 
