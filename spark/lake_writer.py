@@ -1,12 +1,13 @@
 """The lake writer: Kafka -> the lake's Delta Lake tables on S3 (exactly once per event id) and the latest topic.
 
-Three streaming queries, each with its own checkpoint under SPARK_CHECKPOINT:
-  lake     the raw topic, parsed once per batch (records.py), its events enriched (enrichment.py) and upserted every
-           LAKE_COMMIT_INTERVAL into the events table (lake_tables.py: MERGE on (dt, id), so a resend of any age lands
-           once), its records no event can be made of into the invalid table, with a problem code;
+Three streaming queries, each with its own checkpoint (the tables' under SPARK_CHECKPOINT):
+  lake     the raw topic, parsed once per batch (records.py), less the ids seen within LAKE_DEDUPE_WINDOW, its events
+           enriched (enrichment.py) and appended every LAKE_COMMIT_INTERVAL into the events table, idempotently
+           (lake_tables.py; an older resend goes when its day is swept, maintenance.py), its records no event can be
+           made of into the invalid table, with a problem code;
   invalid  the invalid topic into the invalid table, the same way;
   latest   the raw topic's events, deduplicated and enriched, to the latest topic every SPARK_TRIGGER, as Avro in
-           Confluent's wire format (latest.py).
+           Confluent's wire format (latest.py; its checkpoint at SPARK_LATEST_CHECKPOINT).
 A raw record in the wire format is read once the schema registry knows its schema id (wire_format.py). No table and
 not the latest topic take a forgotten customer's rows (forgetting.py).
 Threads keep the sessions table (sessions.py) and compact and vacuum each table (table_queries.py). Its state and
@@ -45,11 +46,17 @@ HERE = Path(__file__).resolve().parent
 def session(app_name: str, shuffle_partitions: int) -> SparkSession:
     """The tables' session (lake_tables.session) with the rows' semantics, which live here, not in deployment:
     dt in UTC; INT64 timestamps that every Parquet reader understands (Spark's default is the legacy INT96). FAIR
-    scheduling: the latest topic's query has a pool of its own, so its tasks do not queue behind a table's write.
+    scheduling with the pools of scheduler-pools.xml: the latest topic's tasks go first, the sessions' and the
+    maintenance's last.
     The queries' state has `shuffle_partitions` partitions (SPARK_SHUFFLE_PARTITIONS, fixed when a checkpoint is
     made): a task each per micro-batch, so Spark's default of 200 would cost a laptop a minute a batch."""
     spark = lake_tables.session(
-        app_name, {"spark.scheduler.mode": "FAIR", "spark.sql.shuffle.partitions": str(shuffle_partitions)}
+        app_name,
+        {
+            "spark.scheduler.mode": "FAIR",
+            "spark.scheduler.allocation.file": str(HERE / "scheduler-pools.xml"),
+            "spark.sql.shuffle.partitions": str(shuffle_partitions),
+        },
     )
     # The UDFs (the enrichment, the registry's check) run in Python workers, which import their modules and the
     # ground floor: all shipped to every executor (as spark-submit's --py-files would), whatever it has installed.

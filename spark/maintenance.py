@@ -154,6 +154,8 @@ class Maintenance:
         return thread
 
     def _run(self) -> None:
+        # Behind the latest topic's and the tables' batches (scheduler-pools.xml).
+        self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", "maintenance")
         while not self.stopping.wait(1.0):
             try:
                 self.run_due()
