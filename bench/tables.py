@@ -40,14 +40,14 @@ from stack.process import free_port
 JOB = Path(__file__).resolve().parent / "table_job.py"
 TEMPLATE_EVENTS = 10_000
 ROWS_PER_FILE = current().bench.rows_per_file
-#: 30 s of 1k events/s: one micro-batch of the lake writer at the rate of the latency figures.
-BATCH_ROWS = 30_000
+#: 20 s of 1k events/s: one micro-batch of the lake writer (LAKE_COMMIT_INTERVAL) at the latency figures' rate.
+BATCH_ROWS = 20_000
 BATCHES = 3
 #: The day's rows for the two append figures and the report's.
 SMALL_DAY, REPORT_DAY, LARGE_DAY = 1_000_000, 10_000_000, 20_000_000
-#: An hour at 200 events/s with LAKE_COMMIT_INTERVAL's 30 s.
+#: An hour at 200 events/s with LAKE_COMMIT_INTERVAL's 20 s.
 HOUR_COMMITS = current().bench.hour_commits
-HOUR_ROWS_PER_COMMIT = 6_000
+HOUR_ROWS_PER_COMMIT = 4_000
 
 
 def _template(config: Config, path: Path) -> None:

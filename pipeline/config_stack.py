@@ -119,7 +119,7 @@ class BenchConfig:
     rows_per_file: int = var(
         "BENCH_ROWS_PER_FILE", "333334", "rows per data file of the aged day of the Delta tables' figures"
     )
-    hour_commits: int = var("BENCH_HOUR_COMMITS", "120", "commits of the files-per-day figure")
+    hour_commits: int = var("BENCH_HOUR_COMMITS", "180", "commits of the files-per-day figure")
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,9 @@ def start_latest_query(rows: DataFrame, config: Config, schema_id: int, schema: 
             .format("kafka")
             .options(**kafka_options(config.kafka))
             .option("topic", config.kafka.latest_topic)
-            .option("checkpointLocation", f"{config.spark.checkpoint.rstrip('/')}/latest")
+            .option(
+                "checkpointLocation", config.spark.latest_checkpoint or f"{config.spark.checkpoint.rstrip('/')}/latest"
+            )
             .outputMode("append")
             .trigger(processingTime=config.spark.trigger)
             .start()

@@ -226,10 +226,22 @@ def _with_sasl_credentials(config: Config) -> Config:
     return config.replace(kafka={"sasl_username": credentials["username"], "sasl_password": credentials["password"]})
 
 
+def latest_checkpoint(config: Config) -> Path:
+    """The latest topic's query's checkpoint on local disk: a folder of the runtime per job checkpoint, so a job
+    on a checkpoint of its own (the bench's, a test's) starts its latest query afresh too. It outlives LocalStack's
+    restart, after which only the lake is rebuilt; the latest topic goes on from where it was."""
+    digest = hashlib.sha256(config.spark.checkpoint.encode()).hexdigest()[:16]
+    return runtime_dir() / "latest-checkpoints" / digest
+
+
 def job_config(config: Config, name: str = "spark") -> Config:
-    """The tree the job named `name` runs with: `config`, with its status file and maintenance request here."""
+    """The tree the job named `name` runs with: `config`, with its status file and maintenance request here, and
+    the latest topic's checkpoint on local disk unless SPARK_LATEST_CHECKPOINT puts it elsewhere."""
     return _with_sasl_credentials(config).replace(
-        spark={"status_file": str(status_file(name))},
+        spark={
+            "status_file": str(status_file(name)),
+            "latest_checkpoint": config.spark.latest_checkpoint or latest_checkpoint(config).as_uri(),
+        },
         maintenance={"request_file": str(maintenance_request(name))},
     )
 

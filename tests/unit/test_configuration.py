@@ -127,8 +127,8 @@ def _literal_places(text: str) -> list[Path]:
         contract.INVALID_TOPIC,
         contract.LATEST_TOPIC,
         contract.LAKE_BUCKET,
-        "30 seconds",
-        "2 seconds",
+        "20 seconds",
+        "1 second",
     ],
 )
 def test_a_topic_a_bucket_and_an_interval_are_written_on_the_ground_floor_only(fact: str) -> None:
