@@ -46,8 +46,7 @@ HERE = Path(__file__).resolve().parent
 def session(app_name: str, shuffle_partitions: int) -> SparkSession:
     """The tables' session (lake_tables.session) with the rows' semantics, which live here, not in deployment:
     dt in UTC; INT64 timestamps that every Parquet reader understands (Spark's default is the legacy INT96). FAIR
-    scheduling with the pools of scheduler-pools.xml: the latest topic's tasks go first, the sessions' and the
-    maintenance's last.
+    scheduling with the pools of scheduler-pools.xml: the latest topic's tasks go first.
     The queries' state has `shuffle_partitions` partitions (SPARK_SHUFFLE_PARTITIONS, fixed when a checkpoint is
     made): a task each per micro-batch, so Spark's default of 200 would cost a laptop a minute a batch."""
     spark = lake_tables.session(

@@ -154,7 +154,7 @@ class Maintenance:
         return thread
 
     def _run(self) -> None:
-        # Behind the latest topic's and the tables' batches (scheduler-pools.xml).
+        # Behind the latest topic's tasks, beside the tables' batches (scheduler-pools.xml).
         self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", "maintenance")
         while not self.stopping.wait(1.0):
             try:

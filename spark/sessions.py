@@ -167,7 +167,7 @@ class SessionsUpdater:
 
     def _run(self) -> None:
         context = self.spark.sparkContext
-        # Its jobs wait behind the latest topic's and the tables' batches (scheduler-pools.xml).
+        # Its jobs wait behind the latest topic's tasks, beside the tables' batches (scheduler-pools.xml).
         context.setLocalProperty("spark.scheduler.pool", "sessions")
         # The first round at once (after a restart it catches up on what the last one missed); then a pause of
         # interval_s after each round, so rounds never run back to back on a busy driver. A stop waits for the
