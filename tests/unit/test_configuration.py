@@ -74,6 +74,19 @@ def test_the_jvm_options_reach_the_driver_and_the_executors_whole() -> None:
     assert argv[-1] == "pyspark-shell"
 
 
+def test_a_stacks_lake_writer_keeps_its_latest_checkpoint_on_local_disk_one_per_job_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stack import spark
+
+    monkeypatch.setenv("CLICKSTREAM_RUNTIME", str(tmp_path))
+    made = spark.job_config(Config.from_env({"CLICKSTREAM_RUNTIME": str(tmp_path)})).spark.latest_checkpoint
+    other = Config.from_env({"CLICKSTREAM_RUNTIME": str(tmp_path), "SPARK_CHECKPOINT": "s3a://b/bench/_checkpoints"})
+    assert made.startswith(tmp_path.as_uri() + "/") and made != spark.job_config(other).spark.latest_checkpoint
+    chosen = Config.from_env({"CLICKSTREAM_RUNTIME": str(tmp_path), "SPARK_LATEST_CHECKPOINT": "s3a://b/latest"})
+    assert spark.job_config(chosen).spark.latest_checkpoint == "s3a://b/latest"
+
+
 def test_a_derived_default_follows_its_setting_and_an_explicit_value_wins() -> None:
     config = Config.from_env({"LAKE_BUCKET": "other", "GATEWAY_LISTEN": "0.0.0.0:4600"})
     assert config.lake.events_path == "s3a://other/clickstream-data"
