@@ -11,6 +11,7 @@ enriched with the sessions table kept up.
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import threading
 import time
@@ -212,6 +213,7 @@ def _catch_up(config: Config, events: int, enrichment: bool, sessions: bool) -> 
     finally:
         spark.stop("spark-bench")
         delete_prefix(run.removeprefix(f"s3a://{config.lake.bucket}/"))
+        shutil.rmtree(spark.latest_checkpoint(job), ignore_errors=True)
     return {
         "master": "local[2]",
         "backlog_events": events,
