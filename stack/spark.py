@@ -231,7 +231,7 @@ def latest_checkpoint(config: Config) -> Path:
     on a checkpoint of its own (the bench's, a test's) starts its latest query afresh too. It outlives LocalStack's
     restart, after which only the lake is rebuilt; the latest topic goes on from where it was."""
     digest = hashlib.sha256(config.spark.checkpoint.encode()).hexdigest()[:16]
-    return runtime_dir() / "latest-checkpoints" / digest
+    return runtime_dir(config) / "latest-checkpoints" / digest
 
 
 def job_config(config: Config, name: str = "spark") -> Config:
