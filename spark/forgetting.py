@@ -69,6 +69,12 @@ class Forgotten:
     def hashes(self) -> frozenset[str]:
         return self._hashes
 
+    def load(self, hashes: Iterable[str]) -> None:
+        """The forgotten topic's hashes (read_list), as the job starts."""
+        with self._lock:
+            self._hashes = self._hashes | frozenset(hashes)
+        self._noted()
+
     def add(self, customers: Iterable[str]) -> None:
         """Customers `make forget` just forgot (their ids: the request carries them, the topic their hashes)."""
         with self._lock:

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -98,13 +99,23 @@ def main(argv: list[str]) -> int:
     spark = session("acme-clickstream-lake-writer" + (f" ({argv[0]})" if argv else ""), config.spark.shuffle_partitions)
     status = StatusFile(config.spark.status_file)
     spark.streams.addListener(ProgressListener(status))
-    forgotten = Forgotten(read_list(spark, config), status.note)
+    forgotten = Forgotten(note=status.note)
     job = TableJob(spark, config, event_schema, note=status.note, forgotten=forgotten)
-    tables = job.start()
-    schema = registered_schema(config)
-    latest = LatestTopic(
-        lambda: start_latest_query(latest_rows(spark, config, event_schema, forgotten.hashes), config, *schema)
-    )
+    # The start's steps that wait on Kafka, S3 and the registry more than on the cores run side by side (each a few
+    # seconds): the forgotten list read while the tables are made ready, then the queries started. No query starts
+    # before the list is in.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="start") as pool:
+        listed = pool.submit(read_list, spark, config)
+        schema = pool.submit(registered_schema, config)
+        job.prepare()
+        forgotten.load(listed.result())
+        started = pool.submit(job.start)
+        latest = LatestTopic(
+            lambda: start_latest_query(
+                latest_rows(spark, config, event_schema, forgotten.hashes), config, *schema.result()
+            )
+        )
+        tables = started.result()
     forgotten.on_change = latest.restart
 
     stop = threading.Event()

@@ -57,7 +57,8 @@ class RawRecordsWriter:
 
 @dataclass
 class TableJob:
-    """The tables' queries and threads, started by start() and ended, between commits, by stop()."""
+    """The tables' queries and threads: prepare() readies the tables and starts the threads, start() the queries,
+    and stop() ends them all between commits."""
 
     spark: SparkSession
     config: Config
@@ -68,6 +69,8 @@ class TableJob:
     threads: list[threading.Thread] = field(default_factory=list)
     queries: list[StreamingQuery] = field(default_factory=list)
     writers: list[lake_tables.TableWriter] = field(default_factory=list)
+    #: The queries prepare() made, each a (rows, name, foreachBatch writer, checkpoint folder), for start().
+    prepared: list[tuple[DataFrame, str, Any, str]] = field(default_factory=list)
 
     def _table(self, path: str, schema: Any) -> Maintenance:
         """The Delta table at `path` (created unless it exists) and its maintenance, started."""
@@ -90,8 +93,9 @@ class TableJob:
         writer.started(str(query.id))
         self.queries.append(query)
 
-    def start(self) -> list[StreamingQuery]:
-        """The lake query and the invalid query, the sessions thread and each table's maintenance."""
+    def prepare(self) -> None:
+        """The tables (made unless they exist), the sessions thread and each table's maintenance; start() then
+        starts the queries."""
         lake, config = self.config.lake, self.config
         enrich = lake.enrichment
         raw_topic = read_topic(self.spark, config, config.kafka.raw_topic)
@@ -116,8 +120,15 @@ class TableJob:
         )
         # Checkpoint folders of their own since the queries hold the dedupe window's state: a checkpoint of the
         # earlier, stateless queries cannot take it (README's *Moving an existing lake*).
-        self._start(raw, "lake", writer, "lake-appends")
-        self._start(invalid, "invalid", self._writer(invalid_table), "invalid-appends")
+        self.prepared = [
+            (raw, "lake", writer, "lake-appends"),
+            (invalid, "invalid", self._writer(invalid_table), "invalid-appends"),
+        ]
+
+    def start(self) -> list[StreamingQuery]:
+        """The lake query and the invalid query, as prepare() made them."""
+        for df, name, writer, checkpoint in self.prepared:
+            self._start(df, name, writer, checkpoint)
         return self.queries
 
     def _writer(self, table: Maintenance, persist: bool = True) -> lake_tables.TableWriter:
