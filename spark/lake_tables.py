@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.utils import AnalysisException
 
@@ -82,11 +81,13 @@ def ensure_table(spark: SparkSession, path: str, schema: T.StructType) -> None:
     """Create the table (empty, partitioned by day, with our properties) unless it exists."""
     if exists(spark, path):
         return
-    # Built in the JVM (createDataFrame from Python would need Python workers, which a cluster may lack).
-    empty = spark.range(0).select(*[F.lit(None).cast(field.dataType).alias(field.name) for field in schema.fields])
-    empty.write.format("delta").partitionBy(PARTITION).mode("append").save(path)
+    # One commit of the table's metadata (no Spark job, no empty write): the columns as Spark's DDL spells them.
+    columns = spark._jsparkSession.parseDataType(schema.json()).toDDL()
     properties = ", ".join(f"'{k}' = '{v}'" for k, v in TABLE_PROPERTIES.items())
-    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({properties})")
+    spark.sql(
+        f"CREATE TABLE IF NOT EXISTS delta.`{path}` ({columns}) USING delta PARTITIONED BY ({PARTITION}) "
+        f"TBLPROPERTIES ({properties})"
+    )
 
 
 @contextlib.contextmanager
