@@ -344,7 +344,12 @@ class SparkConfig:
     fail_on_data_loss: bool = var(
         "SPARK_FAIL_ON_DATA_LOSS", "true", "stop (true) or skip (false) when unread offsets are gone"
     )
-    max_offsets_per_trigger: int = var("SPARK_MAX_OFFSETS_PER_TRIGGER", "100000", "bounds one catch-up batch")
+    max_offsets_per_trigger: int = var(
+        "SPARK_MAX_OFFSETS_PER_TRIGGER",
+        "300000",
+        "the most records one batch takes: a table commit every 20 s keeps up with 15,000 events/s; raise it with"
+        " LAKE_COMMIT_INTERVAL",
+    )
     status_file: str = var(
         "SPARK_STATUS_FILE",
         "",
