@@ -4,8 +4,8 @@ Latency: events POSTed at a steady rate through API Gateway -> Lambda -> Kafka -
 each timed from its POST until its row is readable (committed to the Delta table) in the lake, and until its
 record is in the latest topic. These events land in the real lake, marked with package_id "acme.bench".
 Throughput: a second lake writer on local[2] with its own checkpoint and output, over a topic of its own that
-holds a fixed backlog, from the first offset until it has caught up: enriched, without the enrichment stage, and
-enriched with the sessions table kept up.
+holds a backlog of three full batches (SPARK_MAX_OFFSETS_PER_TRIGGER each), from the first offset until it has caught
+up: enriched, without the enrichment stage, and enriched with the sessions table kept up (the headline's).
 """
 
 from __future__ import annotations
@@ -142,22 +142,14 @@ def _latency_run(url: str, write_key: str, rate: int, seconds: float, tick: floa
     }
 
 
-def spark_throughput(config: Config, backlog: int = 500_000) -> dict[str, Any]:
-    """A fresh lake writer on local[2] over a backlog of `backlog` events; events/s until caught up."""
+def spark_throughput(config: Config, full_batches: int = 3) -> dict[str, Any]:
+    """A fresh lake writer on local[2] over a backlog of `full_batches` batches of the most a batch takes
+    (SPARK_MAX_OFFSETS_PER_TRIGGER); events/s until caught up. The steady rate is of the batches after the first."""
     topic = f"bench.lake.{uuid.uuid4().hex[:8]}"
     config = config.replace(kafka={"raw_topic": topic})
     kafka.create_topics(config)
-    collector = Collector(config, KafkaSink(config.kafka))
-    events = synthetic_events(backlog, seed=5)
-    # A burst within one hour, as after an outage at a busy hour: the synthetic shop spaces customers 7 s apart,
-    # which would spread half a million events over a week of hourly partitions.
-    first = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    for n, event in enumerate(events):
-        moment = first + timedelta(seconds=3600 * n / backlog)
-        event["event"]["timestamp"] = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    for offset in range(0, backlog, 1000):
-        body = json.dumps(events[offset : offset + 1000]).encode()
-        assert collector.collect(body, RequestInfo("application/json", "127.0.0.1", "bench")).status_code == 200
+    backlog = full_batches * config.spark.max_offsets_per_trigger
+    _publish_backlog(config, backlog)
     try:
         # The enrichment's cost alone (sessions off in both), then the sessions' on top.
         enriched = _catch_up(config, backlog, enrichment=True, sessions=False)
@@ -171,8 +163,24 @@ def spark_throughput(config: Config, backlog: int = 500_000) -> dict[str, Any]:
         "with_sessions": with_sessions,
         "enrichment_cost_steady_ratio": round(enriched["events_per_s_steady"] / plain["events_per_s_steady"], 2),
         "sessions_cost_steady_ratio": round(with_sessions["events_per_s_steady"] / enriched["events_per_s_steady"], 2),
-        "target >= 15k events/s (steady, enriched)": enriched["events_per_s_steady"] >= 15_000,
+        "target >= 15k events/s (steady, enriched, sessions on)": with_sessions["events_per_s_steady"] >= 15_000,
     }
+
+
+def _publish_backlog(config: Config, backlog: int, chunk: int = 100_000) -> None:
+    """`backlog` synthetic events on the raw topic, made a chunk at a time (a million at once would hold gigabytes).
+    A burst within one hour, as after an outage at a busy hour: the synthetic shop spaces customers 7 s apart,
+    which would spread a backlog over weeks of hourly partitions."""
+    collector = Collector(config, KafkaSink(config.kafka))
+    first = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    for start in range(0, backlog, chunk):
+        events = synthetic_events(min(chunk, backlog - start), seed=5 + start)
+        for n, event in enumerate(events, start=start):
+            moment = first + timedelta(seconds=3600 * n / backlog)
+            event["event"]["timestamp"] = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        for offset in range(0, len(events), 1000):
+            body = json.dumps(events[offset : offset + 1000]).encode()
+            assert collector.collect(body, RequestInfo("application/json", "127.0.0.1", "bench")).status_code == 200
 
 
 def delete_prefix(prefix: str) -> None:

@@ -16,7 +16,7 @@ def test_a_failed_measurement_is_reported_missing_not_raised() -> None:
 
 def test_the_headline_names_each_figure_of_the_run_and_none_for_a_missing_one() -> None:
     result = {
-        "spark_throughput": {"events_per_s_steady": 16000},
+        "spark_throughput": {"events_per_s_steady": 17000, "with_sessions": {"events_per_s_steady": 16000}},
         "tables": {"day_growth": {"cost_ratio": 1.05}},
         "lake_e2e_latency": {"missing": "the collector is not deployed (make deploy)"},
         "peak_rss_mb": {"stack_total": 2700},
