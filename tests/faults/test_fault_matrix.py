@@ -154,7 +154,7 @@ def test_c_lake_writer_stopped_then_killed_mid_batch_loses_and_repeats_nothing(s
     assert lake_ids(LAKE_PREFIX, early_ids) == Counter(dict.fromkeys(early_ids, 1))
 
     # Light traffic (the faults are the writer's, not the collector's): the stack's two cores go to the restarts.
-    traffic = Traffic(deployment, rate=100, threads=2).start(seed=2).answered(30)
+    traffic = Traffic(deployment, rate=200, threads=2).start(seed=2).answered(30)
     with suite_stack.held("spark"):
         spark.stop()  # graceful: the running micro-batch finishes
         spark.start()
