@@ -151,7 +151,7 @@ def wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
     while time.monotonic() < deadline:
         if condition():
             return True
-        time.sleep(1)
+        time.sleep(0.5)
     return False
 
 
@@ -174,7 +174,7 @@ def lake_sessions(customer: str, count: int, timeout_s: float = 150) -> list[dic
         )
         if len(rows) >= count or time.monotonic() > deadline:
             return rows
-        time.sleep(2)
+        time.sleep(1)
 
 
 #: Real public addresses (Google's DNS, a British block): full client IPs the lake must never hold.
