@@ -5,6 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+#: Wheels built once from the pinned packages PyPI has only as source (PySpark, localstack-client): uv builds a
+#: source distribution again for every new virtualenv (17 s of each clean `make test`).
+WHEELS := $(or $(CLICKSTREAM_HOME),$(HOME)/.cache/clickstream)/wheels
+SOURCE_ONLY := pyspark localstack-client
 
 .DEFAULT_GOAL := help
 .PHONY: help venv kafka-jars browser up down status deploy local kafka-tui run compact forget lake report test test-fast bench schemas docs lint clean
@@ -16,7 +20,11 @@ $(STAMP): pyproject.toml chalice_app/requirements.txt spark/requirements.txt reg
 	@$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q "$$(grep -o 'uv==[0-9.]*' pyproject.toml)"
-	$(VENV)/bin/uv pip install --python $(PY) -e '.[dev]' -r chalice_app/requirements.txt -r spark/requirements.txt -r registry/requirements.txt
+	@mkdir -p $(WHEELS); for name in $(SOURCE_ONLY); do \
+	  pin=$$(grep -oE "\"$$name==[0-9.]+" pyproject.toml | tr -d '"'); \
+	  ls $(WHEELS)/$$(echo $$name | tr - _)-$${pin##*==}-*.whl >/dev/null 2>&1 || \
+	  $(PY) -m pip wheel --disable-pip-version-check -q --no-deps "$$pin" -w $(WHEELS) || exit 1; done
+	$(VENV)/bin/uv pip install --python $(PY) --find-links $(WHEELS) -e '.[dev]' -r chalice_app/requirements.txt -r spark/requirements.txt -r registry/requirements.txt
 	@touch $@
 
 venv: $(STAMP) ## create the virtualenv and install the project (idempotent)
