@@ -24,7 +24,7 @@ import requests
 from generator.sender import Sender
 from generator.synthetic import synthetic_events
 from lake.reader import LAKE_PREFIX
-from pipeline.deployment import read_deployment
+from pipeline.deployment import deployment_file, read_deployment
 from stack import forget, kafka, localstack, spark
 from stack.cluster import current
 from stack.deploy import spool_depth
@@ -68,9 +68,14 @@ def test_a_localstack_killed_comes_back_with_the_same_api_and_the_lake_whole(sui
     held = set(committed_ids(LAKE_PREFIX))
     assert not held & forgotten_ids
 
+    record = deployment_file()
+    recorded = record.stat().st_mtime
     kill_group(localstack.service().pid())
     killed = time.monotonic()
     answering = wait_until(lambda: requests.get(f"{url}/ping", timeout=5).status_code == 200, 300, every_s=1)
+    # The supervisor's redeploy ends after the API answers: it then applies the functions' settings, which replaces
+    # their running environments (an invocation under way there gets a 502, which clients retry), and records itself.
+    redeployed = wait_until(lambda: record.stat().st_mtime > recorded, 300)
     after = Traffic(deployment, rate=200, threads=2).start(seed=4).answered(30)
     after.stop()
     # The lake came back with LocalStack's S3 empty: rebuilt from Kafka, it holds every event ever accepted.
@@ -80,6 +85,7 @@ def test_a_localstack_killed_comes_back_with_the_same_api_and_the_lake_whole(sui
         "a. LocalStack SIGKILL",
         {
             "api_answering_again_after_s": answering and round(answering, 1),
+            "redeployed_after_answering_s": redeployed and round(redeployed, 1),
             "lake_rebuilt_after_s": round(time.monotonic() - killed, 1),
             "same_api_url": read_deployment()["api_url"] == url,
             "events_in_lake": len(landed),
@@ -89,6 +95,7 @@ def test_a_localstack_killed_comes_back_with_the_same_api_and_the_lake_whole(sui
         },
     )
     assert answering is not None, "the API did not answer again"
+    assert redeployed is not None, "the supervisor did not record its redeploy"
     assert read_deployment()["api_url"] == url
     assert set(after.statuses) == {200}
     assert before.accepted | after.accepted <= _every_raw_key()
