@@ -1,22 +1,29 @@
 """Server-side sessions: the clickstream-sessions Delta table, one row per visit, kept by the lake writer.
 
-A customer's events with gaps under the session gap (30 minutes by default) are one session. Its id is a hash of the
-customer and the session's first event (its time and id), so a rebuild of the lake gives the same ids.
+A customer's events with gaps under the session gap (30 minutes by default) are one session (sessionize.py cuts
+them). Its id is a hash of the customer and the session's first event (its time and id), so a rebuild of the lake
+gives the same ids.
 
 SESSIONS_INTERVAL_S (30 s) after each round, a thread of the lake writer recomputes the sessions of the customers
-with events committed since its last round (the events table's change data feed), from the events table (an
-incremental job over the lake, not Spark's stateful operators):
-1. the new events give each customer's window [first, last event];
-2. the stored sessions of that customer ending within a gap before it or starting within a gap after it widen it;
-3. the customer's events in the widened window are cut into sessions again;
-4. one MERGE replaces the stored sessions: a session that grew is updated, one a late event merged into another is
-   deleted, a new one inserted. Sessions that came out unchanged are left alone.
+with events committed since its last round (an incremental job over the lake, not Spark's stateful operators):
+1. the events table's change data feed gives the new events, and each customer's window [first, last event];
+2. the stored sessions of that customer ending within a gap before it or starting within a gap after it are the
+   ones the new events can extend, merge or leave alone;
+3. those stored sessions and the new events are cut into sessions again: a stored session is a piece of its
+   events, so the events table itself is not read;
+4. one commit replaces the stored sessions: an append when every changed session is new, else a MERGE (a session
+   that grew is updated, one a late event merged into another is deleted, a new one inserted). Sessions that came
+   out unchanged are left alone.
+A customer whose rows a commit deleted (a sweep's copy, `make forget`), or with a new event at the very moment a
+stored session ends (its exit page is the last event's by id, which a session does not keep), is cut from its
+events in the window instead, read from the events table (partition-pruned, projected); so is every customer on a
+new table, or when the feed does not reach back to the mark.
 Why over the lake rather than applyInPandasWithState / transformWithStateInPandas: a late event can merge two
 sessions already written, which an append-only state output cannot take back (its rows would have to be MERGEd
 anyway); state holds what arrived, in arrival order, so ids would depend on it, while the lake's rows give the same
 sessions whatever the order, after a restart or a rebuild; an event-time watermark would drop events later than it,
-where the lake keeps every one; and those operators need pandas in every Python worker. The price is a read of the
-touched customers' days per round (partition-pruned, projected), and sessions up to a round behind the events.
+where the lake keeps every one; and those operators need pandas in every Python worker. The price is sessions up
+to a round behind the events.
 """
 
 from __future__ import annotations
@@ -24,112 +31,29 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 import lake_tables
 from maintenance import Maintenance
 from pipeline.config_sections import SessionsConfig
 from pipeline.contract import PARTITION
-
-#: Taken from the session's first event: where the visit came from and on what.
-LANDING_COLUMNS = {
-    "package_id": "package_id",
-    "landing_page": "page",
-    "referrer_host": "referrer_host",
-    "referrer_medium": "referrer_medium",
-    "utm_source": "utm_source",
-    "utm_medium": "utm_medium",
-    "utm_campaign": "utm_campaign",
-    "utm_term": "utm_term",
-    "utm_content": "utm_content",
-    "device_class": "ua_device_class",
-    "browser_family": "ua_browser_family",
-    "os_family": "ua_os_family",
-    "country": "geo_country",
-}
-#: The events table's columns a session is made of.
-EVENT_COLUMNS = tuple(
-    dict.fromkeys(["id", "customer_id", "event_timestamp", "type", "price", "is_bot", *LANDING_COLUMNS.values(), "dt"])
-)
-KEY = "session_id"
-
-
-def _micros(moment: Column | str) -> Column:
-    return F.unix_micros(F.col(moment) if isinstance(moment, str) else moment)
+from sessionize import EVENT_COLUMNS, KEY, cut, event_pieces, micros, stored_pieces
 
 
 def enable_change_feed(spark: SparkSession, events_path: str) -> None:
-    """The events table's change data feed, which the rounds read (a table property; an insert-only MERGE writes
-    no extra files for it, and readers without the feature read the table as before)."""
+    """The events table's change data feed, which the rounds read (a table property; an append writes no extra
+    files for it, and readers without the feature read the table as before)."""
     properties = {row["key"]: row["value"] for row in spark.sql(f"SHOW TBLPROPERTIES delta.`{events_path}`").collect()}
     if properties.get(CHANGE_FEED) != "true":
         spark.sql(f"ALTER TABLE delta.`{events_path}` SET TBLPROPERTIES ('{CHANGE_FEED}' = 'true')")
 
 
 CHANGE_FEED = "delta.enableChangeDataFeed"
-
-
-def sessions_of(events: DataFrame, gap_minutes: float) -> DataFrame:
-    """The sessions of the given events (all of each customer's events in a stretch of time), one row each."""
-    order = F.struct("event_timestamp", "id")
-    by_customer = Window.partitionBy("customer_id").orderBy("event_timestamp", "id")
-    gap = _micros("event_timestamp") - _micros(F.lag("event_timestamp").over(by_customer))
-    starts = F.coalesce(gap >= int(gap_minutes * 60 * 1_000_000), F.lit(True)).cast("int")
-    numbered = events.withColumn("_starts", starts).withColumn(
-        "_session", F.sum("_starts").over(by_customer.rowsBetween(Window.unboundedPreceding, Window.currentRow))
-    )
-    purchase = F.col("type") == "purchase"
-    sessions = numbered.groupBy("customer_id", "_session").agg(
-        F.min_by("id", order).alias("first_event_id"),
-        F.min("event_timestamp").alias("session_start"),
-        F.max("event_timestamp").alias("session_end"),
-        F.count(F.lit(1)).alias("events"),
-        F.count(F.when(F.col("type") == "view", 1)).alias("page_views"),
-        *[F.min_by(source, order).alias(name) for name, source in LANDING_COLUMNS.items()],
-        F.max_by("page", order).alias("exit_page"),
-        F.coalesce(F.bool_or("is_bot"), F.lit(False)).alias("is_bot"),
-        F.count(F.when(purchase, 1)).alias("purchases"),
-        F.coalesce(F.sum(F.when(purchase, F.col("price"))), F.lit(0.0)).alias("revenue"),
-    )
-    session_id = F.substring(
-        F.sha2(F.concat_ws("\u001f", "customer_id", _micros("session_start").cast("string"), "first_event_id"), 256),
-        1,
-        32,
-    )
-    return sessions.select(
-        session_id.alias(KEY),
-        "customer_id",
-        "package_id",
-        "session_start",
-        "session_end",
-        ((_micros("session_end") - _micros("session_start")) / 1_000_000).alias("duration_s"),
-        "events",
-        "page_views",
-        "landing_page",
-        "exit_page",
-        *[name for name in LANDING_COLUMNS if name not in ("package_id", "landing_page")],
-        "is_bot",
-        "purchases",
-        (F.col("purchases") > 0).alias("converted"),
-        "revenue",
-        "first_event_id",
-        F.date_format("session_start", "yyyy-MM-dd").alias(PARTITION),
-    )
-
-
-def empty_sessions(events: DataFrame) -> DataFrame:
-    """An empty static frame with the sessions table's columns, from a frame (a stream's too) with the events'."""
-    # Without the enrichment the events lack its columns (strings, is_bot aside): the table keeps its shape.
-    types = {"is_bot": "boolean"} | {f.name: f.dataType for f in events.schema.fields}
-    empty = events.sparkSession.range(0).select(
-        *[F.lit(None).cast(types.get(name, "string")).alias(name) for name in EVENT_COLUMNS]
-    )
-    # The gap changes which sessions there are, not their columns.
-    return sessions_of(empty, gap_minutes=30)
 
 
 class SessionsUpdater:
@@ -180,7 +104,7 @@ class SessionsUpdater:
             self.stopping.wait(self.interval_s)
 
     def update(self) -> dict[str, Any]:
-        """One round: the sessions of the customers with events committed since the mark, recomputed and merged."""
+        """One round: the sessions of the customers with events committed since the mark, recomputed and written."""
         started = time.monotonic()
         if not self._mark_read:
             self._mark, self._mark_read = self._stored_mark(), True
@@ -190,17 +114,17 @@ class SessionsUpdater:
         # Every read of this round is of one version of the events table: what a later commit adds, the next
         # round takes.
         events = self.spark.read.format("delta").option("versionAsOf", version).load(self.events_path)
-        touched, earliest, customers = self._touched(version, events)
+        touched = self._touched(version, events)
         try:
             days: list[str] = []
-            if customers:
+            if touched.customers:
                 with self.maintenance.lock:
-                    days = self._recompute(touched, events, earliest, version)
+                    days = self._recompute(touched, events, version)
                 self.maintenance.wrote(days)
             self._mark = version
         finally:
-            touched.unpersist()
-        figures = {"customers": customers, "days": days, "events_version": version, "ms": _ms_since(started)}
+            touched.windows.unpersist()
+        figures = {"customers": touched.customers, "days": days, "events_version": version, "ms": _ms_since(started)}
         self.note("sessions", figures)
         return figures
 
@@ -208,28 +132,28 @@ class SessionsUpdater:
         rows = self.spark.sql(f"DESCRIBE HISTORY delta.`{self.events_path}` LIMIT 1").collect()
         return rows[0]["version"] if rows else None
 
-    def _touched(self, version: int, events: DataFrame) -> tuple[DataFrame, int | None, int]:
-        """Each customer's window [first, last event] among the rows the commits after the mark added (the events
-        table's change data feed), cached, with the earliest event and the customer count. All the rows when there
-        is no mark, or when the feed does not reach back to it (enabled later, or its log cleaned up)."""
+    def _touched(self, version: int, events: DataFrame) -> Touched:
+        """The rows the commits after the mark added or deleted (the events table's change data feed) and each
+        customer's window among them. All the rows of the table, to be cut from the events, when there is no mark,
+        or when the feed does not reach back to it (enabled later, or its log cleaned up)."""
         if self._mark is not None:
-            added = (
+            changes = (
                 self.spark.read.format("delta")
                 .option("readChangeFeed", "true")
                 .option("startingVersion", self._mark + 1)
                 .option("endingVersion", version)
                 .load(self.events_path)
-                # Appended rows, and the copies a sweep deleted (a session counted them).
+                # Appended rows, and the copies a sweep or `make forget` deleted (a session counted them).
                 .where(F.col("_change_type").isin("insert", "delete"))
             )
-            windows = _windows(added)
+            windows = _windows(changes)
             try:
-                return windows, *_earliest_and_count(windows)
+                return Touched(windows, *_earliest_and_count(windows), changes)
             except Exception as exc:  # the feed's versions are checked when it is read; a rebuild is always right
                 windows.unpersist()
                 self.note("sessions", {"rebuilding": str(exc)[:300]})
         windows = _windows(events)
-        return windows, *_earliest_and_count(windows)
+        return Touched(windows, *_earliest_and_count(windows), None)
 
     def _stored_mark(self) -> int | None:
         """The events table's version the last sessions commit was made from."""
@@ -241,57 +165,101 @@ class SessionsUpdater:
                     continue
         return None
 
-    def _recompute(self, touched: DataFrame, events: DataFrame, earliest: int, mark: int) -> list[str]:
-        """Replace the stored sessions near the touched customers' windows by the sessions of their events."""
-        spark = self.spark
+    def _recompute(self, touched: Touched, events: DataFrame, mark: int) -> list[str]:
+        """Replace the stored sessions near the touched customers' new events by the sessions cut from both."""
         gap = F.expr(f"INTERVAL {int(self.gap_minutes * 60 * 1_000_000)} MICROSECONDS")
-        stored = spark.read.format("delta").load(self.path)
+        stored = self.spark.read.format("delta").load(self.path)
         nearby = (
             # A bound on every touched customer's window first: Delta skips the files that end before it.
-            stored.where(F.col("session_end") >= F.timestamp_micros(F.lit(earliest)) - gap)
-            .join(F.broadcast(touched), "customer_id")
+            stored.where(F.col("session_end") >= F.timestamp_micros(F.lit(touched.earliest)) - gap)
+            .join(F.broadcast(touched.windows.select("customer_id", "lo", "hi")), "customer_id")
             .where((F.col("session_end") >= F.col("lo") - gap) & (F.col("session_start") <= F.col("hi") + gap))
             .drop("lo", "hi")
             .persist()
         )
-        spans = nearby.select("customer_id", F.col("session_start").alias("lo"), F.col("session_end").alias("hi"))
-        windows = (
-            touched.unionByName(spans)
+        frames = [nearby]
+        try:
+            if touched.changes is None:
+                pieces = self._pieces_from_events(touched.windows, nearby, events, frames)
+            else:
+                pieces = self._pieces(touched, nearby, events, frames)
+            fresh = cut(pieces, self.gap_minutes).persist()
+            frames.append(fresh)
+            return self._write(fresh, nearby, mark)
+        finally:
+            for frame in reversed(frames):
+                frame.unpersist()
+
+    def _pieces(self, touched: Touched, nearby: DataFrame, events: DataFrame, frames: list[DataFrame]) -> DataFrame:
+        """The stored sessions near the new events and the new events themselves, as pieces; the customers whose
+        sessions must be cut from their events (a deleted row, a new event at a stored session's end) from those."""
+        assert touched.changes is not None
+        added = touched.changes.where(F.col("_change_type") == "insert").select(*EVENT_COLUMNS)
+        ends = nearby.select("customer_id", F.col("session_end").alias("event_timestamp"))
+        tied = added.select("customer_id", "event_timestamp").join(
+            F.broadcast(ends), ["customer_id", "event_timestamp"], "left_semi"
+        )
+        deleted = touched.windows.where("deleted").select("customer_id")
+        listed = deleted.unionByName(tied.select("customer_id")).distinct().persist()
+        frames.append(listed)
+        from_events = F.broadcast(listed)
+        pieces = stored_pieces(nearby.join(from_events, "customer_id", "left_anti")).unionByName(
+            event_pieces(added.join(from_events, "customer_id", "left_anti"))
+        )
+        if listed.isEmpty():
+            return pieces
+        windows = touched.windows.join(from_events, "customer_id", "left_semi")
+        return pieces.unionByName(self._pieces_from_events(windows, nearby, events, frames))
+
+    def _pieces_from_events(
+        self, windows: DataFrame, nearby: DataFrame, events: DataFrame, frames: list[DataFrame]
+    ) -> DataFrame:
+        """The given customers' events in their windows widened by their stored sessions nearby, as pieces."""
+        spans = nearby.join(windows.select("customer_id"), "customer_id", "left_semi").select(
+            "customer_id", F.col("session_start").alias("lo"), F.col("session_end").alias("hi")
+        )
+        widened = (
+            windows.select("customer_id", "lo", "hi")
+            .unionByName(spans)
             .groupBy("customer_id")
             .agg(F.min("lo").alias("lo"), F.max("hi").alias("hi"))
             .persist()
         )
-        frames = [nearby, windows]
-        try:
-            day_spans = windows.select(*[F.date_format(c, "yyyy-MM-dd").alias(c) for c in ("lo", "hi")]).distinct()
-            days = _merged([(row["lo"], row["hi"]) for row in day_spans.collect()])
-            rows = (
-                events.where(_within(F.col(PARTITION), days))
-                .select(*[c for c in EVENT_COLUMNS if c in events.columns])
-                .join(F.broadcast(windows), "customer_id")
-                .where(F.col("event_timestamp").between(F.col("lo"), F.col("hi")))
-                .drop("lo", "hi")
-            )
-            fresh = sessions_of(rows, self.gap_minutes).persist()
-            frames.append(fresh)
-            columns = fresh.columns
-            # Sessions that came out as stored are not written again (a MERGE rewrites every file it matches in).
-            changed = fresh.exceptAll(nearby.select(*columns))
-            gone = nearby.select(KEY, PARTITION).join(fresh.select(KEY), KEY, "left_anti")
-            # Computed once, its plan cut off (a local checkpoint): the MERGE analyses and reads a plain scan, not the
-            # whole plan above, which took seconds of a round's driver time however few the rows.
-            source = (
-                changed.withColumn("_gone", F.lit(False))
-                .unionByName(gone.withColumn("_gone", F.lit(True)), allowMissingColumns=True)
-                .localCheckpoint()
-            )
-            written = sorted(r[0] for r in source.select(PARTITION).distinct().collect())
-            if written:
-                self._merge(source, columns, written, mark)
-            return written
-        finally:
-            for frame in frames:
-                frame.unpersist()
+        frames.append(widened)
+        day_spans = widened.select(*[F.date_format(c, "yyyy-MM-dd").alias(c) for c in ("lo", "hi")]).distinct()
+        days = _merged([(row["lo"], row["hi"]) for row in day_spans.collect()])
+        return event_pieces(
+            events.where(_within(F.col(PARTITION), days))
+            .select(*EVENT_COLUMNS)
+            .join(F.broadcast(widened), "customer_id")
+            .where(F.col("event_timestamp").between(F.col("lo"), F.col("hi")))
+            .drop("lo", "hi")
+        )
+
+    def _write(self, fresh: DataFrame, nearby: DataFrame, mark: int) -> list[str]:
+        """One commit with the sessions that changed, the mark in its metadata; the days it wrote."""
+        columns = fresh.columns
+        stored_keys = nearby.select(KEY, F.lit(True).alias("_stored"))
+        # Sessions that came out as stored are not written again (a MERGE rewrites every file it matches in).
+        changed = fresh.exceptAll(nearby.select(*columns)).join(stored_keys, KEY, "left")
+        gone = nearby.select(KEY, PARTITION).join(fresh.select(KEY), KEY, "left_anti")
+        # Computed once, its plan cut off (a local checkpoint): the write analyses and reads a plain scan, not the
+        # whole plan above, which took seconds of a round's driver time however few the rows.
+        source = (
+            changed.withColumn("_gone", F.lit(False))
+            .unionByName(gone.withColumns({"_gone": F.lit(True), "_stored": F.lit(True)}), allowMissingColumns=True)
+            .localCheckpoint()
+        )
+        days, replaces = source.agg(F.sort_array(F.collect_set(PARTITION)), F.max("_stored")).first()
+        if not days:
+            return []
+        if replaces:
+            self._merge(source, columns, days, mark)
+        else:
+            # Only new sessions: an append, which reads nothing of the table (a MERGE joins its days' files).
+            with lake_tables.session_conf(self.spark, {USER_METADATA: json.dumps({MARK: mark})}):
+                source.select(*columns).write.format("delta").mode("append").save(self.path)
+        return list(days)
 
     def _merge(self, source: DataFrame, columns: list[str], days: list[str], mark: int) -> None:
         spark = self.spark
@@ -314,12 +282,30 @@ class SessionsUpdater:
             spark.catalog.dropTempView(view)
 
 
-def _windows(events: DataFrame) -> DataFrame:
-    """Each customer's first and last event time among `events`, cached."""
+@dataclass
+class Touched:
+    """A round's customers: each one's window [lo, hi] among the rows it takes, and whether any was deleted (cached);
+    the earliest event (microseconds) and how many customers; the change data feed's rows, or None when every
+    customer's sessions are cut from the events table."""
+
+    windows: DataFrame
+    earliest: int | None
+    customers: int
+    changes: DataFrame | None
+
+
+def _windows(rows: DataFrame) -> DataFrame:
+    """Each customer's first and last event time among `rows`, and whether a change feed's row of theirs is a
+    deletion, cached."""
+    deleted = F.col("_change_type") == "delete" if "_change_type" in rows.columns else F.lit(False)
     return (
-        events.where(F.col("customer_id").isNotNull() & F.col("event_timestamp").isNotNull())
+        rows.where(F.col("customer_id").isNotNull() & F.col("event_timestamp").isNotNull())
         .groupBy("customer_id")
-        .agg(F.min("event_timestamp").alias("lo"), F.max("event_timestamp").alias("hi"))
+        .agg(
+            F.min("event_timestamp").alias("lo"),
+            F.max("event_timestamp").alias("hi"),
+            F.bool_or(deleted).alias("deleted"),
+        )
         .persist()
     )
 
@@ -327,7 +313,7 @@ def _windows(events: DataFrame) -> DataFrame:
 def _earliest_and_count(windows: DataFrame) -> tuple[int | None, int]:
     """The earliest event of the windows, as microseconds (Python's datetime starts at year 1, a Spark timestamp
     earlier), and how many customers they are."""
-    return tuple(windows.agg(F.min(_micros("lo")), F.count(F.lit(1))).first())  # type: ignore[return-value]
+    return tuple(windows.agg(F.min(micros("lo")), F.count(F.lit(1))).first())  # type: ignore[return-value]
 
 
 def _merged(spans: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -18,6 +18,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 import lake_tables
 import records
+import sessionize
 import sessions
 import wire_format
 from forgetting import Forgotten
@@ -107,7 +108,7 @@ class TableJob:
         events_table = self._table(lake.events_path, events.schema)
         invalid_table = self._table(lake.invalid_path, invalid.schema)
         # Created (and compacted) even when not kept up, so every table a reader or `make compact` names exists.
-        sessions_table = self._table(lake.sessions_path, sessions.empty_sessions(events).schema)
+        sessions_table = self._table(lake.sessions_path, sessionize.empty_sessions(events).schema)
         if config.keeps_sessions:
             sessions.enable_change_feed(self.spark, lake.events_path)
             updater = sessions.SessionsUpdater(

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import lake_tables
+import sessionize
 import sessions
 from maintenance import Maintenance
 from pipeline.config import Config
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 #: The events table's columns a session is made of (types as the lake writer writes them).
 TYPES = {"event_timestamp": "timestamp", "price": "double", "is_bot": "boolean"}
-SCHEMA = ", ".join(f"{name} {TYPES.get(name, 'string')}" for name in sessions.EVENT_COLUMNS)
+SCHEMA = ", ".join(f"{name} {TYPES.get(name, 'string')}" for name in sessionize.EVENT_COLUMNS)
 T0 = datetime(2026, 11, 30, 23, 40, tzinfo=UTC)  # a session that crosses midnight too
 
 
@@ -67,7 +68,7 @@ def empty_lake(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     lake_tables.ensure_table(spark, str(root / "events"), schema)
     sessions.enable_change_feed(spark, str(root / "events"))
     empty = spark.createDataFrame([], schema)
-    lake_tables.ensure_table(spark, str(root / "sessions"), sessions.empty_sessions(empty).schema)
+    lake_tables.ensure_table(spark, str(root / "sessions"), sessionize.empty_sessions(empty).schema)
     return root
 
 
@@ -122,6 +123,8 @@ def test_gaps_of_10_and_60_minutes_make_two_sessions_with_the_visit_facts(new_la
         event("ann", 80, 4, page="/again"),  # 60 minutes after the last: a new session, across midnight
         event("bot", 5, 1, is_bot=True),
     )
+    # Every session new: an append, which reads nothing of the sessions table (a MERGE would join it).
+    assert lake.last_commit()["operation"] == "WRITE"
     first, second, bot = lake.sessions()
     assert (first["events"], first["landing_page"], first["exit_page"]) == (3, "/home?utm_source=mail", "/thanks")
     # PySpark hands timestamps back naive, in the session's time zone (UTC).
@@ -154,7 +157,8 @@ def test_ids_are_the_same_whatever_the_batches_and_late_events_extend_or_merge(n
 
     incremental = new_lake("incremental")
     incremental.batch(events[0], events[2])  # 0 and 50: two sessions
-    incremental.batch(events[5])
+    incremental.batch(events[5])  # at 200: a new session, appended
+    assert incremental.last_commit()["operation"] == "WRITE"
     incremental.batch(events[4], events[3])  # 100 and 70: 70 joins 50's session, 100 a new one
     incremental.batch(events[1])  # late, at 10: extends the first session
     assert incremental.sessions() == expected
@@ -194,3 +198,24 @@ def test_a_client_clock_years_off_makes_a_session_of_its_own(new_lake: Callable[
     lake.batch(event("dee", ancient, 1), event("dee", 0, 2))
     lake.batch(event("dee", ancient + 5, 3))
     assert [(s["dt"], s["events"]) for s in lake.sessions()] == [("1000-01-01", 2), ("2026-11-30", 1)]
+
+
+def test_an_event_at_a_stored_sessions_end_and_a_deleted_row_are_cut_from_the_events(
+    new_lake: Callable[..., Lake],
+) -> None:
+    """Two cases a stored session cannot answer from its columns: which of two events at its last moment is last
+    (by id), and a row deleted from the events table (a sweep's later copy, `make forget`)."""
+    lake = new_lake()
+    lake.batch(event("hal", 0, 1, page="/a"), event("hal", 10, 5, page="/b"))
+    lake.batch(event("hal", 10, 3, page="/c"))  # at the session's end, its id before hal-5's: hal-5 stays the exit
+    assert [(s["events"], s["landing_page"], s["exit_page"]) for s in lake.sessions()] == [(3, "/a", "/b")]
+    lake.spark.sql(f"DELETE FROM delta.`{lake.events_path}` WHERE id = 'hal-1'")
+    lake.updater.update()
+    # The session now starts at 10 with hal-3 (before hal-5 by id): a new first event, so a new id.
+    (session,) = lake.sessions()
+    assert (session["events"], session["first_event_id"], session["landing_page"], session["exit_page"]) == (
+        2,
+        "hal-3",
+        "/c",
+        "/b",
+    )
