@@ -175,15 +175,15 @@ class SessionsUpdater:
             .join(F.broadcast(touched.windows.select("customer_id", "lo", "hi")), "customer_id")
             .where((F.col("session_end") >= F.col("lo") - gap) & (F.col("session_start") <= F.col("hi") + gap))
             .drop("lo", "hi")
-            .persist()
         )
+        nearby = _cached(nearby)
         frames = [nearby]
         try:
             if touched.changes is None:
                 pieces = self._pieces_from_events(touched.windows, nearby, events, frames)
             else:
                 pieces = self._pieces(touched, nearby, events, frames)
-            fresh = cut(pieces, self.gap_minutes).persist()
+            fresh = _cached(cut(pieces, self.gap_minutes))
             frames.append(fresh)
             return self._write(fresh, nearby, mark)
         finally:
@@ -308,6 +308,14 @@ def _windows(rows: DataFrame) -> DataFrame:
         )
         .persist()
     )
+
+
+def _cached(frame: DataFrame) -> DataFrame:
+    """`frame` cached and computed now: the jobs that read it next (broadcasts among them, which start side by
+    side) each computed it again when it was only marked for caching."""
+    frame = frame.persist()
+    frame.count()
+    return frame
 
 
 def _earliest_and_count(windows: DataFrame) -> tuple[int | None, int]:
