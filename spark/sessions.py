@@ -182,7 +182,7 @@ class SessionsUpdater:
             if touched.changes is None:
                 pieces = self._pieces_from_events(touched.windows, nearby, events, frames)
             else:
-                pieces = self._pieces(touched, nearby, events, frames)
+                pieces = self._pieces(touched.windows, touched.changes, nearby, events, frames)
             fresh = _cached(cut(pieces, self.gap_minutes))
             frames.append(fresh)
             return self._write(fresh, nearby, mark)
@@ -190,16 +190,17 @@ class SessionsUpdater:
             for frame in reversed(frames):
                 frame.unpersist()
 
-    def _pieces(self, touched: Touched, nearby: DataFrame, events: DataFrame, frames: list[DataFrame]) -> DataFrame:
+    def _pieces(
+        self, windows: DataFrame, changes: DataFrame, nearby: DataFrame, events: DataFrame, frames: list[DataFrame]
+    ) -> DataFrame:
         """The stored sessions near the new events and the new events themselves, as pieces; the customers whose
         sessions must be cut from their events (a deleted row, a new event at a stored session's end) from those."""
-        assert touched.changes is not None
-        added = touched.changes.where(F.col("_change_type") == "insert").select(*EVENT_COLUMNS)
+        added = changes.where(F.col("_change_type") == "insert").select(*EVENT_COLUMNS)
         ends = nearby.select("customer_id", F.col("session_end").alias("event_timestamp"))
         tied = added.select("customer_id", "event_timestamp").join(
             F.broadcast(ends), ["customer_id", "event_timestamp"], "left_semi"
         )
-        deleted = touched.windows.where("deleted").select("customer_id")
+        deleted = windows.where("deleted").select("customer_id")
         listed = deleted.unionByName(tied.select("customer_id")).distinct().persist()
         frames.append(listed)
         from_events = F.broadcast(listed)
@@ -208,8 +209,8 @@ class SessionsUpdater:
         )
         if listed.isEmpty():
             return pieces
-        windows = touched.windows.join(from_events, "customer_id", "left_semi")
-        return pieces.unionByName(self._pieces_from_events(windows, nearby, events, frames))
+        listed_windows = windows.join(from_events, "customer_id", "left_semi")
+        return pieces.unionByName(self._pieces_from_events(listed_windows, nearby, events, frames))
 
     def _pieces_from_events(
         self, windows: DataFrame, nearby: DataFrame, events: DataFrame, frames: list[DataFrame]
