@@ -99,7 +99,7 @@ def _delete(spark: SparkSession, path: str, rows: Any, days: list[str]) -> None:
 
 def keyed_by_id(columns: list[str]) -> bool:
     """Whether a table's rows are appended records keyed by `id`, whose repeats a sweep deletes (the events and
-    invalid tables); the sessions table, kept by MERGE, has no such column."""
+    invalid tables); the sessions table, rewritten by its rounds, has no such column."""
     return "id" in columns
 
 

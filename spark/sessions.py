@@ -71,7 +71,7 @@ class SessionsUpdater:
         self, spark: SparkSession, path: str, events_path: str, maintenance: Maintenance,
         config: SessionsConfig, stopping: threading.Event, note: lake_tables.Note = lake_tables.log_note,
     ) -> None:  # fmt: skip
-        # A session of its own, with the lake writer's settings: the commit's metadata set for the MERGE is not
+        # A session of its own, with the lake writer's settings: the metadata set for a round.s commit is not
         # seen by other writers' commits.
         self.spark = spark.newSession()
         for key, value in spark.conf.getAll.items():
@@ -95,7 +95,7 @@ class SessionsUpdater:
         context.setLocalProperty("spark.scheduler.pool", "sessions")
         # The first round at once (after a restart it catches up on what the last one missed); then a pause of
         # interval_s after each round, so rounds never run back to back on a busy driver. A stop waits for the
-        # round under way (its MERGE) to end.
+        # round under way (its commit) to end.
         while not self.stopping.is_set():
             try:
                 self.update()
