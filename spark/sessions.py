@@ -71,7 +71,7 @@ class SessionsUpdater:
         self, spark: SparkSession, path: str, events_path: str, maintenance: Maintenance,
         config: SessionsConfig, stopping: threading.Event, note: lake_tables.Note = lake_tables.log_note,
     ) -> None:  # fmt: skip
-        # A session of its own, with the lake writer's settings: the metadata set for a round.s commit is not
+        # A session of its own, with the lake writer's settings: the metadata set for a round's commit is not
         # seen by other writers' commits.
         self.spark = spark.newSession()
         for key, value in spark.conf.getAll.items():
