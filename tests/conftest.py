@@ -230,8 +230,8 @@ def record_json(value: bytes | None) -> Any:
 def read_topic(bootstrap: str, topic: str, match: dict[str, Any], expected: int, timeout_s: float = 20) -> list[Any]:
     """Records of `topic` (whole history) whose JSON value contains `match` at its "collector" metadata.
 
-    Reads until `expected` records matched or the timeout passed; returns what it found either way, so a
-    test asserts the exact count (too many is a failure too).
+    Reads until `expected` records matched and it has caught up with the end, or the timeout passed; returns what
+    it found either way, so a test asserts the exact count (too many is a failure too).
     """
     from kafka import KafkaConsumer, TopicPartition
 
@@ -263,6 +263,12 @@ def read_topic(bootstrap: str, topic: str, match: dict[str, Any], expected: int,
         return found
     finally:
         consumer.close()
+
+
+def whole_topic(bootstrap: str, topic: str) -> list[Any]:
+    """Every collector record of `topic` up to its end as of now: read_topic with no count to wait for, so it returns
+    once it has caught up (not at a timeout)."""
+    return read_topic(bootstrap, topic, {}, expected=0)
 
 
 FIGURES: dict[str, dict[str, Any]] = {}

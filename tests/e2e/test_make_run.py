@@ -25,9 +25,9 @@ def _read_back(stack: Stack, ids: set[str]) -> dict[str, list[str]]:
 import json, sys
 from pipeline.config import load
 from lake.reader import INVALID_PREFIX, LAKE_PREFIX, read
-from tests.conftest import read_topic
+from tests.conftest import whole_topic
 ids, kafka = set(json.load(sys.stdin)), load().kafka
-keys = lambda topic: [r.key.decode() for r in read_topic(kafka.bootstrap_servers, topic, {}, 10**9, 5)]
+keys = lambda topic: [r.key.decode() for r in whole_topic(kafka.bootstrap_servers, topic)]
 mine = lambda found: [i for i in found if i in ids]
 table = lambda prefix: read(prefix, columns=["id"]).column("id").to_pylist()
 print(json.dumps({"raw": mine(keys(kafka.raw_topic)), "invalid": mine(keys(kafka.invalid_topic)),

@@ -1,24 +1,27 @@
 """`CLUSTER=1 LAKE_STORE=s3proxy make up`: three KRaft brokers (replication 3, min.insync 2), a Spark standalone
 master and worker with the lake writer submitted to it, and the lake on S3Proxy, a durable store. Faults on the
-cluster and on the store (a broker, the worker, LocalStack, S3Proxy, `make down` and `make up`), asserted on the lake
-read with delta-rs. The suite stack keeps the default, the lake on LocalStack's S3 (tests/faults/test_fault_matrix.py
-kills LocalStack there: the lake is rebuilt from Kafka)."""
+cluster and on the store (a broker, the worker, LocalStack, S3Proxy, `make down` and `make up` on an evolved
+schema), asserted on the lake read with delta-rs. The suite stack keeps the default, the lake on LocalStack's S3
+(tests/faults/test_fault_matrix.py kills LocalStack there: the lake is rebuilt from Kafka)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
 
 from generator.synthetic import synthetic_events
-from lake.reader import LAKE_PREFIX
+from lake.reader import LAKE_PREFIX, read
+from pipeline.config import Config
 from stack import chalice_local, kafka, localstack, s3proxy, spark
 from stack.paths import runtime_dir
 from stack.process import free_port
-from tests.conftest import committed_ids, lake_ids, report
+from tests.conftest import REPO, committed_ids, lake_ids, read_topic, record_json, report
 from tests.faults.conftest import Traffic, kill_group, lake_after, lake_figures, wait_until
 from tests.stacks import Stack, StackError, Stacks
 
@@ -192,8 +195,12 @@ def test_s3proxy_killed_under_load_comes_back_by_itself_and_the_lake_holds_each_
     assert landed == Counter(dict.fromkeys(traffic.accepted, 1))
 
 
-def test_make_down_and_make_up_keep_the_lake_and_the_writer_resumes_from_its_checkpoint(cluster_stack: Stack) -> None:
-    """The last of the module: `make down`, then `make up` from a shell that no longer names the store."""
+def test_make_down_and_make_up_on_an_evolved_schema_keep_the_lake_and_the_writer_resumes_from_its_checkpoint(
+    cluster_stack: Stack, tmp_path: Path
+) -> None:
+    """The last of the module: `make down`, then `make up` from a shell that no longer names the store, with the lake
+    writer on SchemaVer 1-1-0 of the event schema (one optional field more), as an upgrade deploys it: the table
+    gains the column, nothing is rewritten."""
     config = cluster_stack.config
     held = Counter(committed_ids(LAKE_PREFIX))
     # The latest topic as of every raw record published: the last test's traffic may still be in a batch of it.
@@ -204,8 +211,13 @@ def test_make_down_and_make_up_keep_the_lake_and_the_writer_resumes_from_its_che
     batches = {name: figures["batch"] for name, figures in spark.progress().items()}
     cluster_stack.cli("down")
     assert not any(cluster_stack.alive().values())
+    schema = json.loads((REPO / "schemas" / "acme.clickstream.raw.events.json").read_text())
+    schema["properties"]["event"]["properties"]["coupon"] = {"type": ["string", "null"], "maxLength": 64}
+    evolved = tmp_path / "acme.clickstream.raw.events-1-1-0.json"
+    evolved.write_text(json.dumps(schema))
+    upgraded = {**cluster_stack.env, "LAKE_EVENT_SCHEMA": str(evolved)}
     started = time.monotonic()
-    cluster_stack.cli("up", unset=("LAKE_STORE", "LAKE_S3_ENDPOINT"))
+    Stack(cluster_stack.name, cluster_stack.runtime, upgraded, True).cli("up", unset=("LAKE_STORE", "LAKE_S3_ENDPOINT"))
     up_s = time.monotonic() - started
     assert s3proxy.service().pid() is not None  # the recorded choice: S3Proxy, not LocalStack's S3
     assert Counter(committed_ids(LAKE_PREFIX)) == held  # the lake as it was, at once
@@ -213,19 +225,46 @@ def test_make_down_and_make_up_keep_the_lake_and_the_writer_resumes_from_its_che
     answer = requests.post(f"{chalice_local.url(config)}/collect", json=events, timeout=60)
     assert answer.status_code == 200, answer.text
     sent = {e["id"] for e in events} - {e["id"] for e in answer.json()["errors"]}
-    landed = lake_ids(LAKE_PREFIX, sent | set(held), timeout_s=240)
+    coupons = publish_with_a_coupon(config, answer.json()["correlation_id"], count=10)
+    landed = lake_ids(LAKE_PREFIX, sent | coupons | set(held), timeout_s=240)
     # The job resumed from its checkpoint: its batches go on from where they were, and the latest topic holds the
     # new events once, nothing of before again.
     published = lambda: kafka.topic_counts(config)[config.kafka.latest_topic]  # noqa: E731
-    assert wait_until(lambda: published() >= latest + len(sent), 120) is not None, (latest, published())
+    assert wait_until(lambda: published() >= latest + len(sent | coupons), 120) is not None, (latest, published())
     # A query's progress reaches the status file a moment after its batch committed.
     went_on = lambda: all(spark.progress().get(q, {}).get("batch", -1) > batches[q] for q in ("lake", "latest"))  # noqa: E731
     resumed = wait_until(went_on, 60)
     after = {name: figures["batch"] for name, figures in spark.progress().items()}
     report("store: make down, make up", {"up_s": round(up_s, 1), "batches_before": batches, "batches_after": after})
-    assert landed == Counter(dict.fromkeys(sent | set(held), 1))
+    assert landed == Counter(dict.fromkeys(sent | coupons | set(held), 1))
     assert resumed is not None, (batches, after)
-    assert published() == latest + len(sent)
+    assert published() == latest + len(sent | coupons)
+    rows = {r["id"]: r for r in read(LAKE_PREFIX, columns=["id", "coupon", "schema_version"]).to_pylist()}
+    assert {rows[i]["coupon"] for i in coupons} == {"WINTER"}
+    assert {rows[i]["schema_version"] for i in coupons} == {"1-1-0"}
+    assert {rows[i]["coupon"] for i in sent | set(held)} == {None}  # old rows read null: nothing was rewritten
+
+
+def publish_with_a_coupon(config: Config, correlation_id: str, count: int) -> set[str]:
+    """Records of SchemaVer 1-1-0, published by another producer of the raw topic: the collector's record of a batch
+    (`correlation_id`), re-keyed, with the new field. Their ids."""
+    from kafka import KafkaProducer
+
+    [record] = read_topic(
+        config.kafka.bootstrap_servers, config.kafka.raw_topic, {"correlation_id": correlation_id}, 1
+    )[:1]
+    template = record_json(record.value)
+    ids = {f"{template['id']}-1-1-0-{n}" for n in range(count)}
+    producer = KafkaProducer(bootstrap_servers=config.kafka.servers, acks="all")
+    try:
+        for event_id in ids:
+            value = {**template, "id": event_id, "event": {**template["event"], "coupon": "WINTER"}}
+            value["collector"] = {**template["collector"], "schema_version": "1-1-0"}
+            producer.send(config.kafka.raw_topic, key=event_id.encode(), value=json.dumps(value).encode())
+        producer.flush()
+    finally:
+        producer.close()
+    return ids
 
 
 def test_a_clusters_runtime_refuses_to_be_started_as_one_node_and_says_how(cluster_stack: Stack) -> None:

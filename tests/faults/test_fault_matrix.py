@@ -41,10 +41,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _every_raw_key() -> set[str]:
-    from tests.conftest import read_topic
+    from tests.conftest import whole_topic
 
     kafka_config = current().kafka
-    records = read_topic(kafka_config.bootstrap_servers, kafka_config.raw_topic, {}, 10**9, 10)
+    records = whole_topic(kafka_config.bootstrap_servers, kafka_config.raw_topic)
     return {r.key.decode() for r in records if r.key is not None}
 
 
@@ -152,8 +152,8 @@ def test_b_broker_killed_under_load_every_answer_is_200_or_202_and_nothing_is_lo
 def test_c_lake_writer_killed_mid_batch_loses_and_repeats_nothing(suite_stack: Stack) -> None:
     """Under traffic through API Gateway: the lake writer killed (possibly between writing files and committing
     them) and brought back by the supervisor. Every event once in the lake, and a resend after the restart of events
-    sent before it lands once too. (Its graceful stop and start, as `make down` and `make up` do them, are
-    tests/faults/test_cluster.py's last test and tests/spark/test_variant_writer.py's restart.)"""
+    sent before it lands once too. (Its graceful stop and start are tests/faults/test_cluster.py's `make down` and
+    `make up`.)"""
     deployment = suite_stack.deployment()
     sender = Sender(deployment["api_url"], deployment["write_keys"]["generator"])
     early = synthetic_events(150, seed=46)

@@ -15,7 +15,7 @@ import pytest
 from generator.__main__ import DEFAULT_FILE
 from pipeline.config import Config
 from stack import kafka
-from tests.conftest import REPO, read_topic
+from tests.conftest import REPO, whole_topic
 from tests.stacks import Stack
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ def summary(proc: subprocess.Popen[str]) -> dict[str, int]:
 
 
 def keys_in(settings: Config, topic: str, wanted: set[str]) -> list[str]:
-    records = read_topic(settings.kafka.bootstrap_servers, topic, {}, expected=10**9, timeout_s=5)
+    records = whole_topic(settings.kafka.bootstrap_servers, topic)
     return [r.key.decode() for r in records if r.key and r.key.decode() in wanted]
 
 

@@ -3,8 +3,9 @@ and LocalStack: Kafka over SASL_SSL (SCRAM-SHA-512 on the broker's second listen
 Manager, the certificate the stack made), a short dedupe window, a quick maintenance round, and sessions kept up (the
 suite stack's are off). Its own topics and tables (tests/stacks.variant); the suite's lake writer is left alone.
 
-One lake writer for all of it, restarted once, on an evolved schema, by the last test: each start of a lake writer
-costs the two cores about a minute. The lake is read back with delta-rs (lake/reader.py), not Spark.
+One lake writer for all of it, started once: each start of a lake writer costs the two cores about a minute. (A
+restart on an evolved schema is tests/faults/test_cluster.py's `make up`.) The lake is read back with delta-rs
+(lake/reader.py), not Spark.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from lake.reader import INVALID_PREFIX, LAKE_PREFIX, SESSIONS_PREFIX, dataset, r
 from lake.reader import table as table_of
 from pipeline.config import Config
 from stack import forget, localstack, spark
-from tests.conftest import REPO, committed_ids, lake_ids, read_topic, record_json
+from tests.conftest import committed_ids, lake_ids, whole_topic
 from tests.stacks import over_sasl, variant
 
 pytestmark = pytest.mark.slow
@@ -141,7 +142,7 @@ def test_a_resend_after_the_window_lands_again_until_its_day_is_swept(variant_wr
     rows = [r for r in read(table).to_pylist() if r["id"] == today["id"]]
     assert len(rows) == 1 and rows[0]["kafka_offset"] == min(  # the first copy stays
         r.offset
-        for r in read_topic(config.kafka.bootstrap_servers, windowed.kafka.raw_topic, {}, 10**9, 5)
+        for r in whole_topic(config.kafka.bootstrap_servers, windowed.kafka.raw_topic)
         if r.key and r.key.decode() == today["id"]
     )
 
@@ -327,45 +328,3 @@ def test_a_forgotten_customer_is_gone_from_every_table_and_their_next_event_is_n
     noted = spark.job_status(INSTANCE)["notes"]["forgotten"]
     # The later event at least: the resend may have been dropped before, as a repeat within the dedupe window.
     assert noted["customers"] == 1 and noted["rows_dropped"]["clickstream-data"] >= 1, noted
-
-
-def test_an_optional_field_of_schema_1_1_0_adds_its_column_old_rows_read_null(
-    variant_writer: Config, config: Config, tmp_path: Any
-) -> None:
-    """Restarts the variant's lake writer on an evolved schema: the table gains the column, nothing is rewritten."""
-    from kafka import KafkaProducer
-
-    settings, table = variant_writer, variant_table(LAKE_PREFIX)
-    collector = collector_over_sasl(settings)
-    before = synthetic_events(30, seed=48)
-    body = post(collector, before)
-    old_ids = {e["id"] for e in before}
-    assert lake_ids(table, old_ids) == Counter(dict.fromkeys(old_ids, 1))
-
-    # SchemaVer 1-1-0: one optional field more. The records are the collector's own, re-keyed, with the field.
-    schema = json.loads((REPO / "schemas" / "acme.clickstream.raw.events.json").read_text())
-    schema["properties"]["event"]["properties"]["coupon"] = {"type": ["string", "null"], "maxLength": 64}
-    evolved = tmp_path / "acme.clickstream.raw.events-1-1-0.json"
-    evolved.write_text(json.dumps(schema))
-    # Read, and written below, over the broker's PLAINTEXT listener: another producer of the same topic.
-    [record] = read_topic(
-        config.kafka.bootstrap_servers, settings.kafka.raw_topic, {"correlation_id": body["correlation_id"]}, 30
-    )[:1]
-    template = record_json(record.value)
-    new_ids = {f"{template['id']}-1-1-0-{n}" for n in range(10)}
-    spark.stop(INSTANCE)
-    # Without sessions now: this test asks nothing of them, and their first round would take the cores it waits on.
-    spark.start(settings.replace(lake={"event_schema": str(evolved)}, sessions={"enabled": False}), name=INSTANCE)
-    producer = KafkaProducer(bootstrap_servers=config.kafka.servers, acks="all")
-    for event_id in new_ids:
-        value = {**template, "id": event_id, "event": {**template["event"], "coupon": "WINTER"}}
-        value["collector"] = {**template["collector"], "schema_version": "1-1-0"}
-        producer.send(settings.kafka.raw_topic, key=event_id.encode(), value=json.dumps(value).encode())
-    producer.flush()
-    producer.close()
-    assert lake_ids(table, new_ids) == Counter(dict.fromkeys(new_ids, 1))
-
-    rows = {r["id"]: r for r in read(table, columns=["id", "coupon", "schema_version"]).to_pylist()}
-    assert {rows[i]["coupon"] for i in new_ids} == {"WINTER"}
-    assert {rows[i]["schema_version"] for i in new_ids} == {"1-1-0"}
-    assert {rows[i]["coupon"] for i in old_ids} == {None}  # old rows read null: nothing was rewritten
