@@ -72,18 +72,27 @@ def _start_spark_cluster(config: Config) -> None:
 
 
 def down(config: Config | None = None) -> None:
+    """Stop everything, in three rounds of stops side by side: what writes to the services below it, then those
+    services, then Kafka, which the others publish to until they are gone. (One after another, `make down` waited
+    for each service's shutdown in turn: about twice as long.)"""
     config = config or current()
     # The supervisor first: it would bring back what the next lines stop.
     supervisor.stop()
-    kafka_ui.stop()
+    _side_by_side(kafka_ui.stop, lambda: _stop_spark(config), chalice_local.stop)
+    _side_by_side(s3proxy.stop, lambda: localstack.stop(config), registry.stop)
+    kafka.stop(config)
+
+
+def _stop_spark(config: Config) -> None:
     spark.stop_all()
     if cluster.enabled(config):
         spark.stop_cluster(config)
-    chalice_local.stop()
-    s3proxy.stop()
-    localstack.stop(config)
-    registry.stop()
-    kafka.stop(config)
+
+
+def _side_by_side(*stops: Callable[[], None]) -> None:
+    with ThreadPoolExecutor(max_workers=len(stops), thread_name_prefix="stop") as pool:
+        for stopped in [pool.submit(stop) for stop in stops]:
+            stopped.result()
 
 
 def status(config: Config | None = None) -> list[str]:
