@@ -124,6 +124,8 @@ class SessionsUpdater:
             self._mark = version
         finally:
             touched.windows.unpersist()
+            if touched.changes is not None:
+                touched.changes.unpersist()
         figures = {"customers": touched.customers, "days": days, "events_version": version, "ms": _ms_since(started)}
         self.note("sessions", figures)
         return figures
@@ -137,7 +139,7 @@ class SessionsUpdater:
         customer's window among them. All the rows of the table, to be cut from the events, when there is no mark,
         or when the feed does not reach back to it (enabled later, or its log cleaned up)."""
         if self._mark is not None:
-            changes = (
+            feed = (
                 self.spark.read.format("delta")
                 .option("readChangeFeed", "true")
                 .option("startingVersion", self._mark + 1)
@@ -145,13 +147,16 @@ class SessionsUpdater:
                 .load(self.events_path)
                 # Appended rows, and the copies a sweep or `make forget` deleted (a session counted them).
                 .where(F.col("_change_type").isin("insert", "delete"))
+                .select(*EVENT_COLUMNS, "_change_type")
             )
-            windows = _windows(changes)
             try:
-                return Touched(windows, *_earliest_and_count(windows), changes)
+                # Read once: the windows, the ties and the new pieces all come from these rows.
+                changes = _cached(feed)
             except Exception as exc:  # the feed's versions are checked when it is read; a rebuild is always right
-                windows.unpersist()
                 self.note("sessions", {"rebuilding": str(exc)[:300]})
+            else:
+                windows = _windows(changes)
+                return Touched(windows, *_earliest_and_count(windows), changes)
         windows = _windows(events)
         return Touched(windows, *_earliest_and_count(windows), None)
 
@@ -286,8 +291,8 @@ class SessionsUpdater:
 @dataclass
 class Touched:
     """A round's customers: each one's window [lo, hi] among the rows it takes, and whether any was deleted (cached);
-    the earliest event (microseconds) and how many customers; the change data feed's rows, or None when every
-    customer's sessions are cut from the events table."""
+    the earliest event (microseconds) and how many customers; the change data feed's rows (cached), or None when
+    every customer's sessions are cut from the events table."""
 
     windows: DataFrame
     earliest: int | None
