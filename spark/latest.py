@@ -21,6 +21,7 @@ import enrichment
 import forgetting
 import records
 import wire_format
+from checkpoints import clear_unfinished_writes
 from pipeline.config import Config
 from pipeline.schema_registry import RegistryClient, framed, pipeline_schemas
 from topics import kafka_options, read_topic
@@ -79,6 +80,8 @@ def start_latest_query(rows: DataFrame, config: Config, schema_id: int, schema: 
     # A query's jobs run in the pool of the thread that started it: its own, so its tasks do not queue behind a
     # MERGE's (the FAIR scheduler).
     context = rows.sparkSession.sparkContext
+    checkpoint = config.spark.latest_checkpoint or f"{config.spark.checkpoint.rstrip('/')}/latest"
+    clear_unfinished_writes(rows.sparkSession, checkpoint)
     context.setLocalProperty("spark.scheduler.pool", "latest")
     try:
         return (
@@ -86,9 +89,7 @@ def start_latest_query(rows: DataFrame, config: Config, schema_id: int, schema: 
             .format("kafka")
             .options(**kafka_options(config.kafka))
             .option("topic", config.kafka.latest_topic)
-            .option(
-                "checkpointLocation", config.spark.latest_checkpoint or f"{config.spark.checkpoint.rstrip('/')}/latest"
-            )
+            .option("checkpointLocation", checkpoint)
             .outputMode("append")
             .trigger(processingTime=config.spark.trigger)
             .start()

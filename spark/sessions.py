@@ -272,8 +272,11 @@ class SessionsUpdater:
         view = "sessions_changes"
         source.createOrReplaceTempView(view)
         names, values = ", ".join(f"`{c}`" for c in columns), ", ".join(f"s.`{c}`" for c in columns)
+        # The source is a local checkpoint, computed and fixed: MERGE need not materialize it again (one job and a
+        # copy of the rows fewer).
+        conf = {USER_METADATA: json.dumps({MARK: mark}), "spark.databricks.delta.merge.materializeSource": "none"}
         try:
-            with lake_tables.session_conf(spark, {USER_METADATA: json.dumps({MARK: mark})}):
+            with lake_tables.session_conf(spark, conf):
                 spark.sql(
                     f"""
                     MERGE INTO delta.`{self.path}` AS t USING {view} AS s

@@ -21,6 +21,7 @@ import records
 import sessionize
 import sessions
 import wire_format
+from checkpoints import clear_unfinished_writes
 from forgetting import Forgotten
 from maintenance import Maintenance, keyed_by_id
 from pipeline.config import Config
@@ -84,10 +85,13 @@ class TableJob:
         return maintenance
 
     def _start(self, df: DataFrame, name: str, writer: Any, checkpoint: str) -> None:
+        location = f"{self.config.spark.checkpoint.rstrip('/')}/{checkpoint}"
+        if cleared := clear_unfinished_writes(self.spark, location):
+            self.note(name, {"cleared_unfinished_checkpoint_writes": cleared})
         query = (
             df.writeStream.queryName(name)
             .foreachBatch(writer)
-            .option("checkpointLocation", f"{self.config.spark.checkpoint.rstrip('/')}/{checkpoint}")
+            .option("checkpointLocation", location)
             .trigger(processingTime=self.config.lake.commit_interval)
             .start()
         )

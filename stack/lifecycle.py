@@ -53,11 +53,11 @@ def up(config: Config | None = None, supervised: bool = True, beside: Callable[[
             future.result()
     if config.lake_on_localstack:
         lake_store.prepare(config)
-    chalice_local.start(config)
     # The lake writer's start is mostly its JVM's (15-40 s): what needs only the services above goes beside it.
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="beside the lake writer") as pool:
         lake_writer = pool.submit(spark.start, config)
         besides = pool.submit(beside) if beside else None
+        chalice_local.start(config)
         kafka_ui.start(config)
     lake_writer.result()
     if supervised:
