@@ -218,7 +218,7 @@ def deploy_collector(stage: str, config: Config) -> dict[str, Any]:
     app_dir = staged_app()
     api_id = pin_rest_api(stage, app_dir, config)
     # Chalice reads app.py here, at deploy time: it sees the stage's settings (the spool queue's name).
-    env = functions_config.child_environment(as_variables=True)
+    env = functions_config.child_environment(as_variables=True) | localstack.quick_function_waiters()
     subprocess.run([str(chalice), "deploy", "--stage", stage], cwd=app_dir, env=env, check=True)
     resources = {r["name"]: r for r in json.loads(deployed_record(app_dir, stage).read_text())["resources"]}
     if resources["rest_api"]["rest_api_id"] != api_id:
@@ -234,7 +234,7 @@ def deploy_collector(stage: str, config: Config) -> dict[str, Any]:
             current = lambda_client.get_function_configuration(FunctionName=name)
             variables = {**current.get("Environment", {}).get("Variables", {}), **overrides}
             lambda_client.update_function_configuration(FunctionName=name, Environment={"Variables": variables})
-            lambda_client.get_waiter("function_updated_v2").wait(FunctionName=name)
+            localstack.wait_for_function(lambda_client, name)
     return {
         "function_name": functions["api_handler"],
         "rest_api_id": api_id,

@@ -78,7 +78,7 @@ def deployed_on_fuzz_topics(config: Config, function_name: str) -> Iterator[None
 
     def configure(variables: dict[str, str]) -> None:
         client.update_function_configuration(FunctionName=function_name, Environment={"Variables": variables})
-        client.get_waiter("function_updated_v2").wait(FunctionName=function_name)
+        localstack.wait_for_function(client, function_name)
 
     configure({**before, **{TOPIC_VARIABLES[k]: v for k, v in FUZZ_TOPICS.items()}})
     try:

@@ -147,7 +147,7 @@ def allow_origins(config: Config, function_name: str, origins: list[str]) -> Non
     if missing:
         variables = {**variables, "CORS_ALLOWED_ORIGINS": ",".join(allowed + missing)}
         client.update_function_configuration(FunctionName=function_name, Environment={"Variables": variables})
-        client.get_waiter("function_updated_v2").wait(FunctionName=function_name)
+        localstack.wait_for_function(client, function_name)
 
 
 @pytest.fixture(scope="module")

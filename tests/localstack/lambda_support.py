@@ -58,7 +58,7 @@ def create_function(
         Code={"ZipFile": build_zip(files)},
         **extra,
     )
-    lambda_client.get_waiter("function_active_v2").wait(FunctionName=name)
+    localstack.wait_for_function(lambda_client, name, "active")
 
 
 def runtime_pids(function_name: str) -> list[int]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from stack import localstack
 from tests.localstack.lambda_support import (
     build_zip,
     invoke,
@@ -366,7 +367,7 @@ def test_update_and_delete_stop_runtime_processes(localstack_endpoint: str, make
     assert version == "v1" and pid_alive(old_pid)
 
     client.update_function_code(FunctionName=name, ZipFile=build_zip({"app.py": VERSIONED.format(version="v2")}))
-    client.get_waiter("function_updated_v2").wait(FunctionName=name)
+    localstack.wait_for_function(client, name)
     assert wait_until(lambda: not pid_alive(old_pid), 10)
     assert invoke(client, name)["payload"][0] == "v2"
     assert runtime_pids(name)
