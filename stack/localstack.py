@@ -298,7 +298,10 @@ def quick_function_waiters() -> dict[str, str]:
             waiter["delay"], waiter["maxAttempts"] = FUNCTION_WAIT["Delay"], round(ceiling_s / FUNCTION_WAIT["Delay"])
         target = data / "lambda" / source.parent.name / source.name
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(waiters))
+        # Renamed into place: a deploy beside this one may be reading it.
+        written = target.with_name(f".{target.name}.{os.getpid()}")
+        written.write_text(json.dumps(waiters))
+        written.replace(target)
     return {"AWS_DATA_PATH": str(data)}
 
 
