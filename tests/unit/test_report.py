@@ -15,214 +15,19 @@ import pyarrow.dataset as ds
 import pytest
 
 import enrichment
-from chalicelib.validation import SCHEMA_ID, SCHEMA_VERSION, schema_violation
+from chalicelib.validation import schema_violation
 from generator.synthetic import PRODUCTS, synthetic_events
 from lake import figures, page, report
-
-START = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
-TS = pa.timestamp("us", tz="UTC")
-
-
-#: Columns both prefixes share: the collector's metadata (its user agent named per prefix) and Kafka's.
-def collector_columns(user_agent: str) -> list[tuple[str, pa.DataType]]:
-    return [
-        ("correlation_id", pa.string()),
-        ("received_at", TS),
-        ("source_ip", pa.string()),
-        (user_agent, pa.string()),
-        ("schema_id", pa.string()),
-        ("schema_version", pa.string()),
-    ]
-
-
-KAFKA_AND_PARTITION_COLUMNS = [
-    ("kafka_partition", pa.int32()),
-    ("kafka_offset", pa.int64()),
-    ("kafka_timestamp", TS),
-    ("ingested_timestamp", TS),
-    ("dt", pa.string()),
-    ("hour", pa.string()),
-]
-#: The lake's columns as the lake writer writes them (spark/lake_writer.py).
-LAKE_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("type", pa.string()),
-        ("package_id", pa.string()),
-        ("user_agent", pa.string()),
-        ("ip", pa.string()),
-        ("customer_id", pa.string()),
-        ("page", pa.string()),
-        ("query", pa.string()),
-        ("product_id", pa.int32()),
-        ("product_name", pa.string()),
-        ("price", pa.float64()),
-        ("referrer", pa.string()),
-        ("event_timestamp", TS),
-        *collector_columns("collector_user_agent"),
-        *KAFKA_AND_PARTITION_COLUMNS,
-        ("is_bot", pa.bool_()),
-    ]
+from tests.unit.report_lake import (
+    REASONS,
+    START,
+    invalid_table,
+    iso_of,
+    lake_table,
+    moment_of,
+    sessions_table,
+    visits,
 )
-INVALID_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("index", pa.int64()),
-        ("reason", pa.string()),
-        ("payload", pa.string()),
-        ("status_code", pa.int32()),
-        ("body", pa.string()),
-        ("body_bytes", pa.int64()),
-        *collector_columns("user_agent"),
-        *KAFKA_AND_PARTITION_COLUMNS,
-    ]
-)
-
-UNSUPPORTED = "HTTP 415: content type not accepted"
-#: Invalid rows as the collector words them (current and earlier wording), with the group each belongs in.
-REASONS: list[tuple[str, int | None, str]] = [
-    ('$.type: "hover" is not one of "click", "view" or "purchase"', None, "$.type: not an allowed value"),
-    ('$.type: "scroll" is not one of "click", "view" or "purchase"', None, "$.type: not an allowed value"),
-    ("$.type must be one of ['click', 'view', 'purchase']", None, "$.type: not an allowed value"),
-    ('$.event: "customer_id" is a required property', None, "$.event.customer_id: missing"),
-    ("$.event must contain ['customer_id'] properties", None, "$.event.customer_id: missing"),
-    ('$.event: "price" is a required property', None, "$.event.price: missing"),
-    ('$: "id" is a required property', None, "$.id: missing"),
-    (
-        "$.event must contain ['price', 'product_id', 'product_name'] properties",
-        None,
-        "$.event.{price,product_id,product_name}: missing",
-    ),
-    ('$.event.price: "free" is not of types "null", "number"', None, "$.event.price: wrong type"),
-    ("$.event.price must be number or null", None, "$.event.price: wrong type"),
-    ('$.event: "x" is not of type "object"', None, "$.event: wrong type"),
-    ('$.event.timestamp: "yesterday at noon" does not match "^[0-9]{4}-..."', None, "$.event.timestamp: wrong format"),
-    ("$.event.timestamp must match pattern ^[0-9]{4}-...", None, "$.event.timestamp: wrong format"),
-    ("$.event.price: 0 is less than or equal to the minimum of 0", None, "$.event.price: out of range"),
-    ('$.id: "" is shorter than 1 character', None, "$.id: wrong length"),
-    ("$: Additional properties are not allowed ('extra' was unexpected)", None, "$: unexpected property"),
-    ("$: Additional properties are not allowed ('other' was unexpected)", None, "$: unexpected property"),
-    (
-        "$.event: {} is not valid under any of the schemas listed in the 'anyOf' keyword",
-        None,
-        "$.event: fits none of the allowed shapes",
-    ),
-    ("event must be a JSON object", None, "$: not a JSON object"),
-    ("body is not valid JSON: unexpected character: line 1 column 2 (char 1)", 400, "HTTP 400: body is not valid JSON"),
-    ("body is not valid JSON: trailing characters: line 1 column 9 (char 8)", 400, "HTTP 400: body is not valid JSON"),
-    ("body is an empty array: there are no events to collect", 400, "HTTP 400: empty array"),
-    ("content type 'text/xml' is not accepted; send application/json or text/plain", 415, UNSUPPORTED),
-    ("content type 'image/png' is not accepted; send application/json or text/plain", 415, UNSUPPORTED),
-    ("body of 10485761 bytes exceeds the limit of 10485760 bytes", 413, "HTTP 413: body too large"),
-    ("batch of 1001 events exceeds the limit of 1000", 413, "HTTP 413: too many events in one batch"),
-]  # fmt: skip
-
-
-def _moment(iso: str) -> datetime:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
-def lake_table(events: list[dict[str, Any]]) -> pa.Table:
-    """Events flattened as the lake writer writes them."""
-    rows = []
-    for offset, event in enumerate(events):
-        details = event["event"]
-        moment = _moment(details["timestamp"])
-        rows.append(
-            {
-                "id": event["id"],
-                "type": event["type"],
-                "package_id": event["package_id"],
-                **{name: details.get(name) for name in ("user_agent", "ip", "customer_id", "page", "query")},
-                **{name: details.get(name) for name in ("product_id", "product_name", "price", "referrer")},
-                "event_timestamp": moment,
-                "correlation_id": f"batch-{offset // 50}",
-                "received_at": moment + timedelta(seconds=1),
-                "source_ip": "127.0.0.1",
-                "schema_id": SCHEMA_ID,
-                "schema_version": SCHEMA_VERSION,
-                "collector_user_agent": "pytest",
-                "kafka_partition": offset % 6,
-                "kafka_offset": offset,
-                "kafka_timestamp": moment + timedelta(seconds=1),
-                "ingested_timestamp": moment + timedelta(seconds=3 + offset % 5),
-                "dt": f"{moment:%Y-%m-%d}",
-                "hour": f"{moment:%H}",
-                "is_bot": enrichment.agent(details["user_agent"]).is_bot,
-            }
-        )
-    return pa.Table.from_pylist(rows, schema=LAKE_SCHEMA)
-
-
-def visits(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The sessions of the events, as spark/sessions.py makes them (the enrichment's own functions for the
-    landing event's facts): a customer's events with gaps under 30 minutes."""
-    by_customer: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for event in events:
-        by_customer[event["event"]["customer_id"]].append(event)
-    found = []
-    for customer_events in by_customer.values():
-        customer_events.sort(key=lambda e: (_moment(e["event"]["timestamp"]), e["id"]))
-        current: list[dict[str, Any]] = []
-        for event in customer_events:
-            if current and _moment(event["event"]["timestamp"]) - _moment(current[-1]["event"]["timestamp"]) >= (
-                timedelta(minutes=30)
-            ):
-                found.append(current)
-                current = []
-            current.append(event)
-        found.append(current)
-    rows = []
-    for session in found:
-        first = session[0]["event"]
-        host, medium = enrichment.referrer_medium(first.get("referrer"), first["page"])
-        agent = enrichment.agent(first["user_agent"])
-        rows.append(
-            {
-                "session_start": _moment(first["timestamp"]),
-                "events": len(session),
-                "landing_page": first["page"],
-                "referrer_host": host,
-                "referrer_medium": medium,
-                **{k: v for k, v in enrichment.campaign(first["page"]).items() if k.startswith("utm_")},
-                "device_class": agent.device_class,
-                "browser_family": agent.browser_family,
-                "is_bot": any(enrichment.agent(e["event"]["user_agent"]).is_bot for e in session),
-                "converted": any(e["type"] == "purchase" for e in session),
-                "revenue": sum(e["event"]["price"] for e in session if e["type"] == "purchase"),
-            }
-        )
-    return rows
-
-
-def sessions_table(events: list[dict[str, Any]]) -> pa.Table:
-    return pa.Table.from_pylist(visits(events), schema=figures.SESSION_COLUMNS)
-
-
-def invalid_table(reasons: list[tuple[str, int | None]], at: datetime = START) -> pa.Table:
-    rows = []
-    for index, (reason, status_code) in enumerate(reasons):
-        moment = at + timedelta(seconds=index)
-        rows.append(
-            {
-                "id": None if status_code else f"bad-{index}",
-                "index": None if status_code else index,
-                "reason": reason,
-                "payload": None if status_code else "{}",
-                "status_code": status_code,
-                "body": "x" if status_code else None,
-                "body_bytes": 1 if status_code else None,
-                "received_at": moment,
-                "ingested_timestamp": moment + timedelta(seconds=2),
-                "dt": f"{moment:%Y-%m-%d}",
-                "hour": f"{moment:%H}",
-            }
-        )
-    return pa.Table.from_pylist(rows, schema=INVALID_SCHEMA)
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +35,7 @@ def events() -> list[dict[str, Any]]:
     sample = synthetic_events(800, seed=11, start=START)
 
     def again(event: dict[str, Any], after: timedelta, **details: Any) -> dict[str, Any]:
-        moment = _iso(_moment(event["event"]["timestamp"]) + after)
+        moment = iso_of(moment_of(event["event"]["timestamp"]) + after)
         return {**event, "id": f"{event['id']}+{after}", "event": {**event["event"], "timestamp": moment, **details}}
 
     first, last = sample[0], sample[-1]
@@ -265,10 +70,10 @@ def humans(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def test_totals(fig: dict[str, Any], events: list[dict[str, Any]]) -> None:
     """Bots left out, as by default (freshness counts them: they were ingested too)."""
-    moments = [_moment(e["event"]["timestamp"]) for e in events]
+    moments = [moment_of(e["event"]["timestamp"]) for e in events]
     ingested = max(m + timedelta(seconds=3 + i % 5) for i, m in enumerate(moments))
     events = humans(events)
-    moments = [_moment(e["event"]["timestamp"]) for e in events]
+    moments = [moment_of(e["event"]["timestamp"]) for e in events]
     totals = fig["totals"]
     purchases = [e for e in events if e["type"] == "purchase"]
     assert not fig["empty"]
@@ -280,9 +85,9 @@ def test_totals(fig: dict[str, Any], events: list[dict[str, Any]]) -> None:
     assert totals["revenue"] == round(sum(e["event"]["price"] for e in purchases), 2)
     assert totals["invalid_events"] == sum(1 for _, status, _ in REASONS if status is None)
     assert totals["refused_requests"] == sum(1 for _, status, _ in REASONS if status is not None)
-    assert totals["first_event"] == _iso(min(moments))
-    assert totals["last_event"] == _iso(max(moments))
-    assert totals["freshness"] == _iso(ingested)
+    assert totals["first_event"] == iso_of(min(moments))
+    assert totals["last_event"] == iso_of(max(moments))
+    assert totals["freshness"] == iso_of(ingested)
 
 
 def test_session_figures_come_from_the_sessions_table(fig: dict[str, Any], events: list[dict[str, Any]]) -> None:
@@ -316,7 +121,7 @@ def test_session_figures_come_from_the_sessions_table(fig: dict[str, Any], event
     assert sum(b["counts"]["bounced"] for b in starts) == totals["bounced_sessions"]
     assert sum(b["counts"]["engaged"] + b["counts"]["bounced"] for b in starts) == len(sessions)
     step = timedelta(seconds=timeline["bucket_seconds"])
-    assert {_moment(b["start"]) - _moment(a["start"]) for a, b in pairwise(starts)} == {step}  # no holes
+    assert {moment_of(b["start"]) - moment_of(a["start"]) for a, b in pairwise(starts)} == {step}  # no holes
 
 
 def test_bots_are_left_out_unless_asked_and_their_share_shown(events: list[dict[str, Any]]) -> None:
@@ -336,7 +141,7 @@ def test_bots_are_left_out_unless_asked_and_their_share_shown(events: list[dict[
 def test_events_per_type_over_time(fig: dict[str, Any], events: list[dict[str, Any]]) -> None:
     events = humans(events)
     timeline = fig["timeline"]
-    moments = [_moment(e["event"]["timestamp"]) for e in events]
+    moments = [moment_of(e["event"]["timestamp"]) for e in events]
     span = max(moments) - min(moments)
     assert timedelta(hours=2) <= span < timedelta(hours=2, minutes=30)
     assert timeline["bucket_seconds"] == 300
@@ -345,11 +150,11 @@ def test_events_per_type_over_time(fig: dict[str, Any], events: list[dict[str, A
     expected: dict[str, Counter[str]] = defaultdict(Counter)
     for event, moment in zip(events, moments, strict=True):
         epoch = int(moment.timestamp())
-        expected[_iso(datetime.fromtimestamp(epoch - epoch % 300, UTC))][event["type"]] += 1
+        expected[iso_of(datetime.fromtimestamp(epoch - epoch % 300, UTC))][event["type"]] += 1
     starts = [b["start"] for b in timeline["buckets"]]
     # Every 5 minutes from the first bucket to the last, the empty ones included (with zeros).
     assert starts[0] == min(expected) and starts[-1] == max(expected)
-    assert {_moment(b) - _moment(a) for a, b in pairwise(starts)} == {timedelta(minutes=5)}
+    assert {moment_of(b) - moment_of(a) for a, b in pairwise(starts)} == {timedelta(minutes=5)}
     for bucket in timeline["buckets"]:
         assert bucket["counts"] == {t: expected.get(bucket["start"], Counter())[t] for t in timeline["types"]}
     assert sum(sum(b["counts"].values()) for b in timeline["buckets"]) == len(events)
@@ -558,4 +363,4 @@ def test_the_default_output_is_in_the_runtime_folder(monkeypatch: pytest.MonkeyP
 def test_freshness_counts_the_invalid_prefix_too(events: list[dict[str, Any]]) -> None:
     later = START + timedelta(days=1)
     fig = figures.figures(lake_table(events), invalid_table([("x", 400)], at=later))
-    assert fig["totals"]["freshness"] == _iso(later + timedelta(seconds=2))
+    assert fig["totals"]["freshness"] == iso_of(later + timedelta(seconds=2))
