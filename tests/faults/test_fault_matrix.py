@@ -121,7 +121,7 @@ def test_b_broker_killed_under_load_every_answer_is_200_or_202_and_nothing_is_lo
     traffic.stop()  # what comes while the broker starts again is spooled as before: the load has made its point
     back_after = wait_until(lambda: kafka.service().pid() is not None and kafka.topic_counts(), 120)
     # Batches to the broker again, after it is back, while the spool drains.
-    after = Traffic(deployment, rate=500).start(seed=7).answered(80)
+    after = Traffic(deployment, rate=500).start(seed=7).answered(40)
     after.stop()
     drained_after = wait_until(lambda: spool_depth() == (0, 0), 180, every_s=1)
 
