@@ -153,6 +153,7 @@ class SessionsUpdater:
                 # Read once: the windows, the ties and the new pieces all come from these rows.
                 changes = _cached(feed)
             except Exception as exc:  # the feed's versions are checked when it is read; a rebuild is always right
+                feed.unpersist()
                 self.note("sessions", {"rebuilding": str(exc)[:300]})
             else:
                 windows = _windows(changes)
