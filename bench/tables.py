@@ -65,8 +65,7 @@ def _template(config: Config, path: Path) -> None:
 
 def _job(*args: str) -> dict[str, Any]:
     config = current().replace(spark={"master": "local[2]", "ui_port": free_port()})
-    env = config.child_environment()
-    env.update(PYSPARK_SUBMIT_ARGS=spark.submit_args(config), PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
+    env = config.child_environment() | spark.job_environment(config)
     log = runtime_dir() / "bench-table-job.log"
     with log.open("a") as out:
         out.write(f"--- {' '.join(args[:2])}\n")

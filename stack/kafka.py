@@ -20,6 +20,7 @@ from string import Template
 from pipeline.config import Config
 from pipeline.contract import host_port
 from stack import kafka_security, maven
+from stack.class_archives import ClassArchive
 from stack.cluster import current
 from stack.paths import REPO, cache_dir, runtime_dir
 from stack.process import Service, ServiceError, port_open, wait_for_port
@@ -40,6 +41,10 @@ def libs_dir() -> Path:
 def fetch_jars() -> Path:
     """The broker's classpath, resolved with mvn into the cache once per pom.xml content."""
     return maven.fetch_classpath(POM, libs_dir(), f"kafka: Apache Kafka {version()}")
+
+
+def class_archive(config: Config) -> ClassArchive:
+    return ClassArchive("kafka-node", "kafka.Kafka", maven.java(config), (str(libs_dir() / "*"),))
 
 
 @dataclass(frozen=True)
@@ -221,6 +226,7 @@ def start(config: Config | None = None, timeout_s: float = 60.0, only: str | Non
     chosen = [n for n in all_nodes if only in (None, n.name)]
     classpath = str(fetch_jars() / "*")
     heap = config.kafka.heap_opts
+    archive = class_archive(config).options()
     started = time.monotonic()
     # All processes first: a node of three opens its port only once a quorum of controllers is up.
     for node in chosen:
@@ -241,6 +247,7 @@ def start(config: Config | None = None, timeout_s: float = 60.0, only: str | Non
                 maven.java(config),
                 *heap.split(),
                 "-XX:+UseG1GC",
+                *archive,
                 log4j,
                 "-cp",
                 classpath,
@@ -348,9 +355,14 @@ def topic_counts(config: Config | None = None) -> dict[str, int]:
 def stop(config: Config | None = None) -> None:
     """Every node stopped, all at once: each shuts down in order on its own (a node stopped after the others would
     wait on its own for leadership to move to nodes already gone)."""
-    every = nodes(config)
+    every, archive = nodes(config), class_archive(config or current())
+
+    def stopped_node(node: Node) -> bool:
+        archive.record(node.service().pid())  # the first time only: the classes of a node that has run
+        return node.service().stop(timeout_s=30)
+
     with ThreadPoolExecutor(max_workers=len(every)) as pool:
-        stopped = list(pool.map(lambda node: node.service().stop(timeout_s=30), every))
+        stopped = list(pool.map(stopped_node, every))
     for node, was_running in zip(every, stopped, strict=True):
         if was_running:
             log.info("%s: stopped", node.name)

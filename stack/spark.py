@@ -24,9 +24,11 @@ from typing import Any
 from pipeline.config import Config
 from pipeline.contract import maintenance_answer, table_name
 from stack import localstack, maven
+from stack.class_archives import ClassArchive
 from stack.cluster import current
 from stack.paths import REPO, cache_dir, runtime_dir
 from stack.process import Service, ServiceError, wait_for_port
+from stack.spark_home import spark_home
 
 log = logging.getLogger(__name__)
 POM = REPO / "spark" / "pom.xml"
@@ -59,7 +61,7 @@ def submit_args(config: Config) -> str:
     spark, aws = config.spark, config.aws
     conf = {
         "spark.driver.memory": spark.driver_memory,
-        "spark.driver.extraJavaOptions": spark.java_options,
+        "spark.driver.extraJavaOptions": " ".join([spark.java_options, *driver_archive(config).options()]),
         # local mode: the jars on the driver's classpath (--jars would copy 700 MB on every start)
         "spark.driver.extraClassPath": f"{jars_dir()}/*",
         # Delta's VACUUM lists a table's folders in this many tasks (Spark's default, 10,000, made a vacuum of a
@@ -87,7 +89,7 @@ def submit_args(config: Config) -> str:
                 # The worker is on this machine: its executors take the jars from the same folder.
                 "spark.executor.extraClassPath": f"{jars_dir()}/*",
                 "spark.executor.memory": spark.executor_memory,
-                "spark.executor.extraJavaOptions": spark.java_options,
+                "spark.executor.extraJavaOptions": " ".join([spark.java_options, *executor_archive(config).options()]),
                 "spark.cores.max": str(spark.cores_max),
             }
         )
@@ -96,14 +98,30 @@ def submit_args(config: Config) -> str:
     return " ".join(["--master", spark.master, *confs, "pyspark-shell"])
 
 
+def job_environment(config: Config) -> dict[str, str]:
+    """What a PySpark application of the stack's (the lake writer, a maintenance run, a test's session) takes from
+    its environment to start its JVM: spark-submit's arguments, the Spark home, Python workers of this virtualenv."""
+    return {
+        "PYSPARK_SUBMIT_ARGS": submit_args(config),
+        "SPARK_HOME": str(spark_home()),
+        "PYSPARK_PYTHON": sys.executable,
+        "SPARK_LOCAL_IP": "127.0.0.1",
+    }
+
+
+def driver_archive(config: Config) -> ClassArchive:
+    """The class-data archive of a driver's JVM (class_archives.py): the cache's jars, then the Spark home's."""
+    classpath = (f"{jars_dir()}/*", f"{spark_home()}/jars/*")
+    return ClassArchive("spark-driver", "org.apache.spark.deploy.SparkSubmit", maven.java(config), classpath)
+
+
+def executor_archive(config: Config) -> ClassArchive:
+    """The class-data archive of an executor's JVM on the worker (the same jars as the driver's)."""
+    main = "org.apache.spark.executor.CoarseGrainedExecutorBackend"
+    return ClassArchive("spark-executor", main, maven.java(config), driver_archive(config).classpath)
+
+
 # --- the standalone cluster (CLUSTER=1) -----------------------------------------------------------------
-
-
-def spark_home() -> Path:
-    """PySpark's own distribution: its jars and bin/spark-class start the master and the worker."""
-    import pyspark
-
-    return Path(pyspark.__file__).parent
 
 
 def master_address(config: Config | None = None) -> tuple[str, int]:
@@ -258,8 +276,7 @@ def start(config: Config | None = None, name: str = "spark", timeout_s: float = 
     if svc.pid() is not None:
         return
     status_file(name).unlink(missing_ok=True)
-    env = config.child_environment()
-    env.update(PYSPARK_SUBMIT_ARGS=submit_args(config), PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
+    env = config.child_environment() | job_environment(config)
     started = time.monotonic()
     svc.start([sys.executable, str(JOB), name], env=env, cwd=runtime_dir())
     while len(queries_started(name)) < QUERIES:
@@ -282,7 +299,12 @@ def queries_started(name: str = "spark") -> set[str]:
 
 
 def stop(name: str = "spark", timeout_s: float = 150) -> None:
-    """SIGTERM to the driver: it ends its threads and queries between commits, then Spark; killed after `timeout_s`."""
+    """SIGTERM to the driver: it ends its threads and queries between commits, then Spark; killed after `timeout_s`.
+    The first time, its JVM's classes go into the drivers' archive before (and its executor's, on a cluster)."""
+    config = current()
+    driver_archive(config).record(service(name).pid())
+    if config.spark.master.startswith("spark://"):
+        executor_archive(config).record(worker_service().pid())
     if service(name).stop(timeout_s=timeout_s):
         log.info("%s: stopped", name)
 
@@ -329,7 +351,7 @@ def run_maintenance(config: Config, *args: str) -> None:
     `make compact` or `make forget` while no lake writer runs."""
     tables = [config.lake.events_path, config.lake.invalid_path, config.lake.sessions_path]
     fetch_jars()
-    env = {**os.environ, "PYSPARK_SUBMIT_ARGS": submit_args(config), "SPARK_LOCAL_IP": "127.0.0.1"}
+    env = {**os.environ, **job_environment(config)}
     subprocess.run([sys.executable, str(MAINTENANCE), *args, *tables], env=env, check=True, cwd=runtime_dir())
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -17,8 +16,8 @@ def spark_jvm_with_the_lakes_jars() -> Iterator[None]:
     spark.fetch_jars()
     local = Config.from_env({"SPARK_MASTER": "local[2]", "SPARK_UI_PORT": "0"})
     with pytest.MonkeyPatch.context() as environment:
-        # Read by PySpark when it launches the JVM, which it does once per process.
-        environment.setenv("PYSPARK_SUBMIT_ARGS", spark.submit_args(local))
-        # Python workers of this virtualenv, as the lake writer's (the enrichment's UDF needs its packages).
-        environment.setenv("PYSPARK_PYTHON", sys.executable)
+        # Read by PySpark when it launches the JVM, which it does once per process; Python workers of this
+        # virtualenv, as the lake writer's (the enrichment's UDF needs its packages).
+        for name, value in spark.job_environment(local).items():
+            environment.setenv(name, value)
         yield
