@@ -105,6 +105,7 @@ class KafkaConfig:
         shown="`9094` (`9094,9194,9294` with `CLUSTER=1`)",
     )
     heap_opts: str = var("KAFKA_HEAP_OPTS", "-Xms256m -Xmx512m", "the embedded broker's JVM heap")
+    jvm_options: str = var("KAFKA_JVM_OPTIONS", "-XX:+UseG1GC", "the embedded broker's other JVM options")
 
     @property
     def servers(self) -> list[str]:

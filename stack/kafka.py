@@ -246,7 +246,7 @@ def start(config: Config | None = None, timeout_s: float = 60.0, only: str | Non
             [
                 maven.java(config),
                 *heap.split(),
-                "-XX:+UseG1GC",
+                *config.kafka.jvm_options.split(),
                 *archive,
                 log4j,
                 "-cp",
