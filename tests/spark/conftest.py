@@ -7,10 +7,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.stacks import SUITE_SETTINGS
-
-JAVA_OPTIONS = SUITE_SETTINGS["SPARK_JAVA_OPTIONS"]
-
 
 @pytest.fixture(scope="session", autouse=True)
 def spark_jvm_with_the_lakes_jars() -> Iterator[None]:
@@ -18,8 +14,7 @@ def spark_jvm_with_the_lakes_jars() -> Iterator[None]:
     from stack import spark
 
     spark.fetch_jars()
-    # The JVM options the suite's stacks run with (tests/stacks.py).
-    local = Config.from_env({"SPARK_MASTER": "local[2]", "SPARK_UI_PORT": "0", "SPARK_JAVA_OPTIONS": JAVA_OPTIONS})
+    local = Config.from_env({"SPARK_MASTER": "local[2]", "SPARK_UI_PORT": "0"})
     with pytest.MonkeyPatch.context() as environment:
         # Read by PySpark when it launches the JVM, which it does once per process; Python workers of this
         # virtualenv, as the lake writer's (the enrichment's UDF needs its packages).
