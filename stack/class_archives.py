@@ -58,15 +58,17 @@ class ClassArchive:
         JVM was not recording); True if an archive was made."""
         path = self.path
         jcmd = Path(_resolved(self.java)).parent / "jcmd"
-        jvm = _jvm_in_group(service_pid, self.main) if service_pid else None
-        if path.exists() or jvm is None or not jcmd.exists():
+        if path.exists() or not service_pid or not jcmd.exists():
+            return False
+        jvm = _jvm_in_group(service_pid, self.main)
+        if jvm is None:
             return False
         pid, classpath = jvm
         path.parent.mkdir(parents=True, exist_ok=True)
         part = path.with_name(f"{path.name}.{pid}.part")
         try:
             dumped = subprocess.run(
-                [str(jcmd), str(pid), "VM.cds", "dynamic_dump", str(part)], capture_output=True, timeout=300
+                [str(jcmd), str(pid), "VM.cds", "dynamic_dump", str(part)], capture_output=True, timeout=120
             )
             checked = dumped.returncode == 0 and part.exists() and _maps(self.java, part, classpath)
             if checked:
