@@ -5,7 +5,7 @@ verified, instead of reading them out of hundreds of jars again. Measured on thi
 queries start 4 s sooner and its first batch lands 6 s sooner (28 s to 22 s from its start); a Kafka node opens its
 port in 2.3 s, not 3.2.
 
-An archive belongs to a kind of JVM (a Kafka node, the lake writer's driver), its java and its classpath (every jar's
+An archive belongs to a kind of JVM (a Kafka node, a Spark driver or executor), its java and its classpath (every jar's
 size and time): another version of any of them makes another archive. The first JVM of a kind that finds none
 records its classes (-XX:+RecordDynamicDumpInfo); when the stack stops it, `jcmd VM.cds dynamic_dump` writes them
 (once: 2 s for a Kafka node, 15 s for the driver), and `java -Xshare:on` checks the archive before any JVM maps it.
