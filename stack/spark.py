@@ -101,12 +101,13 @@ def submit_args(config: Config) -> str:
 def job_environment(config: Config) -> dict[str, str]:
     """What a PySpark application of the stack's (the lake writer, a maintenance run, a test's session) takes from
     its environment to start its JVM: spark-submit's arguments, the Spark home, Python workers of this virtualenv."""
-    return {
-        "PYSPARK_SUBMIT_ARGS": submit_args(config),
-        "SPARK_HOME": str(spark_home()),
-        "PYSPARK_PYTHON": sys.executable,
-        "SPARK_LOCAL_IP": "127.0.0.1",
-    }
+    return {"PYSPARK_SUBMIT_ARGS": submit_args(config), **_on_this_machine()}
+
+
+def _on_this_machine() -> dict[str, str]:
+    """What every Spark process of the stack takes: the Spark home, the loopback address, and Python workers with
+    the project's interpreter (the enrichment's UDFs need its packages)."""
+    return {"SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
 
 
 def driver_archive(config: Config) -> ClassArchive:
@@ -150,13 +151,7 @@ def worker_service() -> Service:
 
 
 def _daemon_env(config: Config) -> dict[str, str]:
-    return {
-        **config.child_environment(),
-        "SPARK_HOME": str(spark_home()),
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        # The worker's executors start Python workers with the project's interpreter (same machine).
-        "PYSPARK_PYTHON": sys.executable,
-    }
+    return {**config.child_environment(), **_on_this_machine()}
 
 
 def start_master(config: Config | None = None, timeout_s: float = 60) -> None:
