@@ -2,8 +2,8 @@
 
 - A micro-batch's rows are appended: the stream has dropped the ids it saw within LAKE_DEDUPE_WINDOW (records.py's
   `first_arrivals`), so a batch costs what its rows cost, however large the day or the table it lands in.
-- Every append carries Delta's transaction id (the streaming query's id and the batch id), so a batch replayed after
-  a restart commits nothing twice.
+- Every append names its streaming query and batch in its commit (Delta's userMetadata), so a batch replayed after a
+  restart commits nothing twice.
 - An id resent after the window lands again; the sweep of its day (maintenance.py) deletes the later copies. The
   day is the event's own (a resend lands in the same partition), for the invalid table the day received.
 - Sweeps, compaction and vacuum are maintenance.py's.
@@ -152,6 +152,14 @@ class JobStopping(RuntimeError):
 class TableWriter:
     """The foreachBatch function of one table's streaming query: an append, idempotent across restarts.
 
+    Each commit names the query and the batch (Delta's userMetadata, `{"query": ..., "batch": ...}`). Only a run's
+    first batch can be one the table already has (the batch a crash left uncommitted in the checkpoint is the one
+    replayed, first), so only then is the table's history read: the newest batch of the query it names. Delta's own
+    transaction ids (`txnAppId`/`txnVersion`) would do the same, but they make every append rebuild the table's
+    state from its log (a Spark job of three stages: Delta 4.4 reads `setTransactions` from the full state), which
+    cost a commit every 20 s 1-3 s of two cores; the run's first append still carries them, so a batch an older
+    version of the job committed that way is known too.
+
     `lock` is held while it writes, so the table's maintenance runs between two batches, never during one; the days
     it wrote into go to `wrote`, the maintenance's next compaction (and, once closed, its sweep). Once `stopping` is
     set no write begins, so a stop waits only for the write under way (`drained`), never for a busy query to idle.
@@ -176,6 +184,8 @@ class TableWriter:
         self.keep = keep or (lambda rows: rows)
         self.stopping = stopping or threading.Event()
         self._query_id: str | None = None
+        #: The newest batch of the query the table holds; None until the run's first batch has read it.
+        self._newest: int | None = None
         self._started = threading.Event()
 
     def drained(self) -> None:
@@ -184,8 +194,8 @@ class TableWriter:
             pass
 
     def started(self, query_id: str) -> None:
-        """The query's id (kept in its checkpoint): the transaction id's application part."""
-        self._query_id = query_id
+        """The query's id (kept in its checkpoint), which its commits name."""
+        self._query_id, self._newest = query_id, None
         self._started.set()
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
@@ -195,23 +205,52 @@ class TableWriter:
         persisted = batch.persist() if self.persist else batch  # two actions below: the days, and the write
         try:
             with self.lock:
+                first = self._newest is None
+                if first:
+                    self._newest = newest_batch(batch.sparkSession, self.path, self._app)
+                if batch_id <= self._newest:
+                    log_note("replayed", {"table": self.path, "batch": batch_id, "committed_before": True})
+                    return
                 rows = self.keep(persisted)
                 days = days_of(rows)
                 if days:
                     if self.stopping.is_set():
                         raise JobStopping(f"{self.path}: the job is stopping; batch {batch_id} is left to the next run")
-                    (
+                    write = (
                         rows.write.format("delta")
                         .mode("append")
-                        # A (application, version) this table committed before is skipped: a replayed batch.
-                        .option("txnAppId", f"clickstream-{self._query_id}")
-                        .option("txnVersion", str(batch_id))
+                        .option("userMetadata", json.dumps({QUERY: self._app, BATCH: batch_id}))
                         # A field added to the schema becomes a column (older rows read null).
                         .option("mergeSchema", "true")
-                        .save(self.path)
                     )
+                    if first:  # a batch an older job committed with Delta's transaction id is skipped too
+                        write = write.option("txnAppId", self._app).option("txnVersion", str(batch_id))
+                    write.save(self.path)
+                    self._newest = batch_id
             if days:
                 self.wrote(days)
         finally:
             if self.persist:
                 persisted.unpersist()
+
+    @property
+    def _app(self) -> str:
+        return f"clickstream-{self._query_id}"
+
+
+#: The keys of an append's userMetadata: the query (its application id) and the batch.
+QUERY, BATCH = "query", "batch"
+
+
+def newest_batch(spark: SparkSession, path: str, app: str, commits: int = 100) -> int:
+    """The newest batch of the query `app` among the table's last `commits` commits, -1 if none names it. The lake
+    writer and its maintenance are the tables' only writers, a few commits between two batches: a batch replayed
+    after a restart is always among them if it was committed."""
+    for row in spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT {commits}").select("userMetadata").collect():
+        try:
+            named = json.loads(row["userMetadata"] or "{}")
+        except ValueError:
+            continue
+        if isinstance(named, dict) and named.get(QUERY) == app:
+            return int(named[BATCH])
+    return -1
