@@ -38,7 +38,9 @@ def latest_rows(
 ) -> DataFrame:
     """The raw topic's valid events but the forgotten customers' (their hashes), once each within the window,
     enriched as the lake's rows are."""
-    raw = read_topic(spark, config, config.kafka.raw_topic)
+    # One task per core rather than per Kafka partition: each task's Python round trip (the registry's check) is
+    # a fixed cost of every batch.
+    raw = read_topic(spark, config, config.kafka.raw_topic).coalesce(config.spark.shuffle_partitions)
     parsed = records.parse_raw_records(raw, event_schema, wire_format.registry_check(config))
     events = records.events_of(parsed)
     if forgotten:
