@@ -111,9 +111,10 @@ class ProgressListener(StreamingQueryListener):
             query.update(state="active", last=line)
             totals = query["totals"]
             if line["rows"]:
-                # Batches after the first with data are the steady rate: the first also pays for class loading
-                # and code generation.
-                if totals["data_batches"]:
+                # The steady rate is of the batches that ran flat out: after the first with data (which also pays
+                # for class loading and code generation), and leaving records waiting (a backlog's last, short
+                # batch is mostly a batch's fixed cost).
+                if totals["data_batches"] and line["lag"]:
                     totals["steady_rows"] += line["rows"]
                     totals["steady_ms"] += line["batch_ms"] or 0
                 totals["data_batches"] += 1
